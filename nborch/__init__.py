@@ -1,0 +1,1 @@
+"""nborch: Jupyter-first orchestration of executor replicas, shards and Raft groups."""

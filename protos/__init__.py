@@ -1,0 +1,1 @@
+"""gRPC contracts and their generated stubs (see protos/nborch.proto)."""

@@ -1,0 +1,67 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class DataRequest(_message.Message):
+    __slots__ = ("endpoint", "docs", "parameters", "request_id", "target_executor")
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    DOCS_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TARGET_EXECUTOR_FIELD_NUMBER: _ClassVar[int]
+    endpoint: str
+    docs: bytes
+    parameters: bytes
+    request_id: str
+    target_executor: str
+    def __init__(self, endpoint: _Optional[str] = ..., docs: _Optional[bytes] = ..., parameters: _Optional[bytes] = ..., request_id: _Optional[str] = ..., target_executor: _Optional[str] = ...) -> None: ...
+
+class ExecutorError(_message.Message):
+    __slots__ = ("executor", "type", "message", "traceback")
+    EXECUTOR_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    TRACEBACK_FIELD_NUMBER: _ClassVar[int]
+    executor: str
+    type: str
+    message: str
+    traceback: str
+    def __init__(self, executor: _Optional[str] = ..., type: _Optional[str] = ..., message: _Optional[str] = ..., traceback: _Optional[str] = ...) -> None: ...
+
+class Hop(_message.Message):
+    __slots__ = ("executor", "shard", "replica")
+    EXECUTOR_FIELD_NUMBER: _ClassVar[int]
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    executor: str
+    shard: int
+    replica: int
+    def __init__(self, executor: _Optional[str] = ..., shard: _Optional[int] = ..., replica: _Optional[int] = ...) -> None: ...
+
+class DataResponse(_message.Message):
+    __slots__ = ("docs", "parameters", "error", "route", "failed_shards")
+    DOCS_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    FAILED_SHARDS_FIELD_NUMBER: _ClassVar[int]
+    docs: bytes
+    parameters: bytes
+    error: ExecutorError
+    route: _containers.RepeatedCompositeFieldContainer[Hop]
+    failed_shards: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, docs: _Optional[bytes] = ..., parameters: _Optional[bytes] = ..., error: _Optional[_Union[ExecutorError, _Mapping]] = ..., route: _Optional[_Iterable[_Union[Hop, _Mapping]]] = ..., failed_shards: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class StatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StatusReply(_message.Message):
+    __slots__ = ("json",)
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    json: bytes
+    def __init__(self, json: _Optional[bytes] = ...) -> None: ...

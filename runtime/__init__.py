@@ -1,0 +1,1 @@
+"""Background processes of nborch: worker, gateway, router, supervisor, consensus."""

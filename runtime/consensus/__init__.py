@@ -1,0 +1,1 @@
+"""Raft consensus for stateful executors (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""Views over status snapshots; no business logic."""
