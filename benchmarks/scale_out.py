@@ -1,0 +1,174 @@
+"""The reference page's scale-out experiment on nborch, plus the floors to compare with.
+
+    python benchmarks/scale_out.py            # default size (10 000 docs, 200 queries)
+    python benchmarks/scale_out.py --full     # the page's size (100 000 docs, 1 000 queries)
+    python benchmarks/scale_out.py --json out.json
+
+Measures, in one run: indexing N docs (TextDoc, 128-d random embedding, request_size=100)
+then Q single-doc searches (limit=100) through a Deployment at replicas=1 and replicas=3, for
+the page's docarray InMemoryExactNNIndex executor and a numpy-matrix executor; the plain-numpy
+floor for the same searches in this process; and the gateway's overhead (p50/p99 of
+sequential 1-doc posts to an echo executor, through the gateway and straight to the worker).
+Replicas here are stateless: each replica indexes the share of docs routed to it, so
+replicas=3 searches a third of the data each (consensus replication is a separate issue).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+from docarray import DocList
+from docarray.documents import TextDoc
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from nborch import Client, Deployment  # noqa: E402
+from nborch.examples import Echo, ExactNNSearch, NumpySearch, QueryDoc, top_k  # noqa: E402
+
+PAGE = {'index_s_replicas1': 18.93, 'search_s_replicas1': 385.97, 'index_s_consensus3': 35.07,
+        'search_s_consensus3': 202.08, 'docs': 100_000, 'queries': 1_000}
+PEER_GATEWAY_P50_MS = 10.3  # the reference system on this kind of machine (peer-figures.md)
+LIMIT = 100
+
+
+def make_docs(n: int, seed: int) -> tuple[DocList[TextDoc], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    embeddings = rng.random((n, 128))
+    docs = DocList[TextDoc]([TextDoc(text=f'I am document {i}', embedding=embeddings[i])
+                             for i in range(n)])
+    return docs, embeddings
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def gateway_overhead(posts: int) -> dict:
+    doc = DocList[TextDoc]([TextDoc(text='hello')])
+    out = {}
+    with Deployment(name='echo', uses=Echo, quiet=True) as dep:
+        worker_port = dep.status()['executors'][0]['shards'][0]['replicas'][0]['port']
+        for label, client in (('gateway', dep.client), ('worker', Client(port=worker_port))):
+            for _ in range(100):
+                client.post('/', doc)
+            times = []
+            for _ in range(posts):
+                start = time.perf_counter()
+                client.post('/', doc)
+                times.append((time.perf_counter() - start) * 1000)
+            out[label] = {'p50_ms': statistics.median(times), 'p99_ms': percentile(times, 99),
+                          'req_per_s': 1000 / statistics.mean(times)}
+            if label == 'worker':
+                client.close()
+    return out
+
+
+def run_setup(executor, replicas: int, index_docs, queries) -> dict:
+    with Deployment(name='indexer', uses=executor, replicas=replicas, quiet=True) as dep:
+        start = time.perf_counter()
+        dep.post('/index', index_docs, request_size=100)
+        index_s = time.perf_counter() - start
+        start = time.perf_counter()
+        results = dep.post('/search', queries, request_size=1, parameters={'limit': LIMIT},
+                           return_type=DocList[QueryDoc])
+        search_s = time.perf_counter() - start
+    assert len(results) == len(queries) and all(len(r.matches) > 0 for r in results)
+    return {'executor': executor.__name__, 'replicas': replicas, 'index_s': index_s,
+            'search_s': search_s, 'ms_per_query': search_s / len(queries) * 1000,
+            'qps': len(queries) / search_s, 'matches_per_query': len(results[0].matches)}
+
+
+def numpy_floor(embeddings: np.ndarray, queries: np.ndarray) -> dict:
+    matrix = embeddings.astype(np.float32)
+    qs = queries.astype(np.float32)
+    start = time.perf_counter()
+    for q in qs:
+        top_k(matrix, q, LIMIT)
+    elapsed = time.perf_counter() - start
+    return {'search_s': elapsed, 'ms_per_query': elapsed / len(qs) * 1000, 'qps': len(qs) / elapsed}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--docs', type=int, default=10_000)
+    parser.add_argument('--queries', type=int, default=200)
+    parser.add_argument('--full', action='store_true', help="the page's 100 000 docs / 1 000 queries")
+    parser.add_argument('--echo-posts', type=int, default=2_000)
+    parser.add_argument('--skip-docarray', action='store_true',
+                        help='only the numpy executor (the docarray index is slow)')
+    parser.add_argument('--json', metavar='PATH')
+    args = parser.parse_args(argv)
+    if args.full:
+        args.docs, args.queries = PAGE['docs'], PAGE['queries']
+
+    print(f'nborch scale-out benchmark: {args.docs} docs, {args.queries} queries, '
+          f'{os.cpu_count()} cores', flush=True)
+    index_docs, embeddings = make_docs(args.docs, seed=0)
+    query_list, query_embeddings = make_docs(args.queries, seed=1)
+    queries = DocList[QueryDoc]([QueryDoc(text=d.text, embedding=d.embedding) for d in query_list])
+
+    report = {'docs': args.docs, 'queries': args.queries, 'cores': os.cpu_count(), 'runs': []}
+    report['gateway_overhead'] = gateway_overhead(args.echo_posts)
+    report['numpy_floor'] = numpy_floor(embeddings, query_embeddings)
+    executors = [NumpySearch] + ([] if args.skip_docarray else [ExactNNSearch])
+    for executor in executors:
+        for replicas in (1, 3):
+            run = run_setup(executor, replicas, index_docs, queries)
+            report['runs'].append(run)
+            print(f'  {executor.__name__} replicas={replicas}: indexing {args.docs} documents '
+                  f'took {run["index_s"]:.2f}s, searching {args.queries} queries took '
+                  f'{run["search_s"]:.2f}s', flush=True)
+    report['targets'] = targets(report)
+    print_table(report)
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(report, f, indent=2)
+    return report
+
+
+def targets(report: dict) -> dict:
+    """The serving-core issue's targets, as ratios measured in this run."""
+    numpy1 = next(r for r in report['runs'] if r['executor'] == 'NumpySearch' and r['replicas'] == 1)
+    per_doc = numpy1['index_s'] / report['docs']
+    return {
+        'index_100k_projected_s': per_doc * PAGE['docs'],
+        'index_speedup_vs_page': PAGE['index_s_replicas1'] / (per_doc * PAGE['docs']),
+        'gateway_p50_ms': report['gateway_overhead']['gateway']['p50_ms'],
+        'gateway_p50_vs_peer': PEER_GATEWAY_P50_MS / report['gateway_overhead']['gateway']['p50_ms'],
+        'search_vs_numpy_floor': numpy1['ms_per_query'] / report['numpy_floor']['ms_per_query'],
+    }
+
+
+def print_table(report: dict) -> None:
+    g = report['gateway_overhead']
+    print()
+    print(f"{'setup':<34}{'index s':>9}{'search s':>10}{'ms/query':>10}{'QPS':>9}")
+    for r in report['runs']:
+        print(f"{r['executor'] + ' replicas=' + str(r['replicas']):<34}{r['index_s']:>9.2f}"
+              f"{r['search_s']:>10.2f}{r['ms_per_query']:>10.2f}{r['qps']:>9.1f}")
+    f = report['numpy_floor']
+    print(f"{'numpy floor (one process)':<34}{'':>9}{f['search_s']:>10.2f}"
+          f"{f['ms_per_query']:>10.2f}{f['qps']:>9.1f}")
+    print()
+    print(f"{'1-doc echo, sequential':<34}{'p50 ms':>9}{'p99 ms':>10}{'req/s':>10}")
+    for label in ('gateway', 'worker'):
+        print(f"{'via ' + label:<34}{g[label]['p50_ms']:>9.3f}{g[label]['p99_ms']:>10.3f}"
+              f"{g[label]['req_per_s']:>10.0f}")
+    t = report['targets']
+    print()
+    print(f"index 100k (projected from this run's rate): {t['index_100k_projected_s']:.2f}s = "
+          f"{t['index_speedup_vs_page']:.1f}x faster than the page's 18.9s (target >= 5x)")
+    print(f"gateway p50 {t['gateway_p50_ms']:.3f} ms (target <= 1 ms; the reference system: "
+          f"{PEER_GATEWAY_P50_MS} ms here, {t['gateway_p50_vs_peer']:.0f}x slower)")
+    print(f"numpy executor search at replicas=1: {t['search_vs_numpy_floor']:.2f}x the numpy "
+          f'floor per query (target <= 2x)')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,311 @@
+"""`AsyncClient` and `Client` (SPEC §2): post documents to a gateway (or a single worker).
+
+The async client is the implementation; `Client` runs the same coroutines on nborch's loop
+thread (nborch._loop), so nothing is written twice and nothing nests an event loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator
+
+import grpc
+from docarray import BaseDoc, DocList
+from docarray.base_doc import AnyDoc
+
+from nborch._loop import run_sync
+from nborch.errors import ExecutorError
+from nborch.protos import nborch_pb2 as pb
+from nborch.protos import nborch_pb2_grpc as pb_grpc
+from nborch.runtime.codec import decode_docs, encode_docs
+from nborch.runtime.grpc_options import CHANNEL_OPTIONS
+
+DEFAULT_PREFETCH = 100
+
+
+def parse_address(host: str = 'localhost', port: int | str | None = None) -> tuple[str, int, bool]:
+    """`'grpc://h:p'`, `'grpcs://h:p'`, `'h:p'` or host + port → (host, port, tls)."""
+    tls = False
+    for scheme, secure in (('grpcs://', True), ('grpc://', False)):
+        if host.startswith(scheme):
+            host, tls = host[len(scheme):], secure
+    if ':' in host and not host.startswith('['):
+        host, _, embedded = host.rpartition(':')
+        if port is not None and int(port) != int(embedded):
+            raise ValueError(f'host {host}:{embedded} and port={port} disagree')
+        port = embedded
+    if port is None:
+        raise ValueError(f'no port given for host {host!r}')
+    try:
+        port = int(port)
+    except (TypeError, ValueError):
+        raise ValueError(f'port must be a number, got {port!r}') from None
+    if not 0 < port < 65536:
+        raise ValueError(f'port must be in 1..65535, got {port}')
+    return host, port, tls
+
+
+@dataclass
+class Response:
+    """One request's outcome, handed to `on_done` / `on_error` / `on_always`."""
+
+    docs: DocList
+    parameters: dict
+    route: list[tuple[str, int, int]] = field(default_factory=list)  # (executor, shard, replica)
+    failed_shards: list[str] = field(default_factory=list)
+    error: ExecutorError | None = None
+
+
+def _doc_type_of(return_type) -> type[BaseDoc] | None:
+    """The schema to decode replies into; None keeps the schema the batch carries."""
+    doc_type = getattr(return_type, 'doc_type', return_type)
+    if isinstance(doc_type, type) and issubclass(doc_type, BaseDoc) and doc_type is not AnyDoc:
+        return doc_type
+    return None
+
+
+def _batches(inputs, request_size: int) -> Iterator[list]:
+    """Split `inputs` (a doc, a sequence, an iterable or a callable giving one) lazily."""
+    if callable(inputs) and not isinstance(inputs, BaseDoc):
+        inputs = inputs()
+    if inputs is None:
+        yield []
+        return
+    if isinstance(inputs, BaseDoc):
+        inputs = [inputs]
+    if request_size <= 0:
+        yield list(inputs)
+        return
+    iterator = iter(inputs)
+    while batch := list(itertools.islice(iterator, request_size)):
+        yield batch
+
+
+class AsyncClient:
+    """Talks to one gateway (or worker) over gRPC. Channels are made per event loop."""
+
+    def __init__(self, host: str = 'localhost', port: int | str | None = None, **kwargs):
+        self.host, self.port, self.tls = parse_address(host, port)
+        self._stubs: dict[int, pb_grpc.ExecutorStub] = {}
+        self._channels: list[tuple[asyncio.AbstractEventLoop, grpc.aio.Channel]] = []
+
+    @property
+    def address(self) -> str:
+        return f'{self.host}:{self.port}'
+
+    def _stub(self) -> pb_grpc.ExecutorStub:
+        loop = asyncio.get_running_loop()
+        stub = self._stubs.get(id(loop))
+        if stub is None:
+            if self.tls:
+                channel = grpc.aio.secure_channel(self.address, grpc.ssl_channel_credentials(),
+                                                  options=CHANNEL_OPTIONS)
+            else:
+                channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+            self._channels.append((loop, channel))
+            stub = self._stubs[id(loop)] = pb_grpc.ExecutorStub(channel)
+        return stub
+
+    async def post(self, on: str, inputs=None, on_done: Callable | None = None,
+                   on_error: Callable | None = None, on_always: Callable | None = None,
+                   parameters: dict | None = None, target_executor: str | None = None,
+                   request_size: int = 100, show_progress: bool = False,
+                   continue_on_error: bool = False, return_type=DocList, prefetch: int | None = None,
+                   results_in_order: bool = False, stream: bool = True,
+                   timeout: float | None = None, **kwargs) -> DocList:
+        """Send `inputs` to endpoint `on` in requests of `request_size` docs; return all docs.
+
+        At most `prefetch` requests are in flight. The returned DocList is in input order;
+        callbacks fire as responses arrive, or in input order with `results_in_order=True`.
+        An executor error raises `ExecutorError` unless `on_error` or `continue_on_error`
+        takes it; an unreachable gateway or executor raises `ConnectionError`. `stream` is
+        accepted for compatibility: requests always share one HTTP/2 connection.
+        """
+        stub = self._stub()
+        doc_type = _doc_type_of(return_type)
+        params = json.dumps(parameters or {}).encode()
+        window = asyncio.Semaphore(prefetch or DEFAULT_PREFETCH)
+        results: dict[int, DocList] = {}
+        pending_callbacks: dict[int, Response] = {}
+        next_callback = 0
+        progress = _progress(inputs, request_size) if show_progress else None
+        failed = asyncio.Event()  # set by the first request that raises: stop sending more
+
+        def deliver(i: int, response: Response) -> None:
+            nonlocal next_callback
+            pending_callbacks[i] = response
+            ready = [i] if not results_in_order else []
+            if results_in_order:
+                while next_callback in pending_callbacks:
+                    ready.append(next_callback)
+                    next_callback += 1
+            for j in ready:
+                _run_callbacks(pending_callbacks.pop(j), on_done, on_error, on_always,
+                               continue_on_error)
+
+        async def send(i: int, batch: list) -> None:
+            try:
+                request = pb.DataRequest(endpoint=on, docs=encode_docs(batch), parameters=params,
+                                         request_id=uuid.uuid4().hex,
+                                         target_executor=target_executor or '')
+                try:
+                    reply = await stub.Process(request, timeout=timeout)
+                except grpc.aio.AioRpcError as exc:
+                    if continue_on_error and on_error is None:
+                        return
+                    raise _transport_error(exc, self.address) from None
+                response = _to_response(reply, doc_type)
+                if response.error is None:
+                    results[i] = response.docs
+                deliver(i, response)
+                if progress is not None:
+                    progress.update(1)
+            except BaseException:
+                failed.set()
+                raise
+            finally:
+                window.release()
+
+        tasks: list[asyncio.Task] = []
+        try:
+            for i, batch in enumerate(_batches(inputs, request_size)):
+                await window.acquire()
+                if failed.is_set():
+                    break
+                tasks.append(asyncio.ensure_future(send(i, batch)))
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            if progress is not None:
+                progress.close()
+        return _concat([results[i] for i in sorted(results)], doc_type)
+
+    async def index(self, inputs=None, **kwargs) -> DocList:
+        return await self.post('/index', inputs, **kwargs)
+
+    async def search(self, inputs=None, **kwargs) -> DocList:
+        return await self.post('/search', inputs, **kwargs)
+
+    async def update(self, inputs=None, **kwargs) -> DocList:
+        return await self.post('/update', inputs, **kwargs)
+
+    async def delete(self, inputs=None, **kwargs) -> DocList:
+        return await self.post('/delete', inputs, **kwargs)
+
+    async def status(self, timeout: float = 5.0) -> dict:
+        """The gateway's (or worker's) status report."""
+        try:
+            reply = await self._stub().Status(pb.StatusRequest(), timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise _transport_error(exc, self.address) from None
+        return json.loads(reply.json)
+
+    async def is_ready(self, timeout: float = 2.0) -> bool:
+        try:
+            await self.status(timeout=timeout)
+        except ConnectionError:
+            return False
+        return True
+
+    async def close(self) -> None:
+        """Close the channels made on the running loop."""
+        loop = asyncio.get_running_loop()
+        for owner, channel in [c for c in self._channels if c[0] is loop]:
+            await channel.close()
+        self._channels = [c for c in self._channels if c[0] is not loop]
+        self._stubs.pop(id(loop), None)
+
+
+def _progress(inputs, request_size: int):
+    from tqdm.auto import tqdm
+    total = None
+    if hasattr(inputs, '__len__') and not isinstance(inputs, BaseDoc):
+        total = -(-len(inputs) // request_size) if request_size > 0 else 1
+    return tqdm(total=total, unit='req', desc='posting')
+
+
+def _transport_error(exc: grpc.aio.AioRpcError, address: str) -> Exception:
+    if exc.code() == grpc.StatusCode.UNAVAILABLE:
+        details = exc.details() or ''
+        if details.startswith('executor '):
+            return ConnectionError(details)
+        return ConnectionError(f'cannot reach {address}: {details}')
+    if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return TimeoutError(f'{address} did not answer in time')
+    return RuntimeError(f'{address} failed: {exc.code().name}: {exc.details()}')
+
+
+def _to_response(reply: pb.DataResponse, doc_type) -> Response:
+    error = None
+    if reply.HasField('error'):
+        e = reply.error
+        error = ExecutorError(e.executor, e.type, e.message, e.traceback)
+    return Response(
+        docs=decode_docs(reply.docs, doc_type),
+        parameters=json.loads(reply.parameters) if reply.parameters else {},
+        route=[(h.executor, h.shard, h.replica) for h in reply.route],
+        failed_shards=list(reply.failed_shards),
+        error=error,
+    )
+
+
+def _run_callbacks(response: Response, on_done, on_error, on_always, continue_on_error) -> None:
+    if response.error is not None:
+        if on_error is not None:
+            on_error(response)
+        elif not continue_on_error:
+            raise response.error
+    elif on_done is not None:
+        on_done(response)
+    if on_always is not None:
+        on_always(response)
+
+
+def _concat(parts: list[DocList], doc_type) -> DocList:
+    if doc_type is None:
+        doc_type = next((p.doc_type for p in parts if len(p)), None)
+    if doc_type is None:
+        return DocList([])
+    out = DocList[doc_type]([])
+    for part in parts:
+        out.extend(part)
+    return out
+
+
+def _blocking(name: str):
+    coroutine_function = getattr(AsyncClient, name)
+
+    @functools.wraps(coroutine_function)
+    def method(self, *args, **kwargs):
+        return run_sync(getattr(self._async, name)(*args, **kwargs))
+
+    return method
+
+
+class Client:
+    """The blocking face of `AsyncClient`: same methods, run on nborch's loop thread."""
+
+    def __init__(self, host: str = 'localhost', port: int | str | None = None, **kwargs):
+        self._async = AsyncClient(host, port, **kwargs)
+
+    @property
+    def host(self) -> str:
+        return self._async.host
+
+    @property
+    def port(self) -> int:
+        return self._async.port
+
+    post = _blocking('post')
+    index = _blocking('index')
+    search = _blocking('search')
+    update = _blocking('update')
+    delete = _blocking('delete')
+    status = _blocking('status')
+    is_ready = _blocking('is_ready')
+    close = _blocking('close')

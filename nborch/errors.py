@@ -1,0 +1,15 @@
+"""Exceptions users catch."""
+
+
+class ExecutorError(RuntimeError):
+    """An executor endpoint raised; the message names the executor, the type and the message."""
+
+    def __init__(self, executor: str, type_name: str, message: str, traceback: str = ''):
+        super().__init__(f'executor {executor!r} raised {type_name}: {message}')
+        self.executor = executor
+        self.type_name = type_name
+        self.remote_traceback = traceback
+
+
+class PortInUseError(OSError):
+    """A port nborch was asked to listen on is taken (checked before any process starts)."""

@@ -1,0 +1,173 @@
+"""`Orchestrator`: reconciles processes to validated specs — one gateway, workers per
+(executor, shard, replica) — and tears them down again. `Deployment` and `Flow` are thin
+layers that build its input.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from nborch.ports import check_port_free
+from nborch.runtime.process import ChildHandle
+from nborch.runtime.supervisor import ReplicaId, Supervisor, WorkerHandle
+from nborch.runtime.topology import ExecutorTopology, Topology
+from nborch.runtime.worker_spec import WorkerSpec
+from nborch.spec import DeploymentSpec
+
+_live: set['Orchestrator'] = set()  # strong refs: a running orchestration is never collected
+
+
+def stop_all() -> None:
+    """Stop every orchestration this process started (atexit, `%nborch stop --all`)."""
+    for orchestrator in list(_live):
+        orchestrator.stop()
+
+
+def _echo(line: str) -> None:
+    sys.stdout.write(line)
+
+
+@dataclass
+class ExecutorPlan:
+    """One executor of the orchestration: its spec and its predecessors in the DAG."""
+
+    spec: DeploymentSpec
+    needs: list[str]
+
+
+class Orchestrator:
+    """Owns every process of one Deployment or Flow. Not reentrant; start() once."""
+
+    def __init__(self, label: str, plans: list[ExecutorPlan], *, host: str, port: int,
+                 ready_timeout: float, quiet: bool = False):
+        self.label = label
+        self.plans = plans
+        self.host = host
+        self.port = port
+        self.ready_timeout = ready_timeout
+        self.quiet = quiet
+        self.workers: dict[str, list[list[WorkerHandle]]] = {}
+        self.gateway: ChildHandle | None = None
+        self.supervisor: Supervisor | None = None
+        self.run_dir: str | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def running(self) -> bool:
+        return self.gateway is not None
+
+    def all_workers(self) -> list[WorkerHandle]:
+        return [w for shards in self.workers.values() for replicas in shards for w in replicas]
+
+    # -- start -----------------------------------------------------------------------------
+    def start(self) -> None:
+        with self._lock:
+            if self.running:
+                return
+            check_port_free(self.host, self.port, f'{self.label} gateway')
+            self.run_dir = tempfile.mkdtemp(prefix=f'nborch-{self.label}-')
+            _live.add(self)
+            try:
+                self._start_workers()
+                self._start_gateway()
+            except BaseException:
+                self._teardown()
+                raise
+            self.supervisor = Supervisor(self.all_workers(), self.ready_timeout)
+            self.supervisor.start()
+
+    def _start_workers(self) -> None:
+        echo = None if self.quiet else _echo
+        for plan in self.plans:
+            spec = plan.spec
+            packed = WorkerSpec.pack_class(spec.executor_class)
+            shards = []
+            for shard in range(spec.shards):
+                replicas = []
+                for replica in range(spec.replicas):
+                    rid = ReplicaId(spec.name, shard, replica)
+                    stem = os.path.join(self.run_dir, f'{spec.name}-{shard}-{replica}')
+                    WorkerSpec(name=spec.name, uses=packed, uses_with=spec.uses_with,
+                               shard_id=shard, replica_id=replica, shards=spec.shards,
+                               replicas=spec.replicas, workspace=spec.workspace,
+                               host=self.host, sys_path=list(sys.path),
+                               log_level=spec.log_level).dump(stem + '.json')
+                    env = {**os.environ, **spec.env}
+                    replicas.append(WorkerHandle(rid, stem + '.json', env=env,
+                                                 log_path=stem + '.log', echo=echo))
+                shards.append(replicas)
+            self.workers[spec.name] = shards
+        workers = self.all_workers()
+        for worker in workers:
+            worker.spawn()
+        deadline = time.monotonic() + self.ready_timeout
+        for worker in workers:  # all start in parallel; wait for each in turn
+            worker.wait_ready(max(deadline - time.monotonic(), 0.1))
+
+    def _start_gateway(self) -> None:
+        topology = Topology(host=self.host, port=self.port, executors=[
+            ExecutorTopology(name=plan.spec.name, polling=plan.spec.polling, needs=plan.needs,
+                             shards=[[f'{self.host}:{w.port}' for w in replicas]
+                                     for replicas in self.workers[plan.spec.name]])
+            for plan in self.plans])
+        path = os.path.join(self.run_dir, 'topology.json')
+        with open(path, 'w') as f:
+            f.write(topology.to_json())
+        self.gateway = ChildHandle(f'{self.label}/gateway', 'nborch.runtime.gateway',
+                                   ['--topology', path],
+                                   log_path=os.path.join(self.run_dir, 'gateway.log'),
+                                   echo=None if self.quiet else _echo)
+        self.gateway.spawn()
+        self.gateway.wait_ready(self.ready_timeout)
+
+    # -- stop ------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Stop the supervisor, then every process; idempotent, safe from any thread."""
+        with self._lock:
+            self._teardown()
+
+    def _teardown(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.stop()
+            self.supervisor = None
+        children = [w for w in self.all_workers()]
+        if self.gateway is not None:
+            self.gateway.terminate()
+        for worker in children:
+            worker.terminate()
+        with ThreadPoolExecutor(max(len(children), 1)) as pool:
+            list(pool.map(lambda w: w.stop(), children))
+        if self.gateway is not None:
+            self.gateway.stop()
+            self.gateway = None
+        self.workers = {}
+        _live.discard(self)
+        if self.run_dir is not None:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            self.run_dir = None
+
+    # -- observation -----------------------------------------------------------------------
+    def process_status(self) -> dict:
+        """What the owner knows of its processes (pids, ports, states, restarts)."""
+        return {
+            'gateway': {'pid': self.gateway.pid if self.gateway else None,
+                        'alive': bool(self.gateway and self.gateway.alive)},
+            'executors': {name: [[{'replica': w.id.replica, 'pid': w.pid, 'port': w.port,
+                                   'state': w.state, 'restarts': w.restarts}
+                                  for w in replicas] for replicas in shards]
+                          for name, shards in self.workers.items()},
+        }
+
+    def logs(self, executor: str, shard: int = 0, replica: int = 0) -> str:
+        worker = self.workers[executor][shard][replica]
+        return worker.child.log_tail() if worker.child else ''
+
+
+atexit.register(stop_all)

@@ -1,0 +1,60 @@
+"""Resolving `uses=` to an Executor class in the owner process, before anything starts."""
+from __future__ import annotations
+
+import importlib
+import inspect
+
+from nborch.executor import Executor
+
+HUB_PREFIXES = ('jinaai://', 'jinahub://', 'jinahub+docker://', 'jinahub+sandbox://')
+
+
+class PassThrough(Executor):
+    """The executor of a Deployment with no `uses`: docs pass through unchanged."""
+
+
+def resolve_uses(uses) -> type[Executor]:
+    """An Executor subclass, `'module:Class'` / `'module.Class'`, or a registered class name."""
+    if uses is None:
+        return PassThrough
+    if inspect.isclass(uses):
+        if not issubclass(uses, Executor):
+            raise TypeError(f'uses={uses.__qualname__} is not a subclass of nborch.Executor')
+        return uses
+    if isinstance(uses, Executor):
+        raise TypeError('uses= takes an Executor class, not an instance '
+                        f'(use uses={type(uses).__name__} and uses_with={{...}})')
+    if not isinstance(uses, str) or not uses.strip():
+        raise TypeError(f'uses= takes an Executor class or a string, got {uses!r}')
+    uses = uses.strip()
+    if uses.startswith(HUB_PREFIXES):
+        raise ValueError(
+            f'uses={uses!r}: nborch has no executor hub. Use an Executor class, '
+            "'module.path:ClassName', the name of an Executor subclass you imported, "
+            'or an executor YAML file')
+    if uses in Executor._registry:
+        return Executor._registry[uses]
+    return _import_class(uses)
+
+
+def _import_class(path: str) -> type[Executor]:
+    module_name, sep, attr = path.partition(':')
+    if not sep:
+        module_name, _, attr = path.rpartition('.')
+    if not module_name or not attr:
+        raise ValueError(f'unknown executor {path!r}: not a registered Executor name and not '
+                         "of the form 'module.path:ClassName'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f'unknown executor {path!r}: cannot import {module_name!r} ({exc})') from None
+    obj = module
+    for part in attr.split('.'):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise ValueError(f'unknown executor {path!r}: {module_name!r} has no {attr!r}')
+    return resolve_uses(obj) if inspect.isclass(obj) else _not_a_class(path, obj)
+
+
+def _not_a_class(path: str, obj) -> type[Executor]:
+    raise TypeError(f'uses={path!r} names {type(obj).__name__}, not an Executor class')

@@ -1,0 +1,61 @@
+"""Configuration of one Raft node; validated at construction, passed down, never global."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RaftConfig:
+    """Settings of one node in one Raft group.
+
+    Times are in ticks (the driver decides how long a tick is). The election timeout of a
+    follower is drawn uniformly from ``[election_ticks, 2 * election_ticks)`` each time it is
+    reset (§5.2), from the ``random.Random`` given to the node.
+    """
+
+    id: int
+    peers: tuple[int, ...]
+    """Every voter of the group, this node included."""
+    election_ticks: int = 10
+    heartbeat_ticks: int = 1
+    max_append_entries: int = 64
+    """Most entries in one AppendEntries (batching)."""
+    max_append_bytes: int = 1 << 20
+    """Most entry bytes in one AppendEntries (at least one entry is always sent)."""
+    max_inflight: int = 256
+    """Most unacknowledged AppendEntries per follower while replicating (pipelining)."""
+    max_inflight_bytes: int = 0
+    """Most unacknowledged entry bytes per follower; 0 means no limit."""
+    snapshot_chunk_size: int = 1 << 20
+    """Bytes of snapshot data per InstallSnapshot chunk."""
+    max_inflight_snapshot_chunks: int = 4
+    """Chunks sent ahead of the follower's acknowledgement."""
+    max_apply_bytes: int = 64 << 20
+    """Most entry bytes in one Ready's committed_entries (at least one entry)."""
+    pre_vote: bool = True
+    """Run a PreVote round before a real election (thesis §9.6)."""
+    check_quorum: bool = True
+    """A leader steps down when it has not heard from a quorum in an election timeout, and
+    nodes ignore vote requests while they have a live leader (the leader lease)."""
+    applied: int = 0
+    """Index the application has already applied (0: the snapshot's index)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "peers", tuple(sorted(int(p) for p in self.peers)))
+        if self.id <= 0:
+            raise ValueError(f"node id must be > 0, got {self.id}")
+        if any(p <= 0 for p in self.peers) or len(set(self.peers)) != len(self.peers):
+            raise ValueError(f"peer ids must be distinct and > 0, got {self.peers}")
+        if self.id not in self.peers:
+            raise ValueError(f"node {self.id} is not among the peers {self.peers}")
+        if self.heartbeat_ticks <= 0:
+            raise ValueError("heartbeat_ticks must be > 0")
+        if self.election_ticks <= self.heartbeat_ticks:
+            raise ValueError("election_ticks must be greater than heartbeat_ticks")
+        for name in ("max_append_entries", "max_append_bytes", "max_inflight",
+                     "snapshot_chunk_size", "max_inflight_snapshot_chunks", "max_apply_bytes"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0")
+        if self.max_inflight_bytes < 0 or self.applied < 0:
+            raise ValueError("max_inflight_bytes and applied must be >= 0")

@@ -1,0 +1,369 @@
+"""Messages between Raft peers, as plain dataclasses with an explicit binary framing.
+
+Every message carries ``dst`` (the recipient), ``src`` (the sender) and ``term`` (the sender's
+term, or the campaign term for (pre-)votes). The framing is explicit and versioned, never
+pickle, because these bytes cross the network (gRPC ``bytes`` fields later)::
+
+    u8 version (=1) | u8 type tag | u64 dst | u64 src | u64 term | type-specific fields
+
+Integers are little-endian u64 (booleans u8), byte strings and entries are u32-length-prefixed,
+id tuples are a u32 count then u64s. ``from_bytes`` rejects unknown versions/tags, truncated
+input and trailing bytes with :class:`MessageDecodeError`.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, fields
+from typing import ClassVar
+
+from .types import Entry
+
+WIRE_VERSION = 1
+
+
+class MessageDecodeError(ValueError):
+    """The bytes are not a well-formed message of a known type and version."""
+
+
+@dataclass(slots=True, kw_only=True)
+class Message:
+    """Base of all peer messages. Treat instances as immutable once handed to ``step``/sent."""
+
+    dst: int
+    src: int
+    term: int
+
+    TAG: ClassVar[int] = 0
+    # (field name, kind) for the type-specific fields, in wire order.
+    WIRE: ClassVar[tuple[tuple[str, str], ...]] = ()
+
+    def to_bytes(self) -> bytes:
+        w = _Writer()
+        w.u8(WIRE_VERSION)
+        w.u8(self.TAG)
+        w.u64(self.dst)
+        w.u64(self.src)
+        w.u64(self.term)
+        for name, kind in self.WIRE:
+            getattr(w, kind)(getattr(self, name))
+        return w.getvalue()
+
+    @staticmethod
+    def from_bytes(buf: bytes | bytearray | memoryview) -> "Message":
+        r = _Reader(buf)
+        version = r.u8()
+        if version != WIRE_VERSION:
+            raise MessageDecodeError(f"unsupported message version {version}")
+        tag = r.u8()
+        cls = _BY_TAG.get(tag)
+        if cls is None:
+            raise MessageDecodeError(f"unknown message type tag {tag}")
+        kwargs = {"dst": r.u64(), "src": r.u64(), "term": r.u64()}
+        for name, kind in cls.WIRE:
+            kwargs[name] = getattr(r, kind)()
+        r.finish()
+        return cls(**kwargs)
+
+    def describe(self) -> str:
+        """One stable line for logs and the scenario scripts."""
+        parts = [f"{self.src}->{self.dst} {type(self).__name__} term={self.term}"]
+        parts.extend(self._describe_fields())
+        return " ".join(parts)
+
+    def _describe_fields(self) -> list[str]:
+        return []
+
+
+@dataclass(slots=True, kw_only=True)
+class AppendEntries(Message):
+    """§5.3 AppendEntries RPC: entries following (prev_index, prev_term), and the leader's
+    commit index. An empty ``entries`` still carries the commit index and probes the log."""
+
+    prev_index: int = 0
+    prev_term: int = 0
+    commit: int = 0
+    entries: tuple[Entry, ...] = ()
+
+    TAG: ClassVar[int] = 1
+    WIRE: ClassVar = (("prev_index", "u64"), ("prev_term", "u64"), ("commit", "u64"),
+                      ("entries", "entries"))
+
+    def _describe_fields(self) -> list[str]:
+        out = [f"prev={self.prev_term}/{self.prev_index}", f"commit={self.commit}"]
+        if self.entries:
+            out.append("entries=[" + ", ".join(describe_entry(e) for e in self.entries) + "]")
+        return out
+
+
+@dataclass(slots=True, kw_only=True)
+class AppendEntriesResponse(Message):
+    """Reply to AppendEntries (and the final ack of an InstallSnapshot).
+
+    Accepted: ``index`` is the follower's last index now matching the leader. Rejected:
+    ``index`` echoes the rejected prev_index and (``reject_hint``, ``hint_term``) is the
+    follower's guess of the largest matching (index, term) for fast backtracking (§5.3, the
+    optimisation at the end of the section).
+    """
+
+    index: int = 0
+    reject: bool = False
+    reject_hint: int = 0
+    hint_term: int = 0
+
+    TAG: ClassVar[int] = 2
+    WIRE: ClassVar = (("index", "u64"), ("reject", "flag"), ("reject_hint", "u64"),
+                      ("hint_term", "u64"))
+
+    def _describe_fields(self) -> list[str]:
+        if self.reject:
+            return [f"index={self.index}", f"rejected(hint={self.hint_term}/{self.reject_hint})"]
+        return [f"index={self.index}"]
+
+
+@dataclass(slots=True, kw_only=True)
+class RequestVote(Message):
+    """§5.2 RequestVote RPC; with ``pre_vote`` the PreVote of the thesis (§9.6): ``term`` is
+    the term the sender *would* campaign at, and the recipient changes nothing."""
+
+    last_index: int = 0
+    last_term: int = 0
+    pre_vote: bool = False
+
+    TAG: ClassVar[int] = 3
+    WIRE: ClassVar = (("last_index", "u64"), ("last_term", "u64"), ("pre_vote", "flag"))
+
+    def describe(self) -> str:
+        name = "PreVote" if self.pre_vote else "Vote"
+        return (f"{self.src}->{self.dst} {name} term={self.term} "
+                f"last={self.last_term}/{self.last_index}")
+
+
+@dataclass(slots=True, kw_only=True)
+class RequestVoteResponse(Message):
+    reject: bool = False
+    pre_vote: bool = False
+
+    TAG: ClassVar[int] = 4
+    WIRE: ClassVar = (("reject", "flag"), ("pre_vote", "flag"))
+
+    def describe(self) -> str:
+        name = "PreVoteResponse" if self.pre_vote else "VoteResponse"
+        verdict = "rejected" if self.reject else "granted"
+        return f"{self.src}->{self.dst} {name} term={self.term} {verdict}"
+
+
+@dataclass(slots=True, kw_only=True)
+class Heartbeat(Message):
+    """Leader liveness (§5.2) and commit propagation; ``context`` tags a ReadIndex round."""
+
+    commit: int = 0
+    context: bytes = b""
+
+    TAG: ClassVar[int] = 5
+    WIRE: ClassVar = (("commit", "u64"), ("context", "blob"))
+
+    def _describe_fields(self) -> list[str]:
+        out = [f"commit={self.commit}"]
+        if self.context:
+            out.append(f"ctx={describe_data(self.context)}")
+        return out
+
+
+@dataclass(slots=True, kw_only=True)
+class HeartbeatResponse(Message):
+    context: bytes = b""
+
+    TAG: ClassVar[int] = 6
+    WIRE: ClassVar = (("context", "blob"),)
+
+    def _describe_fields(self) -> list[str]:
+        return [f"ctx={describe_data(self.context)}"] if self.context else []
+
+
+@dataclass(slots=True, kw_only=True)
+class InstallSnapshot(Message):
+    """§7 InstallSnapshot RPC, one chunk: ``data`` holds bytes [offset, offset+len(data)) of a
+    snapshot of ``total_size`` bytes whose CRC-32 is ``checksum``. The follower reassembles
+    the chunks of one transfer (identified by term, sender, snapshot index/term, size and
+    checksum) and applies the snapshot only once it is complete and the checksum matches."""
+
+    snap_index: int = 0
+    snap_term: int = 0
+    voters: tuple[int, ...] = ()
+    offset: int = 0
+    total_size: int = 0
+    checksum: int = 0
+    data: bytes = b""
+
+    TAG: ClassVar[int] = 7
+    WIRE: ClassVar = (("snap_index", "u64"), ("snap_term", "u64"), ("voters", "ids"),
+                      ("offset", "u64"), ("total_size", "u64"), ("checksum", "u64"),
+                      ("data", "blob"))
+
+    @property
+    def is_last(self) -> bool:
+        return self.offset + len(self.data) >= self.total_size
+
+    def _describe_fields(self) -> list[str]:
+        return [f"snap={self.snap_term}/{self.snap_index}",
+                f"bytes=[{self.offset},{self.offset + len(self.data)})/{self.total_size}"]
+
+
+@dataclass(slots=True, kw_only=True)
+class InstallSnapshotResponse(Message):
+    """Chunk acknowledgement: the follower holds ``next_offset`` bytes of the transfer of
+    snapshot ``snap_index``. ``reject`` asks the leader to resend from ``next_offset`` (a gap,
+    a restarted follower, or a checksum mismatch, in which case ``next_offset`` is 0)."""
+
+    snap_index: int = 0
+    next_offset: int = 0
+    reject: bool = False
+
+    TAG: ClassVar[int] = 8
+    WIRE: ClassVar = (("snap_index", "u64"), ("next_offset", "u64"), ("reject", "flag"))
+
+    def _describe_fields(self) -> list[str]:
+        out = [f"snap_index={self.snap_index}", f"next_offset={self.next_offset}"]
+        if self.reject:
+            out.append("rejected")
+        return out
+
+
+@dataclass(slots=True, kw_only=True)
+class ReadIndexRequest(Message):
+    """A follower forwards a ReadIndex request (thesis §6.4) to its leader."""
+
+    context: bytes = b""
+
+    TAG: ClassVar[int] = 9
+    WIRE: ClassVar = (("context", "blob"),)
+
+    def _describe_fields(self) -> list[str]:
+        return [f"ctx={describe_data(self.context)}"]
+
+
+@dataclass(slots=True, kw_only=True)
+class ReadIndexResponse(Message):
+    index: int = 0
+    context: bytes = b""
+
+    TAG: ClassVar[int] = 10
+    WIRE: ClassVar = (("index", "u64"), ("context", "blob"))
+
+    def _describe_fields(self) -> list[str]:
+        return [f"index={self.index}", f"ctx={describe_data(self.context)}"]
+
+
+MESSAGE_TYPES: tuple[type[Message], ...] = (
+    AppendEntries, AppendEntriesResponse, RequestVote, RequestVoteResponse, Heartbeat,
+    HeartbeatResponse, InstallSnapshot, InstallSnapshotResponse, ReadIndexRequest,
+    ReadIndexResponse,
+)
+_BY_TAG = {cls.TAG: cls for cls in MESSAGE_TYPES}
+assert len(_BY_TAG) == len(MESSAGE_TYPES)
+for _cls in MESSAGE_TYPES:  # the declared wire layout must cover every field exactly once
+    assert [n for n, _ in _cls.WIRE] == [f.name for f in fields(_cls)][3:], _cls
+
+
+def describe_data(data: bytes) -> str:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "0x" + data.hex()
+    if text.isprintable():
+        return '"' + text + '"'
+    return "0x" + data.hex()
+
+
+def describe_entry(e: Entry) -> str:
+    return f"{e.term}/{e.index} {describe_data(e.data)}"
+
+
+# -- framing helpers ---------------------------------------------------------------------------
+
+_U8 = struct.Struct("<B")
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_ENTRY_HEAD = struct.Struct("<QQI")
+
+
+class _Writer:
+    __slots__ = ("_parts",)
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def u8(self, v: int) -> None:
+        self._parts.append(_U8.pack(v))
+
+    def u64(self, v: int) -> None:
+        self._parts.append(_U64.pack(v))
+
+    def flag(self, v: bool) -> None:
+        self._parts.append(b"\x01" if v else b"\x00")
+
+    def blob(self, v: bytes) -> None:
+        self._parts.append(_U32.pack(len(v)))
+        self._parts.append(bytes(v))
+
+    def ids(self, v: tuple[int, ...]) -> None:
+        self._parts.append(_U32.pack(len(v)))
+        self._parts.extend(_U64.pack(i) for i in v)
+
+    def entries(self, v: tuple[Entry, ...]) -> None:
+        self._parts.append(_U32.pack(len(v)))
+        for e in v:
+            self._parts.append(_ENTRY_HEAD.pack(e.term, e.index, len(e.data)))
+            self._parts.append(e.data)
+
+    def getvalue(self) -> bytes:
+        return b"".join(self._parts)
+
+
+class _Reader:
+    __slots__ = ("_buf", "_pos")
+
+    def __init__(self, buf: bytes | bytearray | memoryview) -> None:
+        self._buf = memoryview(buf)
+        self._pos = 0
+
+    def _take(self, n: int) -> memoryview:
+        end = self._pos + n
+        if end > len(self._buf):
+            raise MessageDecodeError("truncated message")
+        view = self._buf[self._pos:end]
+        self._pos = end
+        return view
+
+    def u8(self) -> int:
+        return self._take(1)[0]
+
+    def u64(self) -> int:
+        return _U64.unpack(self._take(8))[0]
+
+    def flag(self) -> bool:
+        v = self.u8()
+        if v > 1:
+            raise MessageDecodeError(f"bad boolean {v}")
+        return v == 1
+
+    def blob(self) -> bytes:
+        (n,) = _U32.unpack(self._take(4))
+        return bytes(self._take(n))
+
+    def ids(self) -> tuple[int, ...]:
+        (n,) = _U32.unpack(self._take(4))
+        return tuple(_U64.unpack(self._take(8))[0] for _ in range(n))
+
+    def entries(self) -> tuple[Entry, ...]:
+        (n,) = _U32.unpack(self._take(4))
+        out = []
+        for _ in range(n):
+            term, index, size = _ENTRY_HEAD.unpack(self._take(_ENTRY_HEAD.size))
+            out.append(Entry(term, index, bytes(self._take(size))))
+        return tuple(out)
+
+    def finish(self) -> None:
+        if self._pos != len(self._buf):
+            raise MessageDecodeError(f"{len(self._buf) - self._pos} trailing bytes")

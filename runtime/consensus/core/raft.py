@@ -1,0 +1,533 @@
+"""The Raft protocol as a deterministic state machine: no I/O, no clock, no threads.
+
+Input arrives as ``tick()`` (time), ``step(message)`` (the network), ``propose``/``read_index``
+/``campaign`` (the application). Output accumulates in ``msgs`` (to send), ``read_states`` and
+the log's unstable part / commit index, which :class:`~.node.RaftNode` packs into a Ready.
+
+Sections cited are from the Raft paper (Ongaro & Ousterhout, 2014) unless marked "thesis"
+(Ongaro's dissertation, 2014).
+"""
+
+from __future__ import annotations
+
+import random
+
+from .config import RaftConfig
+from .errors import CompactedError, NotLeaderError, ProposalDroppedError, RaftError
+from .log import RaftLog
+from .memory import StorageView
+from .messages import (AppendEntries, AppendEntriesResponse, Heartbeat, HeartbeatResponse,
+                       InstallSnapshot, InstallSnapshotResponse, Message, ReadIndexRequest,
+                       ReadIndexResponse, RequestVote, RequestVoteResponse)
+from .progress import Progress, ProgressState, ProgressTracker, SnapshotSend, VoteResult
+from .read_only import ReadOnly
+from .snapshot_transfer import SnapshotReceiver
+from .types import NONE, Entry, EntryId, HardState, ReadState, Role, Snapshot, SoftState, checksum
+
+_LEADER_MESSAGES = (AppendEntries, Heartbeat, InstallSnapshot)
+
+
+class Raft:
+    """One node's protocol state. Not thread-safe; one driver owns it."""
+
+    def __init__(self, config: RaftConfig, storage: StorageView, rng: random.Random) -> None:
+        self.id = config.id
+        self.config = config
+        self.rng = rng
+        self.log = RaftLog(storage, config.max_apply_bytes)
+        hs = storage.initial_state()
+        self.term = hs.term
+        self.vote = hs.vote
+        first, last = self.log.first_index(), self.log.last_index()
+        commit = max(hs.commit, first - 1)  # a snapshot is committed even if hs lags behind it
+        if commit > last:
+            raise RaftError(f"stored commit {hs.commit} is past the last index {last}")
+        self.log.commit_to(commit)
+        applied = max(config.applied, first - 1)
+        if applied > self.log.committed:
+            raise RaftError(f"applied {applied} is past the commit index {self.log.committed}")
+        self.log.applied_to(applied)
+
+        self.tracker = ProgressTracker(config.peers)
+        self.read_only = ReadOnly()
+        self.pending_reads: list[tuple[int, bytes]] = []  # waiting for a current-term commit
+        self.snap_receiver = SnapshotReceiver()
+        self._snap_checksum: tuple[int, int] = (-1, 0)  # (snapshot index, crc) cache
+        self.msgs: list[Message] = []
+        self.read_states: list[ReadState] = []
+        self.role = Role.FOLLOWER
+        self.lead = NONE
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.randomized_election_timeout = config.election_ticks
+        self.become_follower(self.term, NONE)
+
+    # -- state views -----------------------------------------------------------------------
+
+    def hard_state(self) -> HardState:
+        return HardState(self.term, self.vote, self.log.committed)
+
+    def soft_state(self) -> SoftState:
+        return SoftState(self.role, self.lead)
+
+    # -- role changes (§5.2) ---------------------------------------------------------------
+
+    def _reset(self, term: int) -> None:
+        if self.term != term:
+            self.term = term
+            self.vote = NONE
+        self.lead = NONE
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        e = self.config.election_ticks
+        self.randomized_election_timeout = e + self.rng.randrange(e)
+        self.tracker.reset_votes()
+        last = self.log.last_index()
+        for peer in self.tracker.voters:
+            pr = Progress(last + 1, self.config.max_inflight, self.config.max_inflight_bytes)
+            if peer == self.id:
+                pr.match = self.log.last_stable_index()
+            self.tracker.progress[peer] = pr
+        self.read_only = ReadOnly()
+        self.pending_reads = []
+
+    def become_follower(self, term: int, lead: int) -> None:
+        self._reset(term)
+        self.role = Role.FOLLOWER
+        self.lead = lead
+
+    def become_pre_candidate(self) -> None:
+        # Thesis §9.6: a pre-candidate changes neither its term nor its vote.
+        if self.role is Role.LEADER:
+            raise RaftError("invalid transition leader -> pre-candidate")
+        self.role = Role.PRE_CANDIDATE
+        self.tracker.reset_votes()
+        self.lead = NONE
+
+    def become_candidate(self) -> None:
+        if self.role is Role.LEADER:
+            raise RaftError("invalid transition leader -> candidate")
+        self._reset(self.term + 1)
+        self.vote = self.id
+        self.role = Role.CANDIDATE
+
+    def become_leader(self) -> None:
+        if self.role is Role.FOLLOWER:
+            raise RaftError("invalid transition follower -> leader")
+        self._reset(self.term)
+        self.role = Role.LEADER
+        self.lead = self.id
+        me = self.tracker.progress[self.id]
+        me.become_replicate()
+        me.recent_active = True
+        # §5.4.2 / §8: an entry of the new term lets earlier entries commit by counting.
+        self.log.append([Entry(self.term, self.log.last_index() + 1, b"")])
+
+    def campaign(self) -> None:
+        """Start an election now (the tick does this on election timeout)."""
+        if self.role is Role.LEADER:
+            return
+        self._campaign(pre_vote=self.config.pre_vote)
+
+    def _campaign(self, pre_vote: bool) -> None:
+        if pre_vote:
+            self.become_pre_candidate()
+            term = self.term + 1
+        else:
+            self.become_candidate()
+            term = self.term
+        self.tracker.record_vote(self.id, True)
+        if self.tracker.tally_votes()[2] is VoteResult.WON:  # a group of one
+            if pre_vote:
+                self._campaign(pre_vote=False)
+            else:
+                self.become_leader()
+            return
+        last_index, last_term = self.log.last_index(), self.log.last_term()
+        for peer in self.tracker.voters:
+            if peer != self.id:
+                self._send(RequestVote(dst=peer, src=self.id, term=term, last_index=last_index,
+                                       last_term=last_term, pre_vote=pre_vote))
+
+    # -- time --------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        if self.role is Role.LEADER:
+            self._tick_heartbeat()
+        else:
+            self.election_elapsed += 1
+            if self.election_elapsed >= self.randomized_election_timeout:
+                self.election_elapsed = 0
+                self.campaign()
+
+    def _tick_heartbeat(self) -> None:
+        self.heartbeat_elapsed += 1
+        self.election_elapsed += 1
+        if self.election_elapsed >= self.config.election_ticks:
+            self.election_elapsed = 0
+            if self.config.check_quorum:
+                if not self.tracker.quorum_active(self.id):
+                    # A leader cut off from a quorum steps down (thesis §6.2).
+                    self.become_follower(self.term, NONE)
+                    return
+                for peer, pr in self.tracker.progress.items():
+                    if peer != self.id:
+                        pr.recent_active = False
+        if self.heartbeat_elapsed >= self.config.heartbeat_ticks:
+            self.heartbeat_elapsed = 0
+            self._bcast_heartbeat(self.read_only.last_pending_context())
+            for peer, pr in self.tracker.progress.items():
+                if pr.snap is not None and pr.recent_active and pr.snap.on_heartbeat():
+                    pr.snap.rewind(pr.snap.acked)
+                    self._send_snapshot_chunks(peer, pr)
+
+    # -- application requests ----------------------------------------------------------------
+
+    def propose(self, data: bytes) -> EntryId:
+        if self.role is not Role.LEADER:
+            raise NotLeaderError(self.lead, self.term)
+        if not data:
+            raise ProposalDroppedError("empty proposals are reserved for leader no-ops")
+        entry = Entry(self.term, self.log.last_index() + 1, bytes(data))
+        self.log.append([entry])
+        self._bcast_append()
+        return EntryId(entry.term, entry.index)
+
+    def read_index(self, context: bytes) -> None:
+        if self.role is Role.LEADER:
+            self._leader_read_index(self.id, bytes(context))
+        elif self.lead != NONE:
+            self._send(ReadIndexRequest(dst=self.lead, src=self.id, term=self.term,
+                                        context=bytes(context)))
+        else:
+            raise NotLeaderError(NONE, self.term)
+
+    def report_unreachable(self, peer: int) -> None:
+        """The driver failed to deliver to ``peer``: stop optimistic pipelining to it."""
+        pr = self.tracker.progress.get(peer)
+        if self.role is Role.LEADER and pr is not None and pr.state is ProgressState.REPLICATE:
+            pr.become_probe()
+
+    # -- the network -------------------------------------------------------------------------
+
+    def step(self, m: Message) -> None:
+        if m.src not in self.tracker.progress or m.src == self.id:
+            return  # not a member of this group
+        if m.term > self.term:
+            if isinstance(m, RequestVote):
+                in_lease = (self.config.check_quorum and self.lead != NONE
+                            and self.election_elapsed < self.config.election_ticks)
+                if in_lease:
+                    # Thesis §4.2.3 / §9.6: while we hear from a leader, ignore (pre)votes
+                    # from servers that may just have been partitioned; do not bump the term.
+                    return
+            if isinstance(m, RequestVote) and m.pre_vote:
+                pass  # never change our term for a PreVote
+            elif isinstance(m, RequestVoteResponse) and m.pre_vote and not m.reject:
+                pass  # a granted PreVote carries the term we will campaign at
+            else:
+                lead = m.src if isinstance(m, _LEADER_MESSAGES) else NONE
+                self.become_follower(m.term, lead)
+        elif m.term < self.term:
+            if isinstance(m, _LEADER_MESSAGES):
+                # §5.1: reply to a stale leader with our term so it steps down. (With PreVote
+                # and CheckQuorum this reply is the only way our term can reach it.)
+                self._send(AppendEntriesResponse(dst=m.src, src=self.id, term=self.term))
+            elif isinstance(m, RequestVote) and m.pre_vote:
+                self._send(RequestVoteResponse(dst=m.src, src=self.id, term=self.term,
+                                               reject=True, pre_vote=True))
+            return  # §5.1: a stale term's message is otherwise ignored
+
+        if isinstance(m, RequestVote):
+            self._handle_vote_request(m)
+        elif self.role is Role.LEADER:
+            self._step_leader(m)
+        elif self.role is Role.FOLLOWER:
+            self._step_follower(m)
+        else:
+            self._step_candidate(m)
+
+    def _handle_vote_request(self, m: RequestVote) -> None:
+        # §5.2: one vote per term, first come first served; §5.4.1: only for an up-to-date log.
+        can_vote = (self.vote == m.src
+                    or (self.vote == NONE and self.lead == NONE)
+                    or (m.pre_vote and m.term > self.term))
+        if can_vote and self.log.is_up_to_date(m.last_index, m.last_term):
+            # Answer with the request's term: for a PreVote that is our term + 1, which the
+            # pre-candidate would otherwise discard as stale.
+            self._send(RequestVoteResponse(dst=m.src, src=self.id, term=m.term,
+                                           pre_vote=m.pre_vote))
+            if not m.pre_vote:
+                self.election_elapsed = 0
+                self.vote = m.src
+        else:
+            self._send(RequestVoteResponse(dst=m.src, src=self.id, term=self.term, reject=True,
+                                           pre_vote=m.pre_vote))
+
+    def _step_candidate(self, m: Message) -> None:
+        if isinstance(m, _LEADER_MESSAGES):
+            self.become_follower(m.term, m.src)  # §5.2: a leader of our term exists
+            self._step_follower(m)
+        elif isinstance(m, RequestVoteResponse):
+            if m.pre_vote != (self.role is Role.PRE_CANDIDATE):
+                return  # a late answer to the other kind of campaign
+            self.tracker.record_vote(m.src, not m.reject)
+            result = self.tracker.tally_votes()[2]
+            if result is VoteResult.WON:
+                if self.role is Role.PRE_CANDIDATE:
+                    self._campaign(pre_vote=False)
+                else:
+                    self.become_leader()
+                    self._bcast_append()
+            elif result is VoteResult.LOST:
+                self.become_follower(self.term, NONE)
+        elif isinstance(m, ReadIndexResponse):
+            self.read_states.append(ReadState(m.index, m.context))
+
+    def _step_follower(self, m: Message) -> None:
+        if isinstance(m, _LEADER_MESSAGES):
+            self.election_elapsed = 0
+            self.lead = m.src
+            if isinstance(m, AppendEntries):
+                self._handle_append_entries(m)
+            elif isinstance(m, Heartbeat):
+                self.log.commit_to(m.commit)
+                self._send(HeartbeatResponse(dst=m.src, src=self.id, term=self.term,
+                                             context=m.context))
+            else:
+                self._handle_snapshot_chunk(m)
+        elif isinstance(m, ReadIndexResponse):
+            self.read_states.append(ReadState(m.index, m.context))
+
+    # -- follower: replication (§5.3) and snapshots (§7) ------------------------------------
+
+    def _handle_append_entries(self, m: AppendEntries) -> None:
+        if m.prev_index < self.log.committed:
+            self._send(AppendEntriesResponse(dst=m.src, src=self.id, term=self.term,
+                                             index=self.log.committed))
+            return
+        last_new = self.log.maybe_append(m.prev_index, m.prev_term, m.commit, m.entries)
+        if last_new is not None:
+            self._send(AppendEntriesResponse(dst=m.src, src=self.id, term=self.term,
+                                             index=last_new))
+            return
+        # Reject with a hint: the largest (index, term) we hold with term <= prev_term, so the
+        # leader can skip a whole divergent term per round trip instead of one entry.
+        hint = min(m.prev_index, self.log.last_index())
+        hint, hint_term = self.log.find_conflict_by_term(hint, m.prev_term)
+        self._send(AppendEntriesResponse(dst=m.src, src=self.id, term=self.term,
+                                         index=m.prev_index, reject=True, reject_hint=hint,
+                                         hint_term=hint_term))
+
+    def _handle_snapshot_chunk(self, m: InstallSnapshot) -> None:
+        if m.snap_index <= self.log.committed:
+            self.snap_receiver.reset()
+            self._send(AppendEntriesResponse(dst=m.src, src=self.id, term=self.term,
+                                             index=self.log.committed))
+            return
+        result = self.snap_receiver.receive(m)
+        if result is None:
+            return
+        if result.snapshot is None:
+            self._send(InstallSnapshotResponse(dst=m.src, src=self.id, term=self.term,
+                                               snap_index=m.snap_index,
+                                               next_offset=result.next_offset,
+                                               reject=result.reject))
+            return
+        index = self.log.last_index() if self.restore(result.snapshot) else self.log.committed
+        self._send(AppendEntriesResponse(dst=m.src, src=self.id, term=self.term, index=index))
+
+    def restore(self, snap: Snapshot) -> bool:
+        """§7: keep our log if it already holds the snapshot's last entry, else replace it."""
+        if snap.meta.index <= self.log.committed:
+            return False
+        if self.log.match_term(snap.meta.index, snap.meta.term):
+            self.log.commit_to(snap.meta.index)
+            return False
+        self.log.restore(snap)
+        return True
+
+    # -- leader ------------------------------------------------------------------------------
+
+    def _step_leader(self, m: Message) -> None:
+        pr = self.tracker.progress[m.src]
+        if isinstance(m, AppendEntriesResponse):
+            pr.recent_active = True
+            if m.reject:
+                self._handle_append_reject(m, pr)
+            else:
+                self._handle_append_ack(m, pr)
+        elif isinstance(m, HeartbeatResponse):
+            pr.recent_active = True
+            pr.paused = False
+            if pr.match < self.log.last_index() or pr.state is ProgressState.PROBE:
+                self._send_append(m.src)
+            if m.context and self.read_only.recv_ack(m.src, m.context) >= self.tracker.quorum:
+                for req in self.read_only.advance(m.context):
+                    self._answer_read(req.requester, req.index, req.context)
+        elif isinstance(m, InstallSnapshotResponse):
+            pr.recent_active = True
+            st = pr.snap
+            if pr.state is not ProgressState.SNAPSHOT or st is None or m.snap_index != st.index:
+                return
+            if m.reject:
+                st.rewind(m.next_offset)
+            else:
+                st.acked = max(st.acked, m.next_offset)
+            self._send_snapshot_chunks(m.src, pr)
+        elif isinstance(m, ReadIndexRequest):
+            self._leader_read_index(m.src, m.context)
+
+    def _handle_append_reject(self, m: AppendEntriesResponse, pr: Progress) -> None:
+        next_probe = m.reject_hint
+        if m.hint_term > 0:
+            # Skip every index where our term is above the follower's term at the hint: a
+            # match there is impossible since terms only grow along a log.
+            next_probe = self.log.find_conflict_by_term(m.reject_hint, m.hint_term)[0]
+        if pr.maybe_decr_to(m.index, next_probe):
+            if pr.state is ProgressState.REPLICATE:
+                pr.become_probe()
+            self._send_append(m.src)
+
+    def _handle_append_ack(self, m: AppendEntriesResponse, pr: Progress) -> None:
+        if not (pr.maybe_update(m.index)
+                or (pr.match == m.index and pr.state is ProgressState.PROBE)):
+            return
+        if pr.state is ProgressState.PROBE:
+            pr.become_replicate()
+        elif pr.state is ProgressState.SNAPSHOT and pr.match + 1 >= self.log.first_index():
+            pr.become_probe()
+            pr.become_replicate()
+        elif pr.state is ProgressState.REPLICATE:
+            pr.inflights.free_le(m.index)
+        if self._maybe_commit():
+            self._bcast_append()
+        elif pr.sent_commit < min(self.log.committed, pr.match):
+            self._send_append(m.src)  # it may not know the commit index yet
+        while self._maybe_send_append(m.src, send_if_empty=False):
+            pass  # fill the pipeline
+
+    def _maybe_commit(self) -> bool:
+        if not self.log.maybe_commit(self.tracker.committed_index(), self.term):
+            return False
+        if self.pending_reads and self._committed_in_current_term():
+            pending, self.pending_reads = self.pending_reads, []
+            for requester, context in pending:
+                self._leader_read_index(requester, context)
+        return True
+
+    def _committed_in_current_term(self) -> bool:
+        return self.log.term(self.log.committed) == self.term
+
+    def on_persisted(self, index: int, term: int) -> None:
+        """Entries up to (index, term) reached stable storage (called from advance)."""
+        if not self.log.stable_to(index, term):
+            return
+        if self.role is Role.LEADER:
+            # §10.2.1 (thesis): the leader counts itself only once its own write is durable.
+            if self.tracker.progress[self.id].maybe_update(index) and self._maybe_commit():
+                self._bcast_append()
+
+    def _leader_read_index(self, requester: int, context: bytes) -> None:
+        if len(self.tracker.voters) == 1:
+            self._answer_read(requester, self.log.committed, context)
+            return
+        if not self._committed_in_current_term():
+            # Thesis §6.4 step 1: until an entry of its term commits, a new leader does not
+            # know the latest commit index.
+            self.pending_reads.append((requester, context))
+            return
+        if self.read_only.add_request(self.log.committed, requester, context):
+            self.read_only.recv_ack(self.id, context)
+            self._bcast_heartbeat(context)
+
+    def _answer_read(self, requester: int, index: int, context: bytes) -> None:
+        if requester == self.id:
+            self.read_states.append(ReadState(index, context))
+        else:
+            self._send(ReadIndexResponse(dst=requester, src=self.id, term=self.term,
+                                         index=index, context=context))
+
+    # -- leader: sending ---------------------------------------------------------------------
+
+    def _send(self, m: Message) -> None:
+        self.msgs.append(m)
+
+    def _bcast_append(self) -> None:
+        for peer in self.tracker.voters:
+            if peer != self.id:
+                self._send_append(peer)
+
+    def _bcast_heartbeat(self, context: bytes) -> None:
+        for peer in self.tracker.voters:
+            if peer != self.id:
+                pr = self.tracker.progress[peer]
+                # Never tell a follower to commit past what it is known to hold.
+                commit = min(pr.match, self.log.committed)
+                self._send(Heartbeat(dst=peer, src=self.id, term=self.term, commit=commit,
+                                     context=context))
+                pr.sent_commit = max(pr.sent_commit, commit)
+
+    def _send_append(self, to: int) -> None:
+        self._maybe_send_append(to, send_if_empty=True)
+
+    def _maybe_send_append(self, to: int, send_if_empty: bool) -> bool:
+        pr = self.tracker.progress[to]
+        if pr.is_paused():
+            return False
+        prev_index = pr.next - 1
+        prev_term = self.log.term(prev_index)
+        if prev_term is None:
+            return self._maybe_send_snapshot(to, pr)  # the entries it needs are compacted
+        ents: list[Entry] = []
+        if pr.state is not ProgressState.REPLICATE or not pr.inflights.full():
+            try:
+                ents = self.log.entries(pr.next, self.config.max_append_bytes,
+                                        self.config.max_append_entries)
+            except CompactedError:
+                return self._maybe_send_snapshot(to, pr)
+        if not ents and not send_if_empty:
+            return False
+        commit = self.log.committed
+        self._send(AppendEntries(dst=to, src=self.id, term=self.term, prev_index=prev_index,
+                                 prev_term=prev_term, commit=commit, entries=tuple(ents)))
+        pr.sent_entries(len(ents), sum(e.size for e in ents))
+        pr.sent_commit = max(pr.sent_commit, min(commit, prev_index + len(ents)))
+        return True
+
+    def _maybe_send_snapshot(self, to: int, pr: Progress) -> bool:
+        if not pr.recent_active:
+            return False  # do not stream a snapshot at a peer that may be down
+        snap = self.log.snapshot()
+        if snap.is_empty:
+            raise RaftError(f"peer {to} needs entries before {self.log.first_index()} "
+                            "but there is no snapshot")
+        pr.become_snapshot(SnapshotSend(snap, self._checksum_of(snap)))
+        self._send_snapshot_chunks(to, pr)
+        return True
+
+    def _checksum_of(self, snap: Snapshot) -> int:
+        if self._snap_checksum[0] != snap.meta.index:
+            self._snap_checksum = (snap.meta.index, checksum(snap.data))
+        return self._snap_checksum[1]
+
+    def _send_snapshot_chunks(self, to: int, pr: Progress) -> None:
+        st = pr.snap
+        assert st is not None
+        current = self.log.snapshot()
+        if current.meta.index > st.index:
+            # Compacted again mid-transfer: start over with the newer snapshot. The follower
+            # tells the transfers apart by index and checksum and never mixes their bytes.
+            st = SnapshotSend(current, self._checksum_of(current))
+            pr.become_snapshot(st)
+        size, chunk = st.size, self.config.snapshot_chunk_size
+        window = chunk * self.config.max_inflight_snapshot_chunks
+        meta = st.snapshot.meta
+        while not st.done_sending and st.sent - st.acked < window:
+            data = st.snapshot.data[st.sent:st.sent + chunk]
+            self._send(InstallSnapshot(dst=to, src=self.id, term=self.term,
+                                       snap_index=meta.index, snap_term=meta.term,
+                                       voters=meta.voters, offset=st.sent, total_size=size,
+                                       checksum=st.checksum, data=data))
+            st.sent += len(data)
+            st.done_sending = st.sent >= size

@@ -1,0 +1,214 @@
+"""The gateway process: `python -m nborch.runtime.gateway --topology FILE`.
+
+It owns the topology: for each request it walks the executor DAG from the `gateway` node,
+sends each executor's input to ANY one shard or ALL shards (polling), and reduces where
+several results meet (shards of one executor, or predecessors of a join). Docs bytes are
+forwarded untouched unless a reduce needs them decoded.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import signal
+import time
+
+import grpc
+
+from nborch.protos import nborch_pb2 as pb
+from nborch.protos import nborch_pb2_grpc as pb_grpc
+from nborch.runtime import child
+from nborch.runtime.codec import decode_docs, encode_docs
+from nborch.runtime.grpc_options import SERVER_OPTIONS, bind
+from nborch.runtime.polling import Polling, PollingTable, choose_shards
+from nborch.runtime.reduce import reduce_docs
+from nborch.runtime.router import ReplicaPool
+from nborch.runtime.topology import GATEWAY, ExecutorTopology, Topology
+
+RECENT_ROUTES = 32
+
+
+def _limit_of(parameters: bytes) -> int | None:
+    try:
+        limit = json.loads(parameters).get('limit') if parameters else None
+    except ValueError:
+        return None
+    return limit if isinstance(limit, int) and limit > 0 else None
+
+
+def merge_responses(responses: list[pb.DataResponse]) -> pb.DataResponse:
+    """Reduce several results for the same request into one (SPEC §4 reduce)."""
+    if len(responses) == 1:
+        return responses[0]
+    first = responses[0]
+    docs = reduce_docs([decode_docs(r.docs) for r in responses], limit=_limit_of(first.parameters))
+    merged = pb.DataResponse(docs=encode_docs(docs), parameters=first.parameters)
+    for r in responses:
+        merged.route.extend(r.route)
+        merged.failed_shards.extend(r.failed_shards)
+        if r.HasField('error') and not merged.HasField('error'):
+            merged.error.CopyFrom(r.error)
+    return merged
+
+
+class ExecutorNode:
+    """One executor in the gateway: its shards' replica pools and its polling table."""
+
+    def __init__(self, spec: ExecutorTopology):
+        self.name = spec.name
+        self.needs = list(spec.needs)
+        self.polling = PollingTable.parse(spec.polling)
+        self.pools = [ReplicaPool(spec.name, addresses) for addresses in spec.shards]
+        self._rotation = 0
+
+    def shards_for(self, endpoint: str) -> tuple[Polling, tuple[int, ...]]:
+        polling = self.polling.for_endpoint(endpoint)
+        shards = choose_shards(polling, len(self.pools), self._rotation)
+        self._rotation += 1
+        return polling, shards
+
+    async def process(self, request: pb.DataRequest, shards: tuple[int, ...]) -> pb.DataResponse:
+        if len(shards) == 1:
+            return await self._call_shard(shards[0], request)
+        outcomes = await asyncio.gather(*(self._call_shard(s, request) for s in shards),
+                                        return_exceptions=True)
+        served = [o for o in outcomes if isinstance(o, pb.DataResponse)]
+        failed = [(s, o) for s, o in zip(shards, outcomes) if not isinstance(o, pb.DataResponse)]
+        if not served:
+            raise ConnectionError(f'executor {self.name!r}: every shard failed: '
+                                  + '; '.join(f'shard {s}: {o}' for s, o in failed))
+        merged = merge_responses(served)
+        merged.failed_shards.extend(f'{self.name}/shard-{s}: {o}' for s, o in failed)
+        return merged
+
+    async def _call_shard(self, shard: int, request: pb.DataRequest) -> pb.DataResponse:
+        served = await self.pools[shard].call(request)
+        response = served.response
+        response.route.append(pb.Hop(executor=self.name, shard=shard, replica=served.replica))
+        return response
+
+    def status(self) -> dict:
+        return {'name': self.name, 'needs': self.needs, 'shards': [
+            {'replicas': [{'address': pool.addresses[i], 'outstanding': pool.outstanding[i],
+                           'served': pool.served[i], 'failures': pool.failures[i]}
+                          for i in range(len(pool.addresses))]}
+            for pool in self.pools]}
+
+
+class Gateway:
+    """Runs one request through the executor DAG. Pure asyncio; the servicer wraps it."""
+
+    def __init__(self, topology: Topology):
+        self.nodes = {e.name: ExecutorNode(e) for e in topology.executors}
+        needed = {p for node in self.nodes.values() for p in node.needs}
+        self.sinks = [name for name in self.nodes if name not in needed] or list(self.nodes)[-1:]
+        self.requests = 0
+        self.recent: collections.deque[dict] = collections.deque(maxlen=RECENT_ROUTES)
+
+    async def process(self, request: pb.DataRequest) -> pb.DataResponse:
+        self.requests += 1
+        if not self.nodes:
+            return pb.DataResponse(docs=request.docs, parameters=request.parameters)
+        entry = pb.DataResponse(docs=request.docs, parameters=request.parameters)
+        outputs: dict[str, asyncio.Future] = {}
+
+        def output_of(name: str) -> asyncio.Future:
+            if name not in outputs:
+                outputs[name] = asyncio.ensure_future(run(name))
+            return outputs[name]
+
+        async def run(name: str) -> pb.DataResponse:
+            node = self.nodes[name]
+            inputs = await asyncio.gather(*(output_of(p) if p != GATEWAY else _ready(entry)
+                                            for p in node.needs))
+            merged = merge_responses(list(inputs))
+            if merged.HasField('error'):
+                return merged  # an executor failed upstream: skip the rest of this path
+            if request.target_executor and request.target_executor != name:
+                return merged
+            polling, shards = node.shards_for(request.endpoint)
+            forwarded = pb.DataRequest(endpoint=request.endpoint, docs=merged.docs,
+                                       parameters=merged.parameters, request_id=request.request_id)
+            response = await node.process(forwarded, shards)
+            self.recent.append({'endpoint': request.endpoint, 'executor': name,
+                                'polling': polling.name, 'shards': list(shards),
+                                'replicas': [h.replica for h in response.route
+                                             if h.executor == name],
+                                'time': time.time()})
+            if merged.route:  # keep the hops upstream of this executor, in order
+                hops = [*merged.route, *response.route]
+                del response.route[:]
+                response.route.extend(hops)
+            return response
+
+        try:
+            return merge_responses(list(await asyncio.gather(*(output_of(s) for s in self.sinks))))
+        finally:
+            for future in outputs.values():
+                future.cancel()
+
+    def status(self) -> dict:
+        return {'role': 'gateway', 'pid': os.getpid(), 'requests': self.requests,
+                'executors': [node.status() for node in self.nodes.values()],
+                'recent_routes': list(self.recent)}
+
+    async def close(self) -> None:
+        for node in self.nodes.values():
+            for pool in node.pools:
+                await pool.close()
+
+
+async def _ready(value):
+    return value
+
+
+class GatewayServicer(pb_grpc.ExecutorServicer):
+    """Serves the same `Executor` service as a worker, so a gateway can be an external executor."""
+
+    def __init__(self, gateway: Gateway):
+        self.gateway = gateway
+
+    async def Process(self, request, context):
+        try:
+            return await self.gateway.process(request)
+        except ConnectionError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+
+    async def Status(self, request, context):
+        return pb.StatusReply(json=json.dumps(self.gateway.status()).encode())
+
+
+async def serve(topology: Topology, ready_fd: int | None) -> None:
+    gateway = Gateway(topology)
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    pb_grpc.add_ExecutorServicer_to_server(GatewayServicer(gateway), server)
+    port = bind(server, topology.host, topology.port)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    child.report_ready(ready_fd, port=port)
+    await stop.wait()
+    await server.stop(grace=1.0)
+    await gateway.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog='python -m nborch.runtime.gateway')
+    parser.add_argument('--topology', required=True, help='a JSON file or a JSON string')
+    child.add_process_arguments(parser)
+    args = parser.parse_args(argv)
+    child.watch_parent(args.parent_fd)
+    text = args.topology
+    if not text.lstrip().startswith('{'):
+        with open(text) as f:
+            text = f.read()
+    child.configure_logging()
+    asyncio.run(serve(Topology.from_json(text), args.ready_fd))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,113 @@
+"""Routing: which replica serves a request (policy, pure) and calling it (mechanism).
+
+Policy is `choose_replica`, a pure function tested without sockets. Mechanism is
+`ReplicaPool`, the one place that owns channels, in-flight counts, retries and ejection of
+failed replicas. Shard choice (polling) sits one level up, in the gateway's executor node,
+and calls one `ReplicaPool` per shard.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Callable, Collection, Sequence
+
+import grpc
+
+from nborch.protos import nborch_pb2 as pb
+from nborch.protos import nborch_pb2_grpc as pb_grpc
+from nborch.runtime.grpc_options import CHANNEL_OPTIONS
+
+# Failures that mean "this replica could not serve", so another replica may.
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                       grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN,
+                       grpc.StatusCode.CANCELLED})
+EJECT_SECONDS = 0.5  # a failed replica is tried last for this long, then re-admitted
+
+
+def choose_replica(outstanding: Sequence[int], start: int, *, tried: Collection[int] = (),
+                   ejected: Collection[int] = ()) -> int | None:
+    """The replica to send the next request to, or None when every replica was tried.
+
+    Least outstanding requests wins (the idle replica gets the request first); ties go to
+    the first replica at or after `start`, so equal replicas take turns. Replicas in `tried`
+    are never chosen; replicas in `ejected` only when no healthy untried one is left.
+    """
+    n = len(outstanding)
+    best, best_key = None, None
+    for offset in range(n):
+        i = (start + offset) % n
+        if i in tried:
+            continue
+        key = (i in ejected, outstanding[i])
+        if best_key is None or key < best_key:
+            best, best_key = i, key
+    return best
+
+
+@dataclass
+class Served:
+    response: pb.DataResponse
+    replica: int
+
+
+class ReplicaPool:
+    """The replicas of one shard of one executor, as seen from the gateway.
+
+    Not thread-safe: used from the gateway's event loop only.
+    """
+
+    def __init__(self, executor: str, addresses: Sequence[str], *,
+                 clock: Callable[[], float] = time.monotonic):
+        self.executor = executor
+        self.addresses = list(addresses)
+        self._channels = [grpc.aio.insecure_channel(a, options=CHANNEL_OPTIONS) for a in addresses]
+        self._stubs = [pb_grpc.ExecutorStub(c) for c in self._channels]
+        self.outstanding = [0] * len(addresses)
+        self.served = [0] * len(addresses)
+        self.failures = [0] * len(addresses)
+        self._ejected_until = [0.0] * len(addresses)
+        self._rotation = 0
+        self._clock = clock
+
+    async def call(self, request: pb.DataRequest, timeout: float | None = None) -> Served:
+        """Send `request` to one replica, retrying on others; ConnectionError if all fail."""
+        tried: list[int] = []
+        errors: list[str] = []
+        while True:
+            now = self._clock()
+            ejected = [i for i, t in enumerate(self._ejected_until) if t > now]
+            i = choose_replica(self.outstanding, self._rotation, tried=tried, ejected=ejected)
+            if i is None:
+                raise ConnectionError(
+                    f'executor {self.executor!r}: no replica could serve the request; tried '
+                    + '; '.join(f'{self.addresses[j]} ({e})' for j, e in zip(tried, errors)))
+            self._rotation = i + 1
+            tried.append(i)
+            self.outstanding[i] += 1
+            try:
+                response = await self._stubs[i].Process(request, timeout=timeout)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in RETRYABLE:
+                    raise
+                self.failures[i] += 1
+                self._ejected_until[i] = self._clock() + EJECT_SECONDS
+                errors.append(f'{exc.code().name}: {exc.details()}')
+                continue
+            finally:
+                self.outstanding[i] -= 1
+            self.served[i] += 1
+            self._ejected_until[i] = 0.0
+            return Served(response, i)
+
+    async def status(self, i: int, timeout: float = 2.0) -> dict | None:
+        """The replica's own status report, or None when it does not answer."""
+        try:
+            reply = await self._stubs[i].Status(pb.StatusRequest(), timeout=timeout)
+        except grpc.aio.AioRpcError:
+            return None
+        return json.loads(reply.json)
+
+    async def close(self) -> None:
+        for channel in self._channels:
+            await channel.close()

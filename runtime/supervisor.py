@@ -1,0 +1,126 @@
+"""Keeping replica processes alive: `WorkerHandle` (one replica) and `Supervisor` (restarts).
+
+A replica that dies is restarted on the same port, so the gateway's channel reconnects to
+it without a topology change; meanwhile the router sends requests to the other replicas.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+from nborch.runtime.process import ChildHandle, ChildStartError
+
+BACKOFF_FIRST = 0.2
+BACKOFF_MAX = 5.0
+STABLE_AFTER = 10.0  # a replica up this long has its back-off reset
+
+
+def restart_delay(consecutive_failures: int) -> float:
+    """Exponential back-off: 0.2 s, 0.4 s, 0.8 s, ... capped at 5 s."""
+    return min(BACKOFF_FIRST * 2 ** consecutive_failures, BACKOFF_MAX)
+
+
+@dataclass(frozen=True)
+class ReplicaId:
+    executor: str
+    shard: int
+    replica: int
+
+    def __str__(self) -> str:
+        return f'{self.executor}/shard-{self.shard}/rep-{self.replica}'
+
+
+class WorkerHandle:
+    """One replica: its spec file, its port once bound, and the child process serving it."""
+
+    def __init__(self, rid: ReplicaId, spec_path: str, *, env: Mapping[str, str], log_path: str,
+                 echo: Callable[[str], None] | None):
+        self.id = rid
+        self.spec_path = spec_path
+        self.env = dict(env)
+        self.log_path = log_path
+        self.echo = echo
+        self.port: int | None = None
+        self.restarts = 0
+        self.consecutive_failures = 0
+        self.state = 'new'
+        self.child: ChildHandle | None = None
+
+    def spawn(self) -> None:
+        args = ['--spec', self.spec_path]
+        if self.port is not None:  # a restart keeps its address
+            args += ['--port', str(self.port)]
+        self.child = ChildHandle(str(self.id), 'nborch.runtime.worker', args, env=self.env,
+                                 log_path=self.log_path, echo=self.echo)
+        self.state = 'starting'
+        self.child.spawn()
+
+    def wait_ready(self, timeout: float) -> None:
+        info = self.child.wait_ready(timeout)
+        self.port = info['port']
+        self.state = 'ready'
+
+    @property
+    def pid(self) -> int | None:
+        return self.child.pid if self.child else None
+
+    @property
+    def alive(self) -> bool:
+        return self.child is not None and self.child.alive
+
+    def terminate(self) -> None:
+        self.state = 'stopped'
+        if self.child is not None:
+            self.child.terminate()
+
+    def stop(self, grace: float = 3.0) -> None:
+        self.state = 'stopped'
+        if self.child is not None:
+            self.child.stop(grace)
+
+
+class Supervisor:
+    """Watches workers on one thread and restarts the dead ones with back-off."""
+
+    def __init__(self, workers: list[WorkerHandle], ready_timeout: float, poll: float = 0.1):
+        self.workers = workers
+        self.ready_timeout = ready_timeout
+        self.poll = poll
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name='nborch-supervisor', daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop watching (returns once no restart is in progress)."""
+        self._stopping.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def _run(self) -> None:
+        next_try: dict[ReplicaId, float] = {}
+        while not self._stopping.wait(self.poll):
+            now = time.monotonic()
+            for worker in self.workers:
+                if worker.alive or worker.state == 'stopped':
+                    continue
+                if worker.id not in next_try:
+                    if worker.child and now - worker.child.started_at > STABLE_AFTER:
+                        worker.consecutive_failures = 0
+                    worker.state = 'restarting'
+                    next_try[worker.id] = now + restart_delay(worker.consecutive_failures)
+                if now >= next_try[worker.id] and not self._stopping.is_set():
+                    del next_try[worker.id]
+                    self._restart(worker)
+
+    def _restart(self, worker: WorkerHandle) -> None:
+        worker.restarts += 1
+        try:
+            worker.spawn()
+            worker.wait_ready(self.ready_timeout)
+        except (ChildStartError, OSError):
+            worker.consecutive_failures += 1
+            worker.state = 'restarting'

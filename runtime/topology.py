@@ -1,0 +1,36 @@
+"""The gateway's view of what it serves: executors, their shards' replica addresses, polling.
+
+It is the contract between the orchestrator (which knows processes) and the gateway (which
+only knows addresses), written as JSON so `nborch gateway --topology` can take it too.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+GATEWAY = 'gateway'
+
+
+@dataclass
+class ExecutorTopology:
+    name: str
+    shards: list[list[str]]           # per shard, the 'host:port' of each replica
+    polling: Any = 'ANY'              # anything PollingTable.parse accepts
+    needs: list[str] = field(default_factory=lambda: [GATEWAY])
+
+
+@dataclass
+class Topology:
+    executors: list[ExecutorTopology]
+    host: str = '127.0.0.1'
+    port: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> 'Topology':
+        raw = json.loads(text)
+        return cls(executors=[ExecutorTopology(**e) for e in raw['executors']],
+                   host=raw.get('host', '127.0.0.1'), port=raw.get('port', 0))

@@ -1,0 +1,153 @@
+"""One executor replica: `python -m nborch.runtime.worker --spec FILE` serves `Executor.Process`.
+
+Sync endpoints run on one dedicated thread (executors need not be thread-safe, and the gRPC
+loop stays free for status calls); async endpoints run on the loop. Decoding and encoding
+happen on the same thread as the endpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import json
+import os
+import signal
+import sys
+import traceback
+
+import grpc
+
+from nborch.protos import nborch_pb2 as pb
+from nborch.protos import nborch_pb2_grpc as pb_grpc
+from nborch.runtime import child
+from nborch.runtime.codec import decode_docs, encode_docs
+from nborch.runtime.grpc_options import SERVER_OPTIONS, bind
+from nborch.runtime.worker_spec import WorkerSpec
+
+
+def _pass_through(request: pb.DataRequest) -> pb.DataResponse:
+    """Unknown endpoint with no `/default` (or another executor's request): docs unchanged."""
+    return pb.DataResponse(docs=request.docs, parameters=request.parameters)
+
+
+class ExecutorRunner:
+    """Turns one `DataRequest` into one `DataResponse` by calling the executor (no I/O)."""
+
+    def __init__(self, executor, name: str):
+        self.executor = executor
+        self.name = name
+        self.requests_served = 0
+
+    def prepare(self, request: pb.DataRequest):
+        """Return (endpoint, kwargs) for `request`, or (None, None) to pass it through."""
+        endpoint = self.executor.endpoint_for(request.endpoint)
+        if endpoint is None or (request.target_executor and request.target_executor != self.name):
+            return None, None
+        docs = decode_docs(request.docs, endpoint.input_type)
+        parameters = json.loads(request.parameters) if request.parameters else {}
+        own = parameters.get(self.name)
+        call_parameters = {**parameters, **own} if isinstance(own, dict) else dict(parameters)
+        call_parameters.pop('__results__', None)
+        kwargs = {'docs': docs, 'parameters': call_parameters, 'docs_matrix': None,
+                  'tracing_context': None}
+        if endpoint.accepted_kwargs is not None:
+            kwargs = {k: v for k, v in kwargs.items() if k in endpoint.accepted_kwargs}
+        return endpoint, kwargs
+
+    def respond(self, request: pb.DataRequest, docs, returned) -> pb.DataResponse:
+        self.requests_served += 1
+        parameters = request.parameters
+        if isinstance(returned, dict):
+            merged = json.loads(parameters) if parameters else {}
+            merged.setdefault('__results__', {})[self.name] = returned
+            parameters = json.dumps(merged).encode()
+        out = returned if returned is not None and not isinstance(returned, dict) else docs
+        return pb.DataResponse(docs=encode_docs(out), parameters=parameters)
+
+    def fail(self, request: pb.DataRequest, exc: BaseException) -> pb.DataResponse:
+        self.requests_served += 1
+        self.executor.logger.error('%s on %s: %s', type(exc).__name__, request.endpoint, exc)
+        error = pb.ExecutorError(executor=self.name, type=type(exc).__name__, message=str(exc),
+                                 traceback=''.join(traceback.format_exception(exc)))
+        return pb.DataResponse(docs=request.docs, parameters=request.parameters, error=error)
+
+    def handle_sync(self, request: pb.DataRequest) -> pb.DataResponse:
+        try:
+            endpoint, kwargs = self.prepare(request)
+            if endpoint is None:
+                return _pass_through(request)
+            returned = getattr(self.executor, endpoint.method_name)(**kwargs)
+            return self.respond(request, kwargs.get('docs'), returned)
+        except Exception as exc:
+            return self.fail(request, exc)
+
+    async def handle_async(self, request: pb.DataRequest) -> pb.DataResponse:
+        try:
+            endpoint, kwargs = self.prepare(request)
+            if endpoint is None:
+                return _pass_through(request)
+            returned = await getattr(self.executor, endpoint.method_name)(**kwargs)
+            return self.respond(request, kwargs.get('docs'), returned)
+        except Exception as exc:
+            return self.fail(request, exc)
+
+
+class WorkerServicer(pb_grpc.ExecutorServicer):
+    def __init__(self, runner: ExecutorRunner, spec: WorkerSpec):
+        self.runner = runner
+        self.spec = spec
+        self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='nborch-exec')
+
+    async def Process(self, request, context):
+        endpoint = self.runner.executor.endpoint_for(request.endpoint)
+        if endpoint is not None and endpoint.is_async:
+            return await self.runner.handle_async(request)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, self.runner.handle_sync, request)
+
+    async def Status(self, request, context):
+        status = {
+            'role': 'worker', 'name': self.spec.name, 'shard': self.spec.shard_id,
+            'replica': self.spec.replica_id, 'pid': os.getpid(),
+            'requests_served': self.runner.requests_served,
+            'cuda_visible_devices': os.environ.get('CUDA_VISIBLE_DEVICES'),
+            'endpoints': sorted(type(self.runner.executor).endpoints()),
+        }
+        return pb.StatusReply(json=json.dumps(status).encode())
+
+
+async def serve(spec: WorkerSpec, ready_fd: int | None) -> None:
+    executor = spec.build_executor()
+    servicer = WorkerServicer(ExecutorRunner(executor, spec.name), spec)
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    pb_grpc.add_ExecutorServicer_to_server(servicer, server)
+    port = bind(server, spec.host, spec.port)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    child.report_ready(ready_fd, port=port)
+    await stop.wait()
+    await server.stop(grace=1.0)
+    servicer.pool.shutdown(wait=True)
+    executor.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog='python -m nborch.runtime.worker')
+    parser.add_argument('--spec', required=True, help='a JSON file written by WorkerSpec.dump')
+    parser.add_argument('--port', type=int, default=None, help="overrides the spec's port")
+    child.add_process_arguments(parser)
+    args = parser.parse_args(argv)
+    child.watch_parent(args.parent_fd)
+    spec = WorkerSpec.load(args.spec)
+    if args.port is not None:
+        spec.port = args.port
+    sys.path[:0] = [p for p in spec.sys_path if p not in sys.path]
+    child.configure_logging(spec.log_level)
+    asyncio.run(serve(spec, args.ready_fd))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,96 @@
+"""What one replica process needs to know, written by the orchestrator as a JSON file."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import operator
+import sys
+import typing
+from dataclasses import asdict, dataclass, field
+
+import cloudpickle
+import pydantic
+from docarray import BaseDoc, DocList
+
+
+def doclist_class(doc_type):
+    """The class docarray makes for `DocList[doc_type]` (instances of it are of this class)."""
+    alias = DocList[doc_type]
+    return typing.get_origin(alias) or alias
+
+
+def rebuild_doc_class(name: str, qualname: str, base: type, fields: dict):
+    """Re-create a document schema that was defined in `__main__` or a notebook."""
+    cls = pydantic.create_model(name, __base__=base, **fields)
+    cls.__qualname__ = qualname
+    return cls
+
+
+def _importable(cls: type) -> bool:
+    module = sys.modules.get(cls.__module__)
+    return cls.__module__ != '__main__' and getattr(module, cls.__qualname__, None) is cls
+
+
+class _ClassPickler(cloudpickle.Pickler):
+    """cloudpickle plus two rebuild rules for docarray types that cannot travel as they are:
+    `DocList[X]` classes are made on the fly (no importable name), and pydantic document
+    classes from `__main__`/a notebook do not survive cloudpickle's by-value class rebuild.
+    Rebuilt document classes keep their fields, not custom methods or validators."""
+
+    def reducer_override(self, obj):
+        origin, args = typing.get_origin(obj), typing.get_args(obj)
+        if isinstance(origin, type) and issubclass(origin, DocList) and args:
+            return operator.getitem, (DocList, args[0])  # the typing alias DocList[X]
+        if isinstance(obj, type) and issubclass(obj, DocList) and obj is not DocList:
+            doc_type = getattr(obj, 'doc_type', None)
+            if doc_type is not None:
+                return doclist_class, (doc_type,)
+        if isinstance(obj, type) and issubclass(obj, BaseDoc) and not _importable(obj):
+            base = obj.__bases__[0]
+            own = {k: (f.annotation, f) for k, f in obj.model_fields.items()
+                   if k in obj.__dict__.get('__annotations__', {})}
+            return rebuild_doc_class, (obj.__name__, obj.__qualname__, base, own)
+        return super().reducer_override(obj)
+
+
+@dataclass
+class WorkerSpec:
+    name: str
+    uses: str                      # base64 of the cloudpickled Executor class
+    uses_with: dict = field(default_factory=dict)
+    shard_id: int = 0
+    replica_id: int = 0
+    shards: int = 1
+    replicas: int = 1
+    workspace: str | None = None
+    host: str = '127.0.0.1'
+    port: int = 0                  # 0: any free port (reported back on the ready pipe)
+    sys_path: list[str] = field(default_factory=list)  # the owner's, so by-reference classes import
+    log_level: str = 'INFO'
+
+    @staticmethod
+    def pack_class(cls) -> str:
+        """Classes from `__main__` or a notebook go by value, importable ones by reference."""
+        buffer = io.BytesIO()
+        _ClassPickler(buffer).dump(cls)
+        return base64.b64encode(buffer.getvalue()).decode()
+
+    def executor_class(self):
+        return cloudpickle.loads(base64.b64decode(self.uses))
+
+    def build_executor(self):
+        cls = self.executor_class()
+        runtime_args = {'name': self.name, 'replica_id': self.replica_id, 'shard_id': self.shard_id,
+                        'replicas': self.replicas, 'shards': self.shards,
+                        'workspace': self.workspace}
+        return cls(**self.uses_with, runtime_args=runtime_args)
+
+    def dump(self, path: str) -> None:
+        with open(path, 'w') as f:
+            json.dump(asdict(self), f)
+
+    @classmethod
+    def load(cls, path: str) -> 'WorkerSpec':
+        with open(path) as f:
+            return cls(**json.load(f))

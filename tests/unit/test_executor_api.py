@@ -1,0 +1,126 @@
+"""The Executor API without processes (SPEC §1)."""
+import logging
+
+import pytest
+from docarray import BaseDoc, DocList
+from docarray.documents import TextDoc
+
+from nborch import Executor, requests, write
+from nborch.executor import DEFAULT_ENDPOINT
+
+
+class QueryDoc(TextDoc):
+    matches: DocList[TextDoc] = DocList[TextDoc]()
+
+
+class Indexer(Executor):
+    def __init__(self, dim: int = 8, **kwargs):
+        super().__init__(**kwargs)
+        self.dim = dim
+
+    @requests(on='/index')
+    @write
+    def index(self, docs: DocList[TextDoc], **kwargs) -> DocList[TextDoc]:
+        return docs
+
+    @write
+    @requests(on=['/update', '/delete'])
+    def change(self, docs: DocList[TextDoc], **kwargs):
+        return None
+
+    @requests(on='/search')
+    def search(self, docs: DocList[QueryDoc], parameters: dict, **kwargs) -> DocList[QueryDoc]:
+        return docs
+
+    @requests
+    def other(self, docs, **kwargs):
+        return {'seen': len(docs)}
+
+    async def not_an_endpoint(self):
+        pass
+
+
+def test_endpoint_table_lists_every_marked_path():
+    assert set(Indexer.endpoints()) == {'/index', '/update', '/delete', '/search', DEFAULT_ENDPOINT}
+
+
+def test_write_marks_either_order():
+    table = Indexer.endpoints()
+    assert table['/index'].is_write
+    assert table['/update'].is_write and table['/delete'].is_write
+    assert not table['/search'].is_write
+
+
+def test_schemas_come_from_annotations():
+    table = Indexer.endpoints()
+    assert table['/search'].input_type is QueryDoc
+    assert table['/search'].output_type is QueryDoc
+    assert table['/index'].input_type is TextDoc
+    assert table[DEFAULT_ENDPOINT].input_type is TextDoc  # unannotated: TextDoc-compatible
+
+
+def test_unknown_endpoint_falls_back_to_default():
+    ex = Indexer()
+    assert ex.endpoint_for('/whatever').method_name == 'other'
+    assert ex.endpoint_for('/search').method_name == 'search'
+
+
+def test_no_default_means_pass_through():
+    class OnlySearch(Executor):
+        @requests(on='/search')
+        def search(self, docs, **kwargs):
+            pass
+
+    assert OnlySearch().endpoint_for('/index') is None
+
+
+def test_accepted_kwargs_without_var_keyword():
+    class Strict(Executor):
+        @requests
+        def foo(self, docs):
+            pass
+
+    assert Strict.endpoints()[DEFAULT_ENDPOINT].accepted_kwargs == frozenset({'self', 'docs'})
+    assert Indexer.endpoints()['/search'].accepted_kwargs is None
+
+
+def test_async_endpoints_are_detected():
+    class Async(Executor):
+        @requests
+        async def foo(self, docs, **kwargs):
+            pass
+
+    assert Async.endpoints()[DEFAULT_ENDPOINT].is_async
+
+
+def test_subclass_overrides_endpoint():
+    class Child(Indexer):
+        @requests(on='/search')
+        def search2(self, docs, **kwargs):
+            pass
+
+    assert Child.endpoints()['/search'].method_name == 'search2'
+    assert Child.endpoints()['/index'].method_name == 'index'
+
+
+def test_runtime_args_logger_and_workspace(tmp_path):
+    ex = Indexer(dim=4, runtime_args={'name': 'indexer', 'replica_id': 2, 'shard_id': 1,
+                                      'replicas': 3, 'shards': 2, 'workspace': str(tmp_path)})
+    assert ex.dim == 4
+    assert ex.runtime_args.replica_id == 2 and ex.runtime_args.shards == 2
+    assert isinstance(ex.logger, logging.Logger) and ex.logger.name == 'indexer/rep-2'
+    assert ex.workspace == str(tmp_path / 'indexer' / '1')
+    assert (tmp_path / 'indexer' / '1').is_dir()
+
+
+def test_workspace_is_none_without_one():
+    assert Indexer().workspace is None
+
+
+def test_registered_by_class_name():
+    assert Executor._registry['Indexer'] is Indexer
+
+
+def test_requests_rejects_bad_paths():
+    with pytest.raises(ValueError, match='endpoint paths'):
+        requests(on=['/ok', ''])

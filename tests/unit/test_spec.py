@@ -1,0 +1,103 @@
+"""Bad input fails in the constructor, before any process starts (SPEC §10)."""
+import socket
+
+import pytest
+
+from nborch import Deployment, Executor, PortInUseError, requests
+from nborch.client import parse_address
+from nborch.uses import PassThrough, resolve_uses
+
+
+class Echo(Executor):
+    @requests
+    def foo(self, docs, **kwargs):
+        return docs
+
+
+def test_uses_forms():
+    assert resolve_uses(Echo) is Echo
+    assert resolve_uses('Echo') is Echo
+    assert resolve_uses('nborch.uses:PassThrough') is PassThrough
+    assert resolve_uses('nborch.uses.PassThrough') is PassThrough
+    assert resolve_uses(None) is PassThrough
+
+
+@pytest.mark.parametrize('uses, error, message', [
+    ('jinaai://jina-ai/CLIPEncoder', ValueError, 'no executor hub'),
+    ('NoSuchExecutorAnywhere', ValueError, "unknown executor 'NoSuchExecutorAnywhere'"),
+    ('no_such_module_xyz:Thing', ValueError, "cannot import 'no_such_module_xyz'"),
+    ('nborch.uses:Nope', ValueError, "has no 'Nope'"),
+    (dict, TypeError, 'not a subclass of nborch.Executor'),
+    ('json:dumps', TypeError, 'not an Executor class'),
+    (42, TypeError, 'takes an Executor class or a string'),
+])
+def test_bad_uses(uses, error, message):
+    with pytest.raises(error, match=message):
+        Deployment(uses=uses)
+
+
+def test_instance_instead_of_class():
+    with pytest.raises(TypeError, match='not an instance'):
+        Deployment(uses=Echo())
+
+
+@pytest.mark.parametrize('key, value', [('replicas', 0), ('replicas', -1), ('shards', 0),
+                                        ('replicas', 1.5), ('replicas', True)])
+def test_bad_counts(key, value):
+    with pytest.raises(ValueError, match=f'{key}='):
+        Deployment(uses=Echo, **{key: value})
+
+
+def test_unknown_argument_names_the_valid_ones():
+    with pytest.raises(TypeError, match='unknown argument.*replica_count.*replicas'):
+        Deployment(uses=Echo, replica_count=3)
+
+
+def test_reference_only_option_is_accepted():
+    Deployment(uses=Echo, install_requirements=True)
+
+
+def test_bad_port():
+    with pytest.raises(ValueError, match='port='):
+        Deployment(uses=Echo, port=70000)
+
+
+def test_port_in_use_fails_before_any_process():
+    with socket.socket() as busy:
+        busy.bind(('127.0.0.1', 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        dep = Deployment(uses=Echo, port=port)
+        with pytest.raises(PortInUseError, match=f'port {port} on 127.0.0.1 is in use'):
+            dep.start()
+        assert not dep._orchestrator.running
+
+
+def test_default_port_is_assigned_and_host_is_loopback():
+    dep = Deployment(uses=Echo)
+    assert 0 < dep.port < 65536
+    assert dep.host == '127.0.0.1'
+
+
+def test_needs_all_is_a_no_op():
+    dep = Deployment(uses=Echo, replicas=2)
+    assert dep.needs_all() is dep
+
+
+@pytest.mark.parametrize('host, port, expected', [
+    ('localhost', 5555, ('localhost', 5555, False)),
+    ('grpc://10.0.0.2:12346', None, ('10.0.0.2', 12346, False)),
+    ('grpcs://example.org:443', None, ('example.org', 443, True)),
+    ('localhost:12345', '12345', ('localhost', 12345, False)),
+])
+def test_parse_address(host, port, expected):
+    assert parse_address(host, port) == expected
+
+
+@pytest.mark.parametrize('host, port, message', [
+    ('localhost', None, 'no port'), ('localhost', 'abc', 'must be a number'),
+    ('localhost:1', 2, 'disagree'), ('localhost', 0, '1..65535'),
+])
+def test_parse_address_errors(host, port, message):
+    with pytest.raises(ValueError, match=message):
+        parse_address(host, port)
