@@ -23,6 +23,7 @@ from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
 from nborch.runtime.codec import decode_docs, encode_docs
 from nborch.runtime.grpc_options import CHANNEL_OPTIONS
+from nborch.runtime.mux import StreamError, StreamMux
 
 DEFAULT_PREFETCH = 100
 
@@ -90,25 +91,44 @@ class AsyncClient:
 
     def __init__(self, host: str = 'localhost', port: int | str | None = None, **kwargs):
         self.host, self.port, self.tls = parse_address(host, port)
-        self._stubs: dict[int, pb_grpc.ExecutorStub] = {}
+        self._stubs: dict[int, tuple[pb_grpc.ExecutorStub, StreamMux]] = {}
         self._channels: list[tuple[asyncio.AbstractEventLoop, grpc.aio.Channel]] = []
 
     @property
     def address(self) -> str:
         return f'{self.host}:{self.port}'
 
-    def _stub(self) -> pb_grpc.ExecutorStub:
+    def _stub(self) -> tuple[pb_grpc.ExecutorStub, StreamMux]:
+        """The unary stub and the stream multiplexer for the running loop's channel."""
         loop = asyncio.get_running_loop()
-        stub = self._stubs.get(id(loop))
-        if stub is None:
+        pair = self._stubs.get(id(loop))
+        if pair is None:
             if self.tls:
                 channel = grpc.aio.secure_channel(self.address, grpc.ssl_channel_credentials(),
                                                   options=CHANNEL_OPTIONS)
             else:
                 channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
             self._channels.append((loop, channel))
-            stub = self._stubs[id(loop)] = pb_grpc.ExecutorStub(channel)
-        return stub
+            pair = self._stubs[id(loop)] = (pb_grpc.ExecutorStub(channel), StreamMux(channel))
+        return pair
+
+    async def _send(self, request: pb.DataRequest, stream: bool,
+                    timeout: float | None) -> pb.DataResponse:
+        stub, mux = self._stub()
+        try:
+            if stream:
+                reply = await mux.call(request, timeout)
+            else:
+                reply = await stub.Process(request, timeout=timeout)
+        except StreamError as exc:
+            raise ConnectionError(f'cannot reach {self.address}: {exc}') from None
+        except asyncio.TimeoutError:
+            raise TimeoutError(f'{self.address} did not answer in {timeout} s') from None
+        except grpc.aio.AioRpcError as exc:
+            raise _transport_error(exc, self.address) from None
+        if reply.connection_error:
+            raise ConnectionError(reply.connection_error)
+        return reply
 
     async def post(self, on: str, inputs=None, on_done: Callable | None = None,
                    on_error: Callable | None = None, on_always: Callable | None = None,
@@ -122,10 +142,9 @@ class AsyncClient:
         At most `prefetch` requests are in flight. The returned DocList is in input order;
         callbacks fire as responses arrive, or in input order with `results_in_order=True`.
         An executor error raises `ExecutorError` unless `on_error` or `continue_on_error`
-        takes it; an unreachable gateway or executor raises `ConnectionError`. `stream` is
-        accepted for compatibility: requests always share one HTTP/2 connection.
+        takes it; an unreachable gateway or executor raises `ConnectionError`. With
+        `stream=True` requests travel on one bidirectional gRPC stream, else as unary calls.
         """
-        stub = self._stub()
         doc_type = _doc_type_of(return_type)
         params = json.dumps(parameters or {}).encode()
         window = asyncio.Semaphore(prefetch or DEFAULT_PREFETCH)
@@ -153,11 +172,11 @@ class AsyncClient:
                                          request_id=uuid.uuid4().hex,
                                          target_executor=target_executor or '')
                 try:
-                    reply = await stub.Process(request, timeout=timeout)
-                except grpc.aio.AioRpcError as exc:
+                    reply = await self._send(request, stream, timeout)
+                except (ConnectionError, TimeoutError, RuntimeError):
                     if continue_on_error and on_error is None:
                         return
-                    raise _transport_error(exc, self.address) from None
+                    raise
                 response = _to_response(reply, doc_type)
                 if response.error is None:
                     results[i] = response.docs
@@ -200,7 +219,7 @@ class AsyncClient:
     async def status(self, timeout: float = 5.0) -> dict:
         """The gateway's (or worker's) status report."""
         try:
-            reply = await self._stub().Status(pb.StatusRequest(), timeout=timeout)
+            reply = await self._stub()[0].Status(pb.StatusRequest(), timeout=timeout)
         except grpc.aio.AioRpcError as exc:
             raise _transport_error(exc, self.address) from None
         return json.loads(reply.json)
@@ -215,10 +234,12 @@ class AsyncClient:
     async def close(self) -> None:
         """Close the channels made on the running loop."""
         loop = asyncio.get_running_loop()
+        pair = self._stubs.pop(id(loop), None)
+        if pair is not None:
+            await pair[1].close()
         for owner, channel in [c for c in self._channels if c[0] is loop]:
             await channel.close()
         self._channels = [c for c in self._channels if c[0] is not loop]
-        self._stubs.pop(id(loop), None)
 
 
 def _progress(inputs, request_size: int):

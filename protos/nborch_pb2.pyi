@@ -43,18 +43,22 @@ class Hop(_message.Message):
     def __init__(self, executor: _Optional[str] = ..., shard: _Optional[int] = ..., replica: _Optional[int] = ...) -> None: ...
 
 class DataResponse(_message.Message):
-    __slots__ = ("docs", "parameters", "error", "route", "failed_shards")
+    __slots__ = ("docs", "parameters", "error", "route", "failed_shards", "request_id", "connection_error")
     DOCS_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     FAILED_SHARDS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CONNECTION_ERROR_FIELD_NUMBER: _ClassVar[int]
     docs: bytes
     parameters: bytes
     error: ExecutorError
     route: _containers.RepeatedCompositeFieldContainer[Hop]
     failed_shards: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, docs: _Optional[bytes] = ..., parameters: _Optional[bytes] = ..., error: _Optional[_Union[ExecutorError, _Mapping]] = ..., route: _Optional[_Iterable[_Union[Hop, _Mapping]]] = ..., failed_shards: _Optional[_Iterable[str]] = ...) -> None: ...
+    request_id: str
+    connection_error: str
+    def __init__(self, docs: _Optional[bytes] = ..., parameters: _Optional[bytes] = ..., error: _Optional[_Union[ExecutorError, _Mapping]] = ..., route: _Optional[_Iterable[_Union[Hop, _Mapping]]] = ..., failed_shards: _Optional[_Iterable[str]] = ..., request_id: _Optional[str] = ..., connection_error: _Optional[str] = ...) -> None: ...
 
 class StatusRequest(_message.Message):
     __slots__ = ()

@@ -19,6 +19,7 @@ classes can restore the value types. Nothing here pickles.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any, Sequence
 
@@ -35,6 +36,10 @@ from nborch.runtime._codec_frame import BatchWriter
 # Numeric dtype kinds that round-trip as raw bytes; anything else (object, str, structured)
 # goes through docarray's protobuf instead.
 _RAW_DTYPE_KINDS = frozenset("biufc")
+
+# Built once: json.dumps with non-default options builds a new encoder on every call.
+# surrogatepass on the way out: Python str may hold lone surrogates, UTF-8 alone refuses.
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 class _NotColumnar(Exception):
@@ -89,7 +94,7 @@ def _encode_column(name: str, values: list[Any], writer: BatchWriter) -> dict:
     present = [v for v in values if v is not None]
     if not present:
         return {"name": name, "kind": "none"}
-    types = set(map(type, present))
+    types = frozenset(map(type, present))
     kind = _infer_kind(types)
     try:
         col = _ENCODERS[kind](name, present, types, writer)
@@ -102,7 +107,9 @@ def _encode_column(name: str, values: list[Any], writer: BatchWriter) -> dict:
     return col
 
 
-def _infer_kind(types: set[type]) -> str:
+@functools.lru_cache(maxsize=1024)
+def _infer_kind(types: frozenset[type]) -> str:
+    """The column kind for present values of ``types`` (cached: issubclass on ABCs is slow)."""
     # Order matters: bool is an int, and np.float64 is a float.
     if types == {bool}:
         return "bool"
@@ -123,11 +130,11 @@ def _infer_kind(types: set[type]) -> str:
     return "proto"
 
 
-def _all_sub(types: set[type], base: Any) -> bool:
+def _all_sub(types: frozenset[type], base: Any) -> bool:
     return all(issubclass(t, base) for t in types)
 
 
-def _docarray_type_name(types: set[type]) -> str | None:
+def _docarray_type_name(types: frozenset[type]) -> str | None:
     """The docarray proto type name shared by all values, if any (e.g. ``"id"``)."""
     if len(types) != 1:
         return None
@@ -135,11 +142,11 @@ def _docarray_type_name(types: set[type]) -> str | None:
     return name if name in _PROTO_TYPE_NAME_TO_CLASS else None
 
 
-def _encode_bool(name: str, present: list, types: set, writer: BatchWriter) -> dict:
+def _encode_bool(name: str, present: list, types: frozenset, writer: BatchWriter) -> dict:
     return {"data": writer.add(bytes(present))}
 
 
-def _encode_int(name: str, present: list, types: set, writer: BatchWriter) -> dict:
+def _encode_int(name: str, present: list, types: frozenset, writer: BatchWriter) -> dict:
     try:
         data = np.array(present, dtype="<i8").tobytes()
     except OverflowError:  # beyond int64: JSON keeps Python's big ints exact
@@ -147,18 +154,16 @@ def _encode_int(name: str, present: list, types: set, writer: BatchWriter) -> di
     return {"data": writer.add(data)}
 
 
-def _encode_float(name: str, present: list, types: set, writer: BatchWriter) -> dict:
+def _encode_float(name: str, present: list, types: frozenset, writer: BatchWriter) -> dict:
     return {"data": writer.add(np.array(present, dtype="<f8").tobytes())}
 
 
-def _encode_json(name: str, present: list, types: set, writer: BatchWriter) -> dict:
-    # surrogatepass: Python str may hold lone surrogates, which UTF-8 alone refuses.
-    data = json.dumps(present, ensure_ascii=False, separators=(",", ":"))
-    encoded = data.encode("utf-8", "surrogatepass")
+def _encode_json(name: str, present: list, types: frozenset, writer: BatchWriter) -> dict:
+    encoded = _JSON.encode(present).encode("utf-8", "surrogatepass")
     return {"data": writer.add(encoded), "dt": _docarray_type_name(types)}
 
 
-def _encode_bytes(name: str, present: list, types: set, writer: BatchWriter) -> dict:
+def _encode_bytes(name: str, present: list, types: frozenset, writer: BatchWriter) -> dict:
     offsets = np.zeros(len(present) + 1, dtype="<i8")
     np.cumsum([len(v) for v in present], out=offsets[1:])
     return {
@@ -168,7 +173,7 @@ def _encode_bytes(name: str, present: list, types: set, writer: BatchWriter) -> 
     }
 
 
-def _encode_tensor(name: str, present: list, types: set, writer: BatchWriter) -> dict:
+def _encode_tensor(name: str, present: list, types: frozenset, writer: BatchWriter) -> dict:
     """One raw matrix of all present rows; ragged shapes or mixed dtypes are not columnar."""
     first = present[0]
     dtype, shape = first.dtype, first.shape
@@ -185,12 +190,12 @@ def _encode_tensor(name: str, present: list, types: set, writer: BatchWriter) ->
     return {"data": data, "dtype": dtype.str, "shape": list(shape), "dt": dt}
 
 
-def _encode_doc(name: str, present: list, types: set, writer: BatchWriter) -> dict:
+def _encode_doc(name: str, present: list, types: frozenset, writer: BatchWriter) -> dict:
     declared = next(iter(types)) if len(types) == 1 else None
     return {"child": writer.add(encode_batch(present, declared))}
 
 
-def _encode_docs(name: str, present: list, types: set, writer: BatchWriter) -> dict:
+def _encode_docs(name: str, present: list, types: frozenset, writer: BatchWriter) -> dict:
     flat = [doc for doc_list in present for doc in doc_list]
     offsets = np.zeros(len(present) + 1, dtype="<i8")
     np.cumsum([len(doc_list) for doc_list in present], out=offsets[1:])
@@ -199,7 +204,7 @@ def _encode_docs(name: str, present: list, types: set, writer: BatchWriter) -> d
     return {"child": writer.add(child), "offsets": writer.add(offsets.tobytes())}
 
 
-def _encode_proto(name: str, present: list, types: set, writer: BatchWriter) -> dict:
+def _encode_proto(name: str, present: list, types: frozenset, writer: BatchWriter) -> dict:
     """Fallback: each value as docarray's NodeProto, the way ``BaseDoc.to_protobuf`` writes it."""
     nodes = ListOfAnyProto()
     for value in present:

@@ -23,6 +23,7 @@ MAGIC = b"NBDC"
 VERSION = 1
 _PREFIX = struct.Struct("<4sHHII")
 PREFIX_SIZE = _PREFIX.size
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # built once, reused
 
 
 def corrupt(reason: str) -> ValueError:
@@ -58,11 +59,8 @@ class BatchWriter:
 
     def finish(self, n_rows: int, doc_name: str, cols: list[dict]) -> bytes:
         """Return the framed batch: prefix, header, then all buffers."""
-        header = json.dumps(
-            {"doc": doc_name, "cols": cols, "bufs": self._sizes},
-            separators=(",", ":"),
-            ensure_ascii=False,
-        ).encode("utf-8", "surrogatepass")
+        header = _JSON.encode({"doc": doc_name, "cols": cols, "bufs": self._sizes})
+        header = header.encode("utf-8", "surrogatepass")
         prefix = _PREFIX.pack(MAGIC, VERSION, 0, n_rows, len(header))
         return b"".join([prefix, header, *self._pieces])
 

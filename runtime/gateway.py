@@ -22,6 +22,7 @@ from nborch.protos import nborch_pb2_grpc as pb_grpc
 from nborch.runtime import child
 from nborch.runtime.codec import decode_docs, encode_docs
 from nborch.runtime.grpc_options import SERVER_OPTIONS, bind
+from nborch.runtime.mux import serve_stream
 from nborch.runtime.polling import Polling, PollingTable, choose_shards
 from nborch.runtime.reduce import reduce_docs
 from nborch.runtime.router import ReplicaPool
@@ -171,10 +172,16 @@ class GatewayServicer(pb_grpc.ExecutorServicer):
         self.gateway = gateway
 
     async def Process(self, request, context):
+        return await self.handle(request)
+
+    async def Stream(self, request_iterator, context):
+        await serve_stream(request_iterator, context, self.handle)
+
+    async def handle(self, request: pb.DataRequest) -> pb.DataResponse:
         try:
             return await self.gateway.process(request)
         except ConnectionError as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+            return pb.DataResponse(connection_error=str(exc))
 
     async def Status(self, request, context):
         return pb.StatusReply(json=json.dumps(self.gateway.status()).encode())

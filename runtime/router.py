@@ -7,6 +7,7 @@ and calls one `ReplicaPool` per shard.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import dataclass
@@ -17,11 +18,8 @@ import grpc
 from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
 from nborch.runtime.grpc_options import CHANNEL_OPTIONS
+from nborch.runtime.mux import StreamError, StreamMux
 
-# Failures that mean "this replica could not serve", so another replica may.
-RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-                       grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN,
-                       grpc.StatusCode.CANCELLED})
 EJECT_SECONDS = 0.5  # a failed replica is tried last for this long, then re-admitted
 
 
@@ -63,6 +61,7 @@ class ReplicaPool:
         self.addresses = list(addresses)
         self._channels = [grpc.aio.insecure_channel(a, options=CHANNEL_OPTIONS) for a in addresses]
         self._stubs = [pb_grpc.ExecutorStub(c) for c in self._channels]
+        self._streams = [StreamMux(c) for c in self._channels]
         self.outstanding = [0] * len(addresses)
         self.served = [0] * len(addresses)
         self.failures = [0] * len(addresses)
@@ -86,13 +85,11 @@ class ReplicaPool:
             tried.append(i)
             self.outstanding[i] += 1
             try:
-                response = await self._stubs[i].Process(request, timeout=timeout)
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() not in RETRYABLE:
-                    raise
+                response = await self._streams[i].call(request, timeout=timeout)
+            except (StreamError, asyncio.TimeoutError) as exc:
                 self.failures[i] += 1
                 self._ejected_until[i] = self._clock() + EJECT_SECONDS
-                errors.append(f'{exc.code().name}: {exc.details()}')
+                errors.append(str(exc) or type(exc).__name__)
                 continue
             finally:
                 self.outstanding[i] -= 1
@@ -109,5 +106,7 @@ class ReplicaPool:
         return json.loads(reply.json)
 
     async def close(self) -> None:
+        for stream in self._streams:
+            await stream.close()
         for channel in self._channels:
             await channel.close()

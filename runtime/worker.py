@@ -22,6 +22,7 @@ from nborch.protos import nborch_pb2_grpc as pb_grpc
 from nborch.runtime import child
 from nborch.runtime.codec import decode_docs, encode_docs
 from nborch.runtime.grpc_options import SERVER_OPTIONS, bind
+from nborch.runtime.mux import serve_stream
 from nborch.runtime.worker_spec import WorkerSpec
 
 
@@ -99,6 +100,12 @@ class WorkerServicer(pb_grpc.ExecutorServicer):
         self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='nborch-exec')
 
     async def Process(self, request, context):
+        return await self.handle(request)
+
+    async def Stream(self, request_iterator, context):
+        await serve_stream(request_iterator, context, self.handle)
+
+    async def handle(self, request: pb.DataRequest) -> pb.DataResponse:
         endpoint = self.runner.executor.endpoint_for(request.endpoint)
         if endpoint is not None and endpoint.is_async:
             return await self.runner.handle_async(request)

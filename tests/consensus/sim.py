@@ -32,11 +32,19 @@ class App:
             self.values.append(e.data)
 
     def snapshot(self) -> bytes:
-        return b"\n".join(self.values)
+        return self.encode(self.values)
 
     def restore(self, snap: Snapshot) -> None:
-        self.values = snap.data.split(b"\n") if snap.data else []
+        self.values = self.decode(snap.data)
         self.applied = snap.meta.index
+
+    @staticmethod
+    def encode(values: list[bytes]) -> bytes:
+        return b",".join(values)
+
+    @staticmethod
+    def decode(data: bytes) -> list[bytes]:
+        return data.split(b",") if data else []
 
 
 @dataclass
@@ -110,7 +118,7 @@ class SafetyChecker:
         missing = [i for i in range(1, snap.meta.index + 1) if i not in self.applied]
         if missing:
             self.fail(f"snapshot {snap.meta.index} on node {node_id} covers unapplied {missing}")
-        got = snap.data.split(b"\n") if snap.data else []
+        got = App.decode(snap.data)
         if got != expected:
             self.fail(f"state machine safety: snapshot {snap.meta.index} on node {node_id} "
                       f"holds {got}, expected {expected}")
@@ -238,8 +246,9 @@ class Cluster:
     # -- the driver loop -----------------------------------------------------------------------
 
     def send(self, m: Message) -> None:
-        if not self.connected(m.src, m.dst):
-            return
+        dst = self.nodes.get(m.dst)
+        if dst is None or dst.node is None or not self.connected(m.src, m.dst):
+            return  # a message to a dead process or across a cut link is lost
         if self.codec:
             m = Message.from_bytes(m.to_bytes())
         copies = 2 if self.dup_rate and self.rng.random() < self.dup_rate else 1
