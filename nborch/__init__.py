@@ -3,6 +3,7 @@ from nborch.client import AsyncClient, Client, Response
 from nborch.deployment import Deployment
 from nborch.errors import ExecutorError, PortInUseError
 from nborch.executor import Executor, requests, write
+from nborch.flow import Flow
 
 __version__ = '0.1.0'
 
@@ -12,6 +13,7 @@ __all__ = [
     'Deployment',
     'Executor',
     'ExecutorError',
+    'Flow',
     'PortInUseError',
     'Response',
     'requests',

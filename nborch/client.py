@@ -18,6 +18,7 @@ from docarray import BaseDoc, DocList
 from docarray.base_doc import AnyDoc
 
 from nborch._loop import run_sync
+from nborch.addresses import parse_address
 from nborch.errors import ExecutorError
 from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
@@ -26,28 +27,6 @@ from nborch.runtime.grpc_options import CHANNEL_OPTIONS
 from nborch.runtime.mux import StreamError, StreamMux
 
 DEFAULT_PREFETCH = 100
-
-
-def parse_address(host: str = 'localhost', port: int | str | None = None) -> tuple[str, int, bool]:
-    """`'grpc://h:p'`, `'grpcs://h:p'`, `'h:p'` or host + port → (host, port, tls)."""
-    tls = False
-    for scheme, secure in (('grpcs://', True), ('grpc://', False)):
-        if host.startswith(scheme):
-            host, tls = host[len(scheme):], secure
-    if ':' in host and not host.startswith('['):
-        host, _, embedded = host.rpartition(':')
-        if port is not None and int(port) != int(embedded):
-            raise ValueError(f'host {host}:{embedded} and port={port} disagree')
-        port = embedded
-    if port is None:
-        raise ValueError(f'no port given for host {host!r}')
-    try:
-        port = int(port)
-    except (TypeError, ValueError):
-        raise ValueError(f'port must be a number, got {port!r}') from None
-    if not 0 < port < 65536:
-        raise ValueError(f'port must be in 1..65535, got {port}')
-    return host, port, tls
 
 
 @dataclass
@@ -288,14 +267,14 @@ def _run_callbacks(response: Response, on_done, on_error, on_always, continue_on
 
 
 def _concat(parts: list[DocList], doc_type) -> DocList:
+    """One DocList of every part's docs; the docs were built by the codec, so skip
+    re-validating each one (that costs as much as decoding them)."""
     if doc_type is None:
         doc_type = next((p.doc_type for p in parts if len(p)), None)
     if doc_type is None:
         return DocList([])
-    out = DocList[doc_type]([])
-    for part in parts:
-        out.extend(part)
-    return out
+    docs = [doc for part in parts for doc in part]
+    return DocList[doc_type](docs, validate_input_docs=False)
 
 
 def _blocking(name: str):

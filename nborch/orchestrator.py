@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from nborch.ports import check_port_free
+from nborch.runtime.gpu import CUDA_VISIBLE_DEVICES, detect_device_count, replica_environments
 from nborch.runtime.process import ChildHandle
 from nborch.runtime.supervisor import ReplicaId, Supervisor, WorkerHandle
 from nborch.runtime.topology import ExecutorTopology, Topology
@@ -85,8 +86,19 @@ class Orchestrator:
 
     def _start_workers(self) -> None:
         echo = None if self.quiet else _echo
+        device_count = None
         for plan in self.plans:
             spec = plan.spec
+            if spec.external:
+                continue
+            env = {**os.environ, **spec.env}
+            environments = [env] * spec.replicas
+            if spec.round_robin is not None:
+                if device_count is None:  # one nvidia-smi call per start, only when asked for
+                    device_count = detect_device_count(env)
+                # strict=False: SPEC §6 maps RR1,3 onto 3 devices as 1,3,1,3,1, as Jina does.
+                environments = replica_environments(env, spec.replicas, device_count,
+                                                    strict=False)
             packed = WorkerSpec.pack_class(spec.executor_class)
             shards = []
             for shard in range(spec.shards):
@@ -99,8 +111,7 @@ class Orchestrator:
                                replicas=spec.replicas, workspace=spec.workspace,
                                host=self.host, sys_path=list(sys.path),
                                log_level=spec.log_level).dump(stem + '.json')
-                    env = {**os.environ, **spec.env}
-                    replicas.append(WorkerHandle(rid, stem + '.json', env=env,
+                    replicas.append(WorkerHandle(rid, stem + '.json', env=environments[replica],
                                                  log_path=stem + '.log', echo=echo))
                 shards.append(replicas)
             self.workers[spec.name] = shards
@@ -114,8 +125,7 @@ class Orchestrator:
     def _start_gateway(self) -> None:
         topology = Topology(host=self.host, port=self.port, executors=[
             ExecutorTopology(name=plan.spec.name, polling=plan.spec.polling, needs=plan.needs,
-                             shards=[[f'{self.host}:{w.port}' for w in replicas]
-                                     for replicas in self.workers[plan.spec.name]])
+                             shards=self._addresses(plan.spec))
             for plan in self.plans])
         path = os.path.join(self.run_dir, 'topology.json')
         with open(path, 'w') as f:
@@ -126,6 +136,11 @@ class Orchestrator:
                                    echo=None if self.quiet else _echo)
         self.gateway.spawn()
         self.gateway.wait_ready(self.ready_timeout)
+
+    def _addresses(self, spec: DeploymentSpec) -> list[list[str]]:
+        if spec.external:
+            return [[str(a) for a in spec.external_addresses]]
+        return [[f'{self.host}:{w.port}' for w in replicas] for replicas in self.workers[spec.name]]
 
     # -- stop ------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -159,11 +174,18 @@ class Orchestrator:
         return {
             'gateway': {'pid': self.gateway.pid if self.gateway else None,
                         'alive': bool(self.gateway and self.gateway.alive)},
-            'executors': {name: [[{'replica': w.id.replica, 'pid': w.pid, 'port': w.port,
-                                   'state': w.state, 'restarts': w.restarts}
-                                  for w in replicas] for replicas in shards]
-                          for name, shards in self.workers.items()},
+            'executors': {plan.spec.name: self._replica_status(plan.spec) for plan in self.plans},
         }
+
+    def _replica_status(self, spec: DeploymentSpec) -> list[list[dict]]:
+        if spec.external:
+            return [[{'replica': i, 'address': str(a), 'external': True, 'state': 'external'}
+                     for i, a in enumerate(spec.external_addresses)]]
+        return [[{'replica': w.id.replica, 'pid': w.pid, 'port': w.port, 'state': w.state,
+                  'restarts': w.restarts,
+                  'gpu': {'assigned': w.env.get(CUDA_VISIBLE_DEVICES) if spec.round_robin else None,
+                          'seen': w.seen_devices}}
+                 for w in replicas] for replicas in self.workers.get(spec.name, [])]
 
     def logs(self, executor: str, shard: int = 0, replica: int = 0) -> str:
         worker = self.workers[executor][shard][replica]

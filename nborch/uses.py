@@ -7,14 +7,29 @@ import inspect
 from nborch.executor import Executor
 
 HUB_PREFIXES = ('jinaai://', 'jinahub://', 'jinahub+docker://', 'jinahub+sandbox://')
+YAML_SUFFIXES = ('.yml', '.yaml')
 
 
 class PassThrough(Executor):
     """The executor of a Deployment with no `uses`: docs pass through unchanged."""
 
 
+def is_executor_yaml(uses) -> bool:
+    return isinstance(uses, str) and uses.strip().lower().endswith(YAML_SUFFIXES)
+
+
+def resolve_uses_and_defaults(uses) -> tuple[type[Executor], dict]:
+    """`resolve_uses`, plus the constructor kwargs an executor YAML's `with:` gives (a new dict;
+    `{}` for every other form). The caller merges the user's `uses_with` over them."""
+    if is_executor_yaml(uses):
+        from nborch.config import executor_yaml  # config imports spec, which imports this module
+        return executor_yaml(uses.strip())
+    return resolve_uses(uses), {}
+
+
 def resolve_uses(uses) -> type[Executor]:
-    """An Executor subclass, `'module:Class'` / `'module.Class'`, or a registered class name."""
+    """An Executor subclass, `'module:Class'` / `'module.Class'`, a registered class name, or
+    an executor YAML (only its class: `resolve_uses_and_defaults` also returns its `with:`)."""
     if uses is None:
         return PassThrough
     if inspect.isclass(uses):
@@ -32,6 +47,8 @@ def resolve_uses(uses) -> type[Executor]:
             f'uses={uses!r}: nborch has no executor hub. Use an Executor class, '
             "'module.path:ClassName', the name of an Executor subclass you imported, "
             'or an executor YAML file')
+    if is_executor_yaml(uses):
+        return resolve_uses_and_defaults(uses)[0]
     if uses in Executor._registry:
         return Executor._registry[uses]
     return _import_class(uses)

@@ -43,6 +43,14 @@ def choose_replica(outstanding: Sequence[int], start: int, *, tried: Collection[
     return best
 
 
+def _channel(address: str) -> grpc.aio.Channel:
+    """`host:port`, `grpc://host:port` or `grpcs://host:port` (TLS with system roots)."""
+    if address.startswith('grpcs://'):
+        return grpc.aio.secure_channel(address[len('grpcs://'):], grpc.ssl_channel_credentials(),
+                                       options=CHANNEL_OPTIONS)
+    return grpc.aio.insecure_channel(address.removeprefix('grpc://'), options=CHANNEL_OPTIONS)
+
+
 @dataclass
 class Served:
     response: pb.DataResponse
@@ -59,7 +67,7 @@ class ReplicaPool:
                  clock: Callable[[], float] = time.monotonic):
         self.executor = executor
         self.addresses = list(addresses)
-        self._channels = [grpc.aio.insecure_channel(a, options=CHANNEL_OPTIONS) for a in addresses]
+        self._channels = [_channel(a) for a in addresses]
         self._stubs = [pb_grpc.ExecutorStub(c) for c in self._channels]
         self._streams = [StreamMux(c) for c in self._channels]
         self.outstanding = [0] * len(addresses)

@@ -43,6 +43,7 @@ class WorkerHandle:
         self.log_path = log_path
         self.echo = echo
         self.port: int | None = None
+        self.seen_devices: str | None = None  # CUDA_VISIBLE_DEVICES as the process reported it
         self.restarts = 0
         self.consecutive_failures = 0
         self.state = 'new'
@@ -60,6 +61,7 @@ class WorkerHandle:
     def wait_ready(self, timeout: float) -> None:
         info = self.child.wait_ready(timeout)
         self.port = info['port']
+        self.seen_devices = info.get('cuda_visible_devices')
         self.state = 'ready'
 
     @property

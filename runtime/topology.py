@@ -34,3 +34,34 @@ class Topology:
         raw = json.loads(text)
         return cls(executors=[ExecutorTopology(**e) for e in raw['executors']],
                    host=raw.get('host', '127.0.0.1'), port=raw.get('port', 0))
+
+
+def order_dag(needs: dict[str, list[str]]) -> list[str]:
+    """Executor names in an order where each comes after everything it needs.
+
+    Raises ValueError naming an unknown predecessor, or the executors on a cycle.
+    """
+    for name, preds in needs.items():
+        unknown = [p for p in preds if p != GATEWAY and p not in needs]
+        if unknown:
+            raise ValueError(f'executor {name!r} needs {unknown[0]!r}, which is not in the flow '
+                             f'(known: {", ".join([GATEWAY, *needs])})')
+    order: list[str] = []
+    state: dict[str, str] = {}  # name → 'visiting' | 'done'
+
+    def visit(name: str, path: list[str]) -> None:
+        if state.get(name) == 'done':
+            return
+        if state.get(name) == 'visiting':
+            cycle = path[path.index(name):] + [name]
+            raise ValueError(f'the flow has a cycle: {" -> ".join(cycle)}')
+        state[name] = 'visiting'
+        for pred in needs[name]:
+            if pred != GATEWAY:
+                visit(pred, [*path, name])
+        state[name] = 'done'
+        order.append(name)
+
+    for name in needs:
+        visit(name, [])
+    return order

@@ -134,7 +134,8 @@ async def serve(spec: WorkerSpec, ready_fd: int | None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    child.report_ready(ready_fd, port=port)
+    child.report_ready(ready_fd, port=port,
+                       cuda_visible_devices=os.environ.get('CUDA_VISIBLE_DEVICES'))
     await stop.wait()
     await server.stop(grace=1.0)
     servicer.pool.shutdown(wait=True)

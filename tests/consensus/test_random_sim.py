@@ -117,23 +117,27 @@ def check_liveness(cluster: Cluster, seed: int) -> None:
     """After healing everything, a leader emerges and a new proposal is applied everywhere."""
     cluster.heal()
     cluster.drop_rate = cluster.dup_rate = 0.0
+    cluster.max_delay = min(cluster.max_delay, 1)  # a healthy network: RTT below a heartbeat
     for i, sn in cluster.nodes.items():
         if sn.node is None:
             cluster.restart(i)
     assert cluster.run_until(lambda: cluster.leader() is not None, 400), \
         f"seed {seed}: no leader after healing"
     value = f"final-{seed}".encode()
-    deadline = 400
-    proposed = None
-    for _ in range(deadline):
-        leader = cluster.leader()
-        if proposed is None and leader is not None:
-            try:
-                proposed = cluster.nodes[leader].node.propose(value)
-            except NotLeaderError:
-                pass
-        if proposed is not None and all(value in sn.app.values for sn in cluster.nodes.values()):
+    proposed = None  # (leader, EntryId) of the latest attempt
+    for _ in range(600):
+        if all(value in sn.app.values for sn in cluster.nodes.values()):
             break
+        leader = cluster.leader()
+        if leader is not None:
+            log = cluster.nodes[leader].node.raft.log
+            lost = proposed is None or (
+                proposed[0] != leader and log.term(proposed[1].index) != proposed[1].term)
+            if lost:  # a client retries a write whose leader lost it (here: at most once)
+                try:
+                    proposed = (leader, cluster.nodes[leader].node.propose(value))
+                except NotLeaderError:
+                    pass
         cluster.step_time()
     else:
         states = {i: sn.node.status() for i, sn in cluster.nodes.items()}

@@ -1,6 +1,8 @@
 """Executors and utilities shared by integration tests (importable by replica processes)."""
 from __future__ import annotations
 
+from typing import Optional
+
 import os
 import subprocess
 import sys
@@ -76,3 +78,30 @@ def wait_for_line(proc: subprocess.Popen, marker: str, timeout: float = 60) -> l
         if marker in line:
             return lines
     raise AssertionError(f'{marker!r} not seen; output was:\n{"".join(lines)}')
+
+
+class MyExec(Executor):
+    """The reference page's polling-table executor."""
+
+    @requests
+    def foo(self, docs: DocList[TextDoc], **kwargs) -> DocList[TextDoc]:
+        print(f'inside: {docs.text}')
+
+
+class MarkDoc(TextDoc):
+    a: Optional[str] = None
+    b: Optional[str] = None
+
+
+class MarkA(Executor):
+    @requests
+    def mark(self, docs: DocList[MarkDoc], **kwargs) -> DocList[MarkDoc]:
+        for doc in docs:
+            doc.a = f'A{self.runtime_args.shard_id}'
+
+
+class MarkB(Executor):
+    @requests
+    def mark(self, docs: DocList[MarkDoc], **kwargs) -> DocList[MarkDoc]:
+        for doc in docs:
+            doc.b = 'B'

@@ -3,7 +3,7 @@ import nborch
 
 def test_all_is_exact():
     assert sorted(nborch.__all__) == [
-        'AsyncClient', 'Client', 'Deployment', 'Executor', 'ExecutorError', 'PortInUseError',
+        'AsyncClient', 'Client', 'Deployment', 'Executor', 'ExecutorError', 'Flow', 'PortInUseError',
         'Response', 'requests', 'write',
     ]
     for name in nborch.__all__:

@@ -4,7 +4,7 @@ import socket
 import pytest
 
 from nborch import Deployment, Executor, PortInUseError, requests
-from nborch.client import parse_address
+from nborch.addresses import parse_address
 from nborch.uses import PassThrough, resolve_uses
 
 

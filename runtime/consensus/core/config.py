@@ -39,7 +39,9 @@ class RaftConfig:
     """A leader steps down when it has not heard from a quorum in an election timeout, and
     nodes ignore vote requests while they have a live leader (the leader lease)."""
     applied: int = 0
-    """Index the application has already applied (0: the snapshot's index)."""
+    """Index the application has already applied when the node starts. The default (0)
+    means "the storage's snapshot index": the application restores the snapshot, then
+    applies the committed entries the first Readys hand it."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "peers", tuple(sorted(int(p) for p in self.peers)))

@@ -38,12 +38,15 @@ class Raft:
         hs = storage.initial_state()
         self.term = hs.term
         self.vote = hs.vote
-        first, last = self.log.first_index(), self.log.last_index()
-        commit = max(hs.commit, first - 1)  # a snapshot is committed even if hs lags behind it
+        last = self.log.last_index()
+        # The application restores the snapshot on start, so it has applied at least that
+        # far; a snapshot is committed even if the stored commit index lags behind it.
+        floor = max(storage.snapshot().meta.index, self.log.first_index() - 1)
+        commit = max(hs.commit, floor)
         if commit > last:
             raise RaftError(f"stored commit {hs.commit} is past the last index {last}")
         self.log.commit_to(commit)
-        applied = max(config.applied, first - 1)
+        applied = max(config.applied, floor)
         if applied > self.log.committed:
             raise RaftError(f"applied {applied} is past the commit index {self.log.committed}")
         self.log.applied_to(applied)

@@ -1,0 +1,67 @@
+"""Address forms users write: `host` + `port`, `'host:port'`, `grpc://` and `grpcs://` (TLS)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Address:
+    host: str
+    port: int
+    tls: bool = False
+
+    def __str__(self) -> str:
+        return f'{"grpcs://" if self.tls else ""}{self.host}:{self.port}'
+
+
+def parse_address(host: str = 'localhost', port: int | str | None = None) -> tuple[str, int, bool]:
+    """`'grpc://h:p'`, `'grpcs://h:p'`, `'h:p'` or host + port → (host, port, tls)."""
+    tls = False
+    for scheme, secure in (('grpcs://', True), ('grpc://', False)):
+        if host.startswith(scheme):
+            host, tls = host[len(scheme):], secure
+    if ':' in host and not host.startswith('['):
+        host, _, embedded = host.rpartition(':')
+        if port is not None and int(port) != int(embedded):
+            raise ValueError(f'host {host}:{embedded} and port={port} disagree')
+        port = embedded
+    if not host:
+        raise ValueError('empty host')
+    if port is None:
+        raise ValueError(f'no port given for host {host!r}')
+    try:
+        port = int(port)
+    except (TypeError, ValueError):
+        raise ValueError(f'port must be a number, got {port!r}') from None
+    if not 0 < port < 65536:
+        raise ValueError(f'port must be in 1..65535, got {port}')
+    return host, port, tls
+
+
+def external_addresses(host, port=None) -> list[Address]:
+    """The replicas of an external executor (SPEC §7).
+
+    `host` and `port` are each one value or a list. 1 host × N ports and N hosts × 1 port
+    broadcast; N × N pair up; any other mismatch is a ValueError. A host may carry its own
+    port (`'localhost:12345'`, `'grpc://10.0.0.2:12346'`), then `port` may be omitted.
+    """
+    hosts = list(host) if isinstance(host, (list, tuple)) else [host]
+    ports = list(port) if isinstance(port, (list, tuple)) else [port]
+    if not hosts or any(not isinstance(h, str) for h in hosts):
+        raise ValueError(f'external executor: host must be a string or a list of strings, got {host!r}')
+    if len(hosts) == len(ports):
+        pairs = list(zip(hosts, ports))
+    elif len(hosts) == 1:
+        pairs = [(hosts[0], p) for p in ports]
+    elif len(ports) == 1:
+        pairs = [(h, ports[0]) for h in hosts]
+    else:
+        raise ValueError(f'external executor: {len(hosts)} hosts and {len(ports)} ports do not '
+                         'match (give as many of each, or one of either)')
+    addresses = []
+    for h, p in pairs:
+        try:
+            addresses.append(Address(*parse_address(h, p)))
+        except ValueError as exc:
+            raise ValueError(f'external executor address {h!r} / port {p!r}: {exc}') from None
+    return addresses

@@ -1,0 +1,91 @@
+"""`Flow`: several executors in a DAG behind one gateway (SPEC §2).
+
+`add()` appends an executor that needs the previous one (or `needs=` names); a join waits
+for all its predecessors and reduces their results like shards (SPEC §4). Everything is
+validated before any process starts.
+"""
+from __future__ import annotations
+
+from nborch.orchestrator import ExecutorPlan, Orchestrator
+from nborch.runtime.topology import GATEWAY, order_dag
+from nborch.serving import Serving
+from nborch.spec import DeploymentSpec
+
+
+class Flow(Serving):
+    def __init__(self, *, port: int | None = None, host: str = '127.0.0.1', name: str = 'flow',
+                 quiet: bool = False, timeout_ready: int = 60_000, protocol: str = 'grpc'):
+        if str(protocol).lower() != 'grpc':
+            raise ValueError(f'protocol={protocol!r}: nborch serves gRPC only')
+        gateway = DeploymentSpec.from_kwargs(name=name, port=port, host=host,
+                                             timeout_ready=timeout_ready, quiet=quiet)
+        self.name = gateway.name
+        self.quiet = quiet
+        self._plans: list[ExecutorPlan] = []
+        self._orchestrator = Orchestrator(name, self._plans, host=gateway.host, port=gateway.port,
+                                          ready_timeout=gateway.ready_seconds, quiet=quiet)
+
+    @classmethod
+    def load_config(cls, path: str) -> 'Flow':
+        """A Flow from a `jtype: Flow` YAML file (`with:` for the gateway, `executors:`)."""
+        from nborch.config import flow_kwargs
+        gateway_kwargs, executors = flow_kwargs(path)
+        flow = cls(**gateway_kwargs)
+        for kwargs in executors:
+            flow._append(dict(kwargs))
+        flow._check()
+        return flow
+
+    # -- building --------------------------------------------------------------------------
+    def add(self, *, needs: str | list[str] | None = None, **kwargs) -> 'Flow':
+        """Add an executor (Deployment arguments); it needs the last one added by default."""
+        self._append({**kwargs, 'needs': needs})
+        self._check()
+        return self
+
+    def needs(self, needs: str | list[str], name: str = 'joiner', **kwargs) -> 'Flow':
+        """Add a pass-through executor that joins `needs` (their results are reduced)."""
+        return self.add(name=name, needs=needs, **kwargs)
+
+    def needs_all(self, name: str = 'joiner', **kwargs) -> 'Flow':
+        """Join every executor nothing else needs yet; a no-op when there is only one."""
+        floating = self._floating()
+        return self if len(floating) <= 1 else self.needs(floating, name=name, **kwargs)
+
+    def _append(self, kwargs: dict) -> None:
+        needs = kwargs.pop('needs', None)
+        kwargs.setdefault('name', f'executor{len(self._plans)}')
+        kwargs.setdefault('quiet', self.quiet)
+        spec = DeploymentSpec.from_kwargs(**kwargs)
+        if any(p.spec.name == spec.name for p in self._plans):
+            raise ValueError(f'the flow already has an executor named {spec.name!r}')
+        if spec.name == GATEWAY:
+            raise ValueError(f'{GATEWAY!r} is reserved for the flow\'s entry point')
+        if needs is None:
+            needs = [self._plans[-1].spec.name] if self._plans else [GATEWAY]
+        elif isinstance(needs, str):
+            needs = [needs]
+        elif not isinstance(needs, (list, tuple)) or not all(isinstance(n, str) for n in needs):
+            raise ValueError(f'needs={needs!r}: an executor name or a list of names')
+        self._plans.append(ExecutorPlan(spec, list(needs)))
+
+    def _check(self) -> None:
+        """Unknown `needs` and cycles are errors before anything starts."""
+        order_dag({p.spec.name: p.needs for p in self._plans})
+
+    def _floating(self) -> list[str]:
+        needed = {n for p in self._plans for n in p.needs}
+        return [p.spec.name for p in self._plans if p.spec.name not in needed]
+
+    # -- views -----------------------------------------------------------------------------
+    @property
+    def executors(self) -> list[DeploymentSpec]:
+        return [p.spec for p in self._plans]
+
+    def __repr__(self) -> str:
+        chain = ', '.join(f'{p.spec.name}<-{"+".join(p.needs)}' for p in self._plans)
+        state = 'running' if self.running else 'stopped'
+        return f'Flow(name={self.name!r}, port={self.port}, [{chain}], {state})'
+
+    def logs(self, executor: str, shard: int = 0, replica: int = 0) -> str:
+        return self._orchestrator.logs(executor, shard, replica)

@@ -1,0 +1,106 @@
+"""`Serving`: what a Deployment and a Flow share once their specs are built — lifecycle,
+`block()`, `post()` through their gateway, and the joined status report."""
+from __future__ import annotations
+
+import signal
+import threading
+
+from docarray import DocList
+
+from nborch.client import Client
+from nborch.orchestrator import Orchestrator
+
+
+class Serving:
+    """Subclasses set `self._orchestrator` (and nothing starts until `start()`)."""
+
+    _orchestrator: Orchestrator
+    _client: Client | None = None
+
+    # -- identity --------------------------------------------------------------------------
+    @property
+    def host(self) -> str:
+        return self._orchestrator.host
+
+    @property
+    def port(self) -> int:
+        return self._orchestrator.port
+
+    @property
+    def address(self) -> str:
+        return f'{self.host}:{self.port}'
+
+    @property
+    def running(self) -> bool:
+        return self._orchestrator.running
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self):
+        """Start every process; return once all are ready (the object itself)."""
+        self._orchestrator.start()
+        return self
+
+    def close(self) -> None:
+        """Stop every process this object started. Idempotent."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        self._orchestrator.stop()
+
+    stop = close
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def block(self, stop_event: threading.Event | None = None) -> None:
+        """Serve until `stop_event` is set, Ctrl-C, or SIGTERM (the caller then closes)."""
+        event = stop_event or threading.Event()
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, lambda *_: event.set())
+        try:
+            while not event.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+    # -- requests --------------------------------------------------------------------------
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            self._client = Client(host=self.host, port=self.port)
+        return self._client
+
+    def post(self, on: str, inputs=None, **kwargs) -> DocList:
+        """Same as `Client(port=self.port).post(...)`."""
+        return self.client.post(on, inputs, **kwargs)
+
+    def status(self) -> dict:
+        """Processes (pids, states, restarts, GPUs) joined with the gateway's routing counters.
+
+        `executors[i].shards[s].replicas[r]` has `served`, `outstanding` and `failures` from
+        the gateway and `pid`, `port`, `state`, `restarts`, `gpu` from the owner.
+        """
+        processes = self._orchestrator.process_status()
+        routed = self.client.status() if self.running else {}
+        counters = {e['name']: e for e in routed.get('executors', [])}
+        executors = []
+        for name, shards in processes['executors'].items():
+            routing = counters.get(name, {}).get('shards', [])
+            for s, replicas in enumerate(shards):
+                for r, replica in enumerate(replicas):
+                    if s < len(routing) and r < len(routing[s]['replicas']):
+                        replica.update(routing[s]['replicas'][r])
+            executors.append({'name': name, 'needs': counters.get(name, {}).get('needs', []),
+                              'shards': [{'shard': s, 'replicas': replicas}
+                                         for s, replicas in enumerate(shards)]})
+        return {'name': self._orchestrator.label, 'address': self.address,
+                'running': self.running, 'gateway': processes['gateway'],
+                'requests': routed.get('requests', 0), 'executors': executors,
+                'recent_routes': routed.get('recent_routes', [])}
