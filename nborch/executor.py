@@ -104,12 +104,22 @@ class Executor:
     on to `super().__init__` so that `runtime_args` reaches here.
     """
 
-    _registry: dict[str, type['Executor']] = {}
+    _registry: dict[str, dict[str, type['Executor']]] = {}  # name → {'module:qualname': class}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        # A registered name lets `uses='MyIndexer'` find a class the user already imported.
-        Executor._registry[cls.__name__] = cls
+        # A registered name lets `uses='MyIndexer'` find a class the user already imported;
+        # redefining a class in the same module (a re-run notebook cell) replaces it.
+        Executor._registry.setdefault(cls.__name__, {})[f'{cls.__module__}:{cls.__qualname__}'] = cls
+
+    @staticmethod
+    def registered(name: str) -> type['Executor'] | None:
+        """The one imported Executor subclass called `name`; ValueError when several are."""
+        found = Executor._registry.get(name, {})
+        if len(found) > 1:
+            raise ValueError(f'uses={name!r} is ambiguous: {", ".join(sorted(found))}; '
+                             "name one as 'module:Class'")
+        return next(iter(found.values()), None)
 
     def __init__(self, *args, metas: dict | None = None, runtime_args: dict | None = None,
                  workspace: str | None = None, **kwargs):

@@ -49,8 +49,9 @@ def resolve_uses(uses) -> type[Executor]:
             'or an executor YAML file')
     if is_executor_yaml(uses):
         return resolve_uses_and_defaults(uses)[0]
-    if uses in Executor._registry:
-        return Executor._registry[uses]
+    registered = Executor.registered(uses)
+    if registered is not None:
+        return registered
     return _import_class(uses)
 
 

@@ -118,7 +118,7 @@ def test_workspace_is_none_without_one():
 
 
 def test_registered_by_class_name():
-    assert Executor._registry['Indexer'] is Indexer
+    assert Executor.registered('Indexer') is Indexer
 
 
 def test_requests_rejects_bad_paths():

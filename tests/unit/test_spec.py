@@ -8,15 +8,15 @@ from nborch.addresses import parse_address
 from nborch.uses import PassThrough, resolve_uses
 
 
-class Echo(Executor):
+class SpecEcho(Executor):
     @requests
     def foo(self, docs, **kwargs):
         return docs
 
 
 def test_uses_forms():
-    assert resolve_uses(Echo) is Echo
-    assert resolve_uses('Echo') is Echo
+    assert resolve_uses(SpecEcho) is SpecEcho
+    assert resolve_uses('SpecEcho') is SpecEcho
     assert resolve_uses('nborch.uses:PassThrough') is PassThrough
     assert resolve_uses('nborch.uses.PassThrough') is PassThrough
     assert resolve_uses(None) is PassThrough
@@ -36,30 +36,39 @@ def test_bad_uses(uses, error, message):
         Deployment(uses=uses)
 
 
+def test_a_name_two_classes_share_is_ambiguous():
+    from tests.integration import helpers
+    import nborch.examples  # noqa: F401  (also defines an Echo)
+    assert helpers.Echo is not None
+    with pytest.raises(ValueError, match="uses='Echo' is ambiguous: nborch.examples:Echo, "
+                                         "tests.integration.helpers:Echo"):
+        Deployment(uses='Echo')
+
+
 def test_instance_instead_of_class():
     with pytest.raises(TypeError, match='not an instance'):
-        Deployment(uses=Echo())
+        Deployment(uses=SpecEcho())
 
 
 @pytest.mark.parametrize('key, value', [('replicas', 0), ('replicas', -1), ('shards', 0),
                                         ('replicas', 1.5), ('replicas', True)])
 def test_bad_counts(key, value):
     with pytest.raises(ValueError, match=f'{key}='):
-        Deployment(uses=Echo, **{key: value})
+        Deployment(uses=SpecEcho, **{key: value})
 
 
 def test_unknown_argument_names_the_valid_ones():
     with pytest.raises(TypeError, match='unknown argument.*replica_count.*replicas'):
-        Deployment(uses=Echo, replica_count=3)
+        Deployment(uses=SpecEcho, replica_count=3)
 
 
 def test_reference_only_option_is_accepted():
-    Deployment(uses=Echo, install_requirements=True)
+    Deployment(uses=SpecEcho, install_requirements=True)
 
 
 def test_bad_port():
     with pytest.raises(ValueError, match='port='):
-        Deployment(uses=Echo, port=70000)
+        Deployment(uses=SpecEcho, port=70000)
 
 
 def test_port_in_use_fails_before_any_process():
@@ -67,20 +76,20 @@ def test_port_in_use_fails_before_any_process():
         busy.bind(('127.0.0.1', 0))
         busy.listen()
         port = busy.getsockname()[1]
-        dep = Deployment(uses=Echo, port=port)
+        dep = Deployment(uses=SpecEcho, port=port)
         with pytest.raises(PortInUseError, match=f'port {port} on 127.0.0.1 is in use'):
             dep.start()
         assert not dep._orchestrator.running
 
 
 def test_default_port_is_assigned_and_host_is_loopback():
-    dep = Deployment(uses=Echo)
+    dep = Deployment(uses=SpecEcho)
     assert 0 < dep.port < 65536
     assert dep.host == '127.0.0.1'
 
 
 def test_needs_all_is_a_no_op():
-    dep = Deployment(uses=Echo, replicas=2)
+    dep = Deployment(uses=SpecEcho, replicas=2)
     assert dep.needs_all() is dep
 
 
