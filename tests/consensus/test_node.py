@@ -8,7 +8,7 @@ import random
 import pytest
 
 from nborch.runtime.consensus import core
-from nborch.runtime.consensus.core import (AppendEntries, AppendEntriesResponse, Entry,
+from nborch.runtime.consensus.core import (AppendEntriesResponse, Entry,
                                            HardState, InstallSnapshot,
                                            InstallSnapshotResponse, MemoryStorage,
                                            NotLeaderError, ProposalDroppedError, RaftConfig,
@@ -24,6 +24,24 @@ def test_public_api_is_exactly_all() -> None:
     modules = {"config", "errors", "log", "memory", "messages", "node", "progress", "raft",
                "read_only", "snapshot_transfer", "types"}
     assert public - modules == set(core.__all__)
+
+
+def test_the_core_does_no_io() -> None:
+    """The protocol is a pure state machine: no I/O, clock, threads or event loop."""
+    import ast
+    from pathlib import Path
+
+    forbidden = {"os", "io", "time", "socket", "threading", "asyncio", "subprocess",
+                 "pathlib", "grpc", "select", "signal", "datetime", "logging"}
+    for path in Path(core.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            for name in names:
+                assert name.split(".")[0] not in forbidden, f"{path.name} imports {name}"
 
 
 def test_config_is_validated() -> None:

@@ -40,11 +40,7 @@ class Message:
 
     def to_bytes(self) -> bytes:
         w = _Writer()
-        w.u8(WIRE_VERSION)
-        w.u8(self.TAG)
-        w.u64(self.dst)
-        w.u64(self.src)
-        w.u64(self.term)
+        w.parts.append(_HEADER.pack(WIRE_VERSION, self.TAG, self.dst, self.src, self.term))
         for name, kind in self.WIRE:
             getattr(w, kind)(getattr(self, name))
         return w.getvalue()
@@ -52,14 +48,16 @@ class Message:
     @staticmethod
     def from_bytes(buf: bytes | bytearray | memoryview) -> "Message":
         r = _Reader(buf)
-        version = r.u8()
+        if len(r.buf) < _HEADER.size:
+            raise MessageDecodeError("truncated message")
+        version, tag, dst, src, term = _HEADER.unpack_from(r.buf, 0)
         if version != WIRE_VERSION:
             raise MessageDecodeError(f"unsupported message version {version}")
-        tag = r.u8()
         cls = _BY_TAG.get(tag)
         if cls is None:
             raise MessageDecodeError(f"unknown message type tag {tag}")
-        kwargs = {"dst": r.u64(), "src": r.u64(), "term": r.u64()}
+        r.pos = _HEADER.size
+        kwargs = {"dst": dst, "src": src, "term": term}
         for name, kind in cls.WIRE:
             kwargs[name] = getattr(r, kind)()
         r.finish()
@@ -282,88 +280,89 @@ def describe_entry(e: Entry) -> str:
 
 # -- framing helpers ---------------------------------------------------------------------------
 
-_U8 = struct.Struct("<B")
+_HEADER = struct.Struct("<BBQQQ")  # version, tag, dst, src, term
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _ENTRY_HEAD = struct.Struct("<QQI")
 
 
 class _Writer:
-    __slots__ = ("_parts",)
+    __slots__ = ("parts",)
 
     def __init__(self) -> None:
-        self._parts: list[bytes] = []
-
-    def u8(self, v: int) -> None:
-        self._parts.append(_U8.pack(v))
+        self.parts: list[bytes] = []
 
     def u64(self, v: int) -> None:
-        self._parts.append(_U64.pack(v))
+        self.parts.append(_U64.pack(v))
 
     def flag(self, v: bool) -> None:
-        self._parts.append(b"\x01" if v else b"\x00")
+        self.parts.append(b"\x01" if v else b"\x00")
 
     def blob(self, v: bytes) -> None:
-        self._parts.append(_U32.pack(len(v)))
-        self._parts.append(bytes(v))
+        self.parts.append(_U32.pack(len(v)))
+        self.parts.append(bytes(v))
 
     def ids(self, v: tuple[int, ...]) -> None:
-        self._parts.append(_U32.pack(len(v)))
-        self._parts.extend(_U64.pack(i) for i in v)
+        self.parts.append(_U32.pack(len(v)))
+        self.parts.extend(_U64.pack(i) for i in v)
 
     def entries(self, v: tuple[Entry, ...]) -> None:
-        self._parts.append(_U32.pack(len(v)))
+        self.parts.append(_U32.pack(len(v)))
         for e in v:
-            self._parts.append(_ENTRY_HEAD.pack(e.term, e.index, len(e.data)))
-            self._parts.append(e.data)
+            self.parts.append(_ENTRY_HEAD.pack(e.term, e.index, len(e.data)))
+            self.parts.append(e.data)
 
     def getvalue(self) -> bytes:
-        return b"".join(self._parts)
+        return b"".join(self.parts)
 
 
 class _Reader:
-    __slots__ = ("_buf", "_pos")
+    __slots__ = ("buf", "pos")
 
     def __init__(self, buf: bytes | bytearray | memoryview) -> None:
-        self._buf = memoryview(buf)
-        self._pos = 0
+        self.buf = buf if isinstance(buf, bytes) else bytes(buf)
+        self.pos = 0
 
-    def _take(self, n: int) -> memoryview:
-        end = self._pos + n
-        if end > len(self._buf):
+    def _unpack(self, st: struct.Struct) -> tuple:
+        end = self.pos + st.size
+        if end > len(self.buf):
             raise MessageDecodeError("truncated message")
-        view = self._buf[self._pos:end]
-        self._pos = end
-        return view
+        out = st.unpack_from(self.buf, self.pos)
+        self.pos = end
+        return out
 
-    def u8(self) -> int:
-        return self._take(1)[0]
+    def _bytes(self, n: int) -> bytes:
+        end = self.pos + n
+        if end > len(self.buf):
+            raise MessageDecodeError("truncated message")
+        out = self.buf[self.pos:end]
+        self.pos = end
+        return out
 
     def u64(self) -> int:
-        return _U64.unpack(self._take(8))[0]
+        return self._unpack(_U64)[0]
 
     def flag(self) -> bool:
-        v = self.u8()
+        v = self._bytes(1)[0]
         if v > 1:
             raise MessageDecodeError(f"bad boolean {v}")
         return v == 1
 
     def blob(self) -> bytes:
-        (n,) = _U32.unpack(self._take(4))
-        return bytes(self._take(n))
+        return self._bytes(self._unpack(_U32)[0])
 
     def ids(self) -> tuple[int, ...]:
-        (n,) = _U32.unpack(self._take(4))
-        return tuple(_U64.unpack(self._take(8))[0] for _ in range(n))
+        (n,) = self._unpack(_U32)
+        return tuple(self._unpack(_U64)[0] for _ in range(n))
 
     def entries(self) -> tuple[Entry, ...]:
-        (n,) = _U32.unpack(self._take(4))
+        (n,) = self._unpack(_U32)
         out = []
         for _ in range(n):
-            term, index, size = _ENTRY_HEAD.unpack(self._take(_ENTRY_HEAD.size))
-            out.append(Entry(term, index, bytes(self._take(size))))
+            term, index, size = self._unpack(_ENTRY_HEAD)
+            out.append(Entry(term, index, self._bytes(size)))
         return tuple(out)
 
     def finish(self) -> None:
-        if self._pos != len(self._buf):
-            raise MessageDecodeError(f"{len(self._buf) - self._pos} trailing bytes")
+        if self.pos != len(self.buf):
+            raise MessageDecodeError(f"{len(self.buf) - self.pos} trailing bytes")

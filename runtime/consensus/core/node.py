@@ -11,6 +11,15 @@ The shape is etcd's ``RawNode``: the application feeds the node (``tick``, ``ste
         transport.send(rd.messages)           # only after the writes above are durable
         app.restore(rd.snapshot); app.apply(rd.committed_entries); serve rd.read_states
         node.advance(rd)
+
+Crashing anywhere in that loop is safe. On restart: reopen the storage, restore the
+application from ``storage.snapshot()`` (if any), and build a new ``RaftNode`` on the same
+storage; the committed entries after the snapshot come back in the first Readys.
+
+Compaction is the application's call, between rounds: ``storage.create_snapshot(i, data)``
+with ``i`` <= the applied index and ``data`` its state at exactly ``i``, then
+``storage.compact(j)`` for some ``j`` <= ``i`` (keeping ``i - j`` entries spares slightly
+lagging followers a snapshot transfer).
 """
 
 from __future__ import annotations

@@ -398,9 +398,14 @@ class Raft:
             return
         if pr.state is ProgressState.PROBE:
             pr.become_replicate()
-        elif pr.state is ProgressState.SNAPSHOT and pr.match + 1 >= self.log.first_index():
-            pr.become_probe()
-            pr.become_replicate()
+        elif pr.state is ProgressState.SNAPSHOT:
+            if pr.match + 1 >= self.log.first_index():
+                pr.become_probe()
+                pr.become_replicate()
+            elif pr.snap is None or pr.match >= pr.snap.index:
+                # It installed the snapshot we sent, but we compacted past it meanwhile:
+                # probing again starts a transfer of the current snapshot.
+                pr.become_probe()
         elif pr.state is ProgressState.REPLICATE:
             pr.inflights.free_le(m.index)
         if self._maybe_commit():
@@ -515,14 +520,11 @@ class Raft:
         return self._snap_checksum[1]
 
     def _send_snapshot_chunks(self, to: int, pr: Progress) -> None:
+        # A transfer always finishes with the snapshot it started with, even if we compact
+        # again meanwhile (restarting could starve a follower whenever snapshots take longer
+        # to send than the compaction interval); the follower then needs at most one more.
         st = pr.snap
         assert st is not None
-        current = self.log.snapshot()
-        if current.meta.index > st.index:
-            # Compacted again mid-transfer: start over with the newer snapshot. The follower
-            # tells the transfers apart by index and checksum and never mixes their bytes.
-            st = SnapshotSend(current, self._checksum_of(current))
-            pr.become_snapshot(st)
         size, chunk = st.size, self.config.snapshot_chunk_size
         window = chunk * self.config.max_inflight_snapshot_chunks
         meta = st.snapshot.meta
