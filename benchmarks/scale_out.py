@@ -11,6 +11,8 @@ floor for the same searches in this process; and the gateway's overhead (p50/p99
 sequential 1-doc posts to an echo executor, through the gateway and straight to the worker).
 Replicas here are stateless: each replica indexes the share of docs routed to it, so
 replicas=3 searches a third of the data each (consensus replication is a separate issue).
+shards=3 partitions the index (ANY for /index) and searches every shard (ALL for /search),
+reducing the matches to the global top-100 at the gateway: the same results as shards=1.
 """
 from __future__ import annotations
 
@@ -69,8 +71,9 @@ def gateway_overhead(posts: int) -> dict:
     return out
 
 
-def run_setup(executor, replicas: int, index_docs, queries) -> dict:
-    with Deployment(name='indexer', uses=executor, replicas=replicas, quiet=True) as dep:
+def run_setup(executor, index_docs, queries, replicas: int = 1, shards: int = 1) -> dict:
+    with Deployment(name='indexer', uses=executor, replicas=replicas, shards=shards,
+                    quiet=True) as dep:
         start = time.perf_counter()
         dep.post('/index', index_docs, request_size=100)
         index_s = time.perf_counter() - start
@@ -79,7 +82,8 @@ def run_setup(executor, replicas: int, index_docs, queries) -> dict:
                            return_type=DocList[QueryDoc])
         search_s = time.perf_counter() - start
     assert len(results) == len(queries) and all(len(r.matches) > 0 for r in results)
-    return {'executor': executor.__name__, 'replicas': replicas, 'index_s': index_s,
+    return {'executor': executor.__name__, 'replicas': replicas, 'shards': shards,
+            'index_s': index_s, 'index_docs_per_s': len(index_docs) / index_s,
             'search_s': search_s, 'ms_per_query': search_s / len(queries) * 1000,
             'qps': len(queries) / search_s, 'matches_per_query': len(results[0].matches)}
 
@@ -117,13 +121,14 @@ def main(argv=None) -> dict:
     report['gateway_overhead'] = gateway_overhead(args.echo_posts)
     report['numpy_floor'] = numpy_floor(embeddings, query_embeddings)
     executors = [NumpySearch] + ([] if args.skip_docarray else [ExactNNSearch])
-    for executor in executors:
-        for replicas in (1, 3):
-            run = run_setup(executor, replicas, index_docs, queries)
-            report['runs'].append(run)
-            print(f'  {executor.__name__} replicas={replicas}: indexing {args.docs} documents '
-                  f'took {run["index_s"]:.2f}s, searching {args.queries} queries took '
-                  f'{run["search_s"]:.2f}s', flush=True)
+    setups = [(NumpySearch, 1, 1), (NumpySearch, 3, 1), (NumpySearch, 1, 3)]
+    if not args.skip_docarray:
+        setups += [(ExactNNSearch, 1, 1), (ExactNNSearch, 3, 1)]
+    for executor, replicas, shards in setups:
+        run = run_setup(executor, index_docs, queries, replicas=replicas, shards=shards)
+        report['runs'].append(run)
+        print(f'  {label(run)}: Indexing {args.docs} Documents took {run["index_s"]:.2f}s, '
+              f'Searching {args.queries} Queries took {run["search_s"]:.2f}s', flush=True)
     report['targets'] = targets(report)
     print_table(report)
     if args.json:
@@ -132,9 +137,14 @@ def main(argv=None) -> dict:
     return report
 
 
+def label(run: dict) -> str:
+    return f"{run['executor']} replicas={run['replicas']} shards={run['shards']}"
+
+
 def targets(report: dict) -> dict:
     """The serving-core issue's targets, as ratios measured in this run."""
-    numpy1 = next(r for r in report['runs'] if r['executor'] == 'NumpySearch' and r['replicas'] == 1)
+    numpy1 = next(r for r in report['runs']
+                  if r['executor'] == 'NumpySearch' and r['replicas'] == 1 and r['shards'] == 1)
     per_doc = numpy1['index_s'] / report['docs']
     return {
         'index_100k_projected_s': per_doc * PAGE['docs'],
@@ -148,13 +158,13 @@ def targets(report: dict) -> dict:
 def print_table(report: dict) -> None:
     g = report['gateway_overhead']
     print()
-    print(f"{'setup':<34}{'index s':>9}{'search s':>10}{'ms/query':>10}{'QPS':>9}")
+    print(f"{'setup':<40}{'index s':>9}{'docs/s':>9}{'search s':>10}{'ms/query':>10}{'QPS':>8}")
     for r in report['runs']:
-        print(f"{r['executor'] + ' replicas=' + str(r['replicas']):<34}{r['index_s']:>9.2f}"
-              f"{r['search_s']:>10.2f}{r['ms_per_query']:>10.2f}{r['qps']:>9.1f}")
+        print(f"{label(r):<40}{r['index_s']:>9.2f}{r['index_docs_per_s']:>9.0f}"
+              f"{r['search_s']:>10.2f}{r['ms_per_query']:>10.2f}{r['qps']:>8.1f}")
     f = report['numpy_floor']
-    print(f"{'numpy floor (one process)':<34}{'':>9}{f['search_s']:>10.2f}"
-          f"{f['ms_per_query']:>10.2f}{f['qps']:>9.1f}")
+    print(f"{'numpy floor (one process)':<40}{'':>9}{'':>9}{f['search_s']:>10.2f}"
+          f"{f['ms_per_query']:>10.2f}{f['qps']:>8.1f}")
     print()
     print(f"{'1-doc echo, sequential':<34}{'p50 ms':>9}{'p99 ms':>10}{'req/s':>10}")
     for label in ('gateway', 'worker'):

@@ -19,3 +19,15 @@ __all__ = [
     'requests',
     'write',
 ]
+
+
+def load_ipython_extension(ipython) -> None:
+    """`%load_ext nborch` (IPython is imported only here, never by `import nborch`)."""
+    from nborch.ipython import load_ipython_extension as load
+    load(ipython)
+
+
+def unload_ipython_extension(ipython) -> None:
+    """`%unload_ext nborch`: stops what the magics started."""
+    from nborch.ipython import unload_ipython_extension as unload
+    unload(ipython)

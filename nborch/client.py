@@ -148,7 +148,7 @@ class AsyncClient:
         async def send(i: int, batch: list) -> None:
             try:
                 request = pb.DataRequest(endpoint=on, docs=encode_docs(batch), parameters=params,
-                                         request_id=uuid.uuid4().hex,
+                                         write_id=uuid.uuid4().hex,
                                          target_executor=target_executor or '')
                 try:
                     reply = await self._send(request, stream, timeout)

@@ -1,10 +1,11 @@
 """Reading nborch's YAML files (SPEC §2): `jtype: Deployment`, `jtype: Flow`, executor YAMLs.
 
-Pure parsing: no processes, no sockets. Values are checked by the objects they are handed
-to (`DeploymentSpec.validate`, `Flow`); this module checks the shape — known keys, mappings
-and lists where they belong — so that every mistake it finds is reported as a `ConfigError`
-whose one line starts with `FILE:LINE:` and names the key at fault. Lines come from the
-node marks of `yaml.compose`, so they are right even for keys nested under `with:`.
+Parsing only: no processes, no sockets (an executor YAML's `py_modules` are imported, as
+`uses=` imports a module). Values are checked by the objects they are handed to
+(`DeploymentSpec.validate`, `Flow`); this module checks the shape — known keys, mappings and
+lists where they belong — so that every mistake it finds is a `ConfigError` whose one line
+starts with `FILE:LINE:` and names the key at fault. Lines come from the composed node tree's
+marks, so they are right for keys nested under `with:` too.
 """
 from __future__ import annotations
 
@@ -23,10 +24,10 @@ import yaml
 
 from nborch.executor import Executor
 from nborch.spec import DeploymentSpec
-from nborch.uses import YAML_SUFFIXES, is_executor_yaml, resolve_uses
+from nborch.uses import is_executor_yaml, resolve_uses
 
-__all__ = ['ConfigError', 'deployment_keys', 'deployment_kwargs', 'executor_yaml',
-           'flow_kwargs', 'yaml_jtype', 'FLOW_KEYS', 'YAML_SUFFIXES']
+__all__ = ['ConfigError', 'deployment_keys', 'deployment_kwargs', 'executor_yaml', 'flow_keys',
+           'flow_kwargs', 'yaml_jtype']
 
 # Keys a Deployment takes besides DeploymentSpec's fields: accepted and dropped (reference-page
 # options with nothing to do here), and accepted and passed on (the Deployment handles them).
@@ -35,7 +36,8 @@ PASS_THROUGH_KEYS = ('external', 'stateful', 'peer_ports', 'raft_configuration')
 # DeploymentSpec fields that validate() fills in; they are not user input. Fields added for the
 # same purpose are recognised by `repr=False`.
 _RESOLVED_FIELDS = ('executor_class', 'polling_table')
-FLOW_KEYS = ('name', 'host', 'port', 'quiet', 'timeout_ready')  # a Flow's `with:` (its gateway)
+_DEPLOYMENT_FILE_KEYS = ('jtype', 'with', 'version')
+_FLOW_FILE_KEYS = ('jtype', 'with', 'executors', 'version')
 _EXECUTOR_YAML_KEYS = ('jtype', 'with', 'py_modules', 'metas')
 _METAS_KEYS = ('name', 'description', 'url', 'keywords', 'workspace', 'py_modules')
 
@@ -58,6 +60,13 @@ def deployment_keys() -> tuple[str, ...]:
     return tuple(dict.fromkeys([*names, *PASS_THROUGH_KEYS]))
 
 
+def flow_keys() -> tuple[str, ...]:
+    """Every key of a Flow's `with:`: the keyword arguments of `Flow()` (its gateway)."""
+    from nborch.flow import Flow  # flow.py imports this module when it loads a YAML
+    return tuple(p.name for p in inspect.signature(Flow.__init__).parameters.values()
+                 if p.kind is p.KEYWORD_ONLY)
+
+
 # -- reading ------------------------------------------------------------------------------------
 
 class _Source:
@@ -77,7 +86,7 @@ class _Source:
             raise ConfigError(self.path, None, f'cannot read it ({exc})') from None
         self.loader = yaml.SafeLoader(text)
         try:
-            self.root = yaml.compose(text, Loader=yaml.SafeLoader)
+            self.root = self.loader.get_single_node()  # what yaml.compose does
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             problem = exc.problem or exc.context or 'cannot parse'
@@ -103,17 +112,20 @@ class _Source:
             return {}
         if not isinstance(node, yaml.MappingNode):
             raise self.error(node, f'{what}: expected a mapping, got {_kind(node)}')
-        self.loader.flatten_mapping(node)  # resolves `<<:` merge keys in place
-        out: dict[str, tuple[yaml.Node, yaml.Node]] = {}
-        for key_node, value_node in node.value:
+        written: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == 'tag:yaml.org,2002:merge':
+                continue
             key = self.value(key_node)
             if not isinstance(key, str):
                 raise self.error(key_node, f'{what}: keys are names, got {key!r}')
-            if key in out:
-                first = out[key][0].start_mark.line + 1
+            if key in written:
+                first = written[key].start_mark.line + 1
                 raise self.error(key_node, f"duplicate key '{key}' in {what} (first on line {first})")
-            out[key] = (key_node, value_node)
-        return out
+            written[key] = key_node
+        # `<<: *anchor` merges: flatten_mapping puts merged pairs first, so written keys win
+        self.loader.flatten_mapping(node)
+        return {self.value(key_node): (key_node, value_node) for key_node, value_node in node.value}
 
     def check_keys(self, entries: dict[str, tuple[yaml.Node, yaml.Node]], allowed, what: str):
         for key, (key_node, _) in entries.items():
@@ -209,7 +221,9 @@ def deployment_kwargs(path: str | os.PathLike) -> dict:
     jtype, jtype_node = _jtype(source, entries, "'jtype: Deployment'")
     if jtype != 'Deployment':
         raise _wrong_jtype(source, jtype_node, jtype, 'a Deployment YAML')
-    top = {k: v for k, v in entries.items() if k not in ('jtype', 'with', 'version')}
+    source.check_keys(entries, (*_DEPLOYMENT_FILE_KEYS, *deployment_keys(), *IGNORED_KEYS),
+                      'a Deployment')
+    top = {k: v for k, v in entries.items() if k not in _DEPLOYMENT_FILE_KEYS}
     nested = source.mapping(entries['with'][1], 'with:') if 'with' in entries else {}
     for key, (key_node, _) in nested.items():
         if key in top:
@@ -228,10 +242,10 @@ def flow_kwargs(path: str | os.PathLike) -> tuple[dict, list[dict]]:
     jtype, jtype_node = _jtype(source, entries, "'jtype: Flow'")
     if jtype != 'Flow':
         raise _wrong_jtype(source, jtype_node, jtype, 'a Flow YAML')
-    source.check_keys(entries, ('jtype', 'version', 'with', 'executors'), 'a Flow')
+    source.check_keys(entries, _FLOW_FILE_KEYS, 'a Flow')
     gateway_entries = source.mapping(entries['with'][1], "a Flow's with:") \
         if 'with' in entries else {}
-    source.check_keys(gateway_entries, FLOW_KEYS, "a Flow's with:")
+    source.check_keys(gateway_entries, flow_keys(), "a Flow's with:")
     gateway = {key: source.value(node) for key, (_, node) in gateway_entries.items()}
     executors: list[dict] = []
     if 'executors' in entries:
@@ -346,8 +360,7 @@ def _find_class(source: _Source, node: yaml.Node, jtype: str, modules) -> type[E
         found = getattr(module, jtype, None)
         if is_executor(found):
             return found
-    if ':' in jtype or ('.' in jtype and jtype not in Executor._registry) or \
-            jtype in Executor._registry:
+    if ':' in jtype or '.' in jtype or Executor._registry.get(jtype):
         try:
             return resolve_uses(jtype)
         except (ValueError, TypeError) as exc:

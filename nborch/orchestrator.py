@@ -14,7 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from nborch.ports import check_port_free
+from nborch.ports import check_port_free, free_port
 from nborch.runtime.gpu import CUDA_VISIBLE_DEVICES, detect_device_count, replica_environments
 from nborch.runtime.process import ChildHandle
 from nborch.runtime.supervisor import ReplicaId, Supervisor, WorkerHandle
@@ -33,6 +33,12 @@ def stop_all() -> None:
 
 def _echo(line: str) -> None:
     sys.stdout.write(line)
+
+
+def raft_dir(spec: DeploymentSpec, shard: int, replica: int) -> str:
+    """`<workspace>/raft/[<shard>/]<replica>/` (SPEC §5): the shard level only when sharded."""
+    parts = [spec.workspace, 'raft'] + ([str(shard)] if spec.shards > 1 else []) + [str(replica)]
+    return os.path.join(*parts)
 
 
 @dataclass
@@ -100,6 +106,7 @@ class Orchestrator:
                 environments = replica_environments(env, spec.replicas, device_count,
                                                     strict=False)
             packed = WorkerSpec.pack_class(spec.executor_class)
+            peer_ports = self._peer_ports(spec)
             shards = []
             for shard in range(spec.shards):
                 replicas = []
@@ -110,7 +117,11 @@ class Orchestrator:
                                shard_id=shard, replica_id=replica, shards=spec.shards,
                                replicas=spec.replicas, workspace=spec.workspace,
                                host=self.host, sys_path=list(sys.path),
-                               log_level=spec.log_level).dump(stem + '.json')
+                               log_level=spec.log_level, stateful=spec.stateful,
+                               peers=[f'{self.host}:{p}' for p in peer_ports.get(shard, [])],
+                               raft_dir=raft_dir(spec, shard, replica) if spec.stateful else None,
+                               raft_configuration=spec.raft_configuration,
+                               read_consistency=spec.read_consistency).dump(stem + '.json')
                     replicas.append(WorkerHandle(rid, stem + '.json', env=environments[replica],
                                                  log_path=stem + '.log', echo=echo))
                 shards.append(replicas)
@@ -136,6 +147,18 @@ class Orchestrator:
                                    echo=None if self.quiet else _echo)
         self.gateway.spawn()
         self.gateway.wait_ready(self.ready_timeout)
+
+    def _peer_ports(self, spec: DeploymentSpec) -> dict[int, list[int]]:
+        """The Raft ports of a stateful executor (checked free), or {} when stateless."""
+        if not spec.stateful:
+            return {}
+        table = spec.peer_port_table or {
+            shard: [free_port(self.host) for _ in range(spec.replicas)]
+            for shard in range(spec.shards)}
+        for ports in table.values():
+            for port in ports:
+                check_port_free(self.host, port, f'{spec.name} Raft peer')
+        return table
 
     def _addresses(self, spec: DeploymentSpec) -> list[list[str]]:
         if spec.external:

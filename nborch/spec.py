@@ -6,21 +6,25 @@ reconciling processes to a valid spec.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 from nborch.addresses import Address, external_addresses
 from nborch.executor import Executor
 from nborch.ports import free_port
+from nborch.runtime.consensus.settings import RaftSettings
 from nborch.runtime.gpu import CUDA_VISIBLE_DEVICES, RoundRobinSpec, parse_rr
 from nborch.runtime.polling import PollingTable
 from nborch.uses import resolve_uses
 
 _NAME = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_.\-]*$')
 _IGNORED = {'install_requirements'}  # reference-system options with nothing to do here
-_RESOLVED = ('executor_class', 'polling_table', 'external_addresses', 'round_robin')
+_RESOLVED = ('executor_class', 'polling_table', 'external_addresses', 'round_robin',
+             'raft_settings', 'peer_port_table')
 
 
 @dataclass
@@ -39,12 +43,18 @@ class DeploymentSpec:
     timeout_ready: int = 60_000        # ms, as in the reference system; -1 waits forever
     quiet: bool = False                # do not echo replica output to this process's stdout
     log_level: str = 'INFO'
+    stateful: bool = False             # replicas of a shard form a Raft group (SPEC §5)
+    peer_ports: Any = None             # list, {shard: [ports]} or JSON; None: free ports
+    raft_configuration: dict = field(default_factory=dict)
+    read_consistency: str = 'eventual' # or 'linearizable' (also per request: parameters)
 
     # Resolved by validate():
     executor_class: type[Executor] | None = field(default=None, repr=False)
     polling_table: PollingTable | None = field(default=None, repr=False)
     external_addresses: list[Address] = field(default_factory=list, repr=False)
     round_robin: RoundRobinSpec | None = field(default=None, repr=False)
+    raft_settings: RaftSettings | None = field(default=None, repr=False)
+    peer_port_table: dict[int, list[int]] | None = field(default=None, repr=False)
 
     @classmethod
     def from_kwargs(cls, **kwargs) -> 'DeploymentSpec':
@@ -92,6 +102,7 @@ class DeploymentSpec:
             raise ValueError(f'{self.name}: {exc}') from None
         if self.workspace is not None:
             self.workspace = os.path.abspath(os.path.expanduser(self.workspace))
+        self._validate_consensus()
 
     def _validate_external(self) -> None:
         """host/port name the replicas; the deployment only runs a gateway in front of them."""
@@ -102,6 +113,70 @@ class DeploymentSpec:
         self.replicas = len(self.external_addresses)
         self.host, self.port = '127.0.0.1', None
 
+    def _validate_consensus(self) -> None:
+        if self.read_consistency not in ('eventual', 'linearizable'):
+            raise ValueError(f"read_consistency={self.read_consistency!r}: 'eventual' or "
+                             "'linearizable'")
+        if not self.stateful:
+            if self.peer_ports is not None or self.raft_configuration:
+                raise ValueError(f'{self.name}: peer_ports and raft_configuration need stateful=True')
+            return
+        if self.external:
+            raise ValueError(f'{self.name}: stateful=True runs its own replicas; not with external=True')
+        if not self.workspace:
+            raise ValueError(f'{self.name}: stateful=True needs a workspace (where each replica '
+                             'keeps its Raft log and snapshots)')
+        if self.replicas < 3:
+            warnings.warn(f'{self.name}: stateful with replicas={self.replicas} tolerates no '
+                          'failure; Raft needs replicas >= 3 for that', stacklevel=4)
+        if not any(e.is_write for e in self.executor_class.endpoints().values()):
+            warnings.warn(f'{self.name}: stateful=True but no endpoint is marked @write, so '
+                          'nothing is replicated', stacklevel=4)
+        self.raft_settings = RaftSettings.parse(self.raft_configuration)
+        self.peer_port_table = parse_peer_ports(self.peer_ports, self.shards, self.replicas)
+
     @property
     def ready_seconds(self) -> float:
         return 10 ** 9 if self.timeout_ready == -1 else self.timeout_ready / 1000
+
+
+def parse_peer_ports(peer_ports, shards: int, replicas: int) -> dict[int, list[int]] | None:
+    """`[ports]` (one shard), `{shard: [ports]}`, or either as JSON → {shard: ports}.
+
+    None stays None (the owner picks free ports). Every shard needs exactly `replicas`
+    distinct ports.
+    """
+    if peer_ports is None:
+        return None
+    if isinstance(peer_ports, str):
+        try:
+            peer_ports = json.loads(peer_ports)
+        except ValueError:
+            raise ValueError(f'peer_ports={peer_ports!r}: not valid JSON') from None
+    if isinstance(peer_ports, (list, tuple)):
+        if shards != 1:
+            raise ValueError(f'peer_ports: a list serves one shard; with shards={shards} give '
+                             '{shard: [ports], ...}')
+        peer_ports = {0: list(peer_ports)}
+    if not isinstance(peer_ports, dict):
+        raise ValueError(f'peer_ports={peer_ports!r}: a list of ports or {{shard: [ports]}}')
+    table: dict[int, list[int]] = {}
+    for key, ports in peer_ports.items():
+        try:
+            shard = int(key)
+        except (TypeError, ValueError):
+            raise ValueError(f'peer_ports: shard key {key!r} is not a number') from None
+        if not isinstance(ports, (list, tuple)) or any(
+                isinstance(p, bool) or not isinstance(p, int) or not 0 < p < 65536 for p in ports):
+            raise ValueError(f'peer_ports[{key!r}]={ports!r}: a list of ports (1..65535)')
+        table[shard] = list(ports)
+    if sorted(table) != list(range(shards)):
+        raise ValueError(f'peer_ports names shards {sorted(table)}; the deployment has shards '
+                         f'{list(range(shards))}')
+    for shard, ports in table.items():
+        if len(ports) != replicas:
+            raise ValueError(f'peer_ports for shard {shard} has {len(ports)} ports; replicas={replicas}')
+    every = [p for ports in table.values() for p in ports]
+    if len(set(every)) != len(every):
+        raise ValueError(f'peer_ports repeats a port: {every}')
+    return table

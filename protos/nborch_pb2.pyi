@@ -7,18 +7,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class DataRequest(_message.Message):
-    __slots__ = ("endpoint", "docs", "parameters", "request_id", "target_executor")
+    __slots__ = ("endpoint", "docs", "parameters", "request_id", "target_executor", "write_id")
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     DOCS_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TARGET_EXECUTOR_FIELD_NUMBER: _ClassVar[int]
+    WRITE_ID_FIELD_NUMBER: _ClassVar[int]
     endpoint: str
     docs: bytes
     parameters: bytes
     request_id: str
     target_executor: str
-    def __init__(self, endpoint: _Optional[str] = ..., docs: _Optional[bytes] = ..., parameters: _Optional[bytes] = ..., request_id: _Optional[str] = ..., target_executor: _Optional[str] = ...) -> None: ...
+    write_id: str
+    def __init__(self, endpoint: _Optional[str] = ..., docs: _Optional[bytes] = ..., parameters: _Optional[bytes] = ..., request_id: _Optional[str] = ..., target_executor: _Optional[str] = ..., write_id: _Optional[str] = ...) -> None: ...
 
 class ExecutorError(_message.Message):
     __slots__ = ("executor", "type", "message", "traceback")
@@ -69,3 +71,25 @@ class StatusReply(_message.Message):
     JSON_FIELD_NUMBER: _ClassVar[int]
     json: bytes
     def __init__(self, json: _Optional[bytes] = ...) -> None: ...
+
+class RaftMessage(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
+class RaftAck(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ProposeReply(_message.Message):
+    __slots__ = ("term", "index", "leader", "error")
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    term: int
+    index: int
+    leader: int
+    error: str
+    def __init__(self, term: _Optional[int] = ..., index: _Optional[int] = ..., leader: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...

@@ -183,3 +183,118 @@ class Executor:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class RaftStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Send = channel.stream_unary(
+                '/nborch.Raft/Send',
+                request_serializer=nborch_dot_protos_dot_nborch__pb2.RaftMessage.SerializeToString,
+                response_deserializer=nborch_dot_protos_dot_nborch__pb2.RaftAck.FromString,
+                _registered_method=True)
+        self.Propose = channel.unary_unary(
+                '/nborch.Raft/Propose',
+                request_serializer=nborch_dot_protos_dot_nborch__pb2.DataRequest.SerializeToString,
+                response_deserializer=nborch_dot_protos_dot_nborch__pb2.ProposeReply.FromString,
+                _registered_method=True)
+
+
+class RaftServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Send(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Propose(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_RaftServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Send': grpc.stream_unary_rpc_method_handler(
+                    servicer.Send,
+                    request_deserializer=nborch_dot_protos_dot_nborch__pb2.RaftMessage.FromString,
+                    response_serializer=nborch_dot_protos_dot_nborch__pb2.RaftAck.SerializeToString,
+            ),
+            'Propose': grpc.unary_unary_rpc_method_handler(
+                    servicer.Propose,
+                    request_deserializer=nborch_dot_protos_dot_nborch__pb2.DataRequest.FromString,
+                    response_serializer=nborch_dot_protos_dot_nborch__pb2.ProposeReply.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'nborch.Raft', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('nborch.Raft', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Raft:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Send(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/nborch.Raft/Send',
+            nborch_dot_protos_dot_nborch__pb2.RaftMessage.SerializeToString,
+            nborch_dot_protos_dot_nborch__pb2.RaftAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Propose(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nborch.Raft/Propose',
+            nborch_dot_protos_dot_nborch__pb2.DataRequest.SerializeToString,
+            nborch_dot_protos_dot_nborch__pb2.ProposeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

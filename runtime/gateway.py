@@ -90,10 +90,16 @@ class ExecutorNode:
         response.route.append(pb.Hop(executor=self.name, shard=shard, replica=served.replica))
         return response
 
-    def status(self) -> dict:
+    async def status(self) -> dict:
+        """Routing counters per replica, joined with each replica's own report (its Raft
+        state when stateful); a replica that does not answer in time reports nothing."""
+        reports = await asyncio.gather(*(pool.status(i, timeout=1.0) for pool in self.pools
+                                         for i in range(len(pool.addresses))))
+        reports = iter(reports)
         return {'name': self.name, 'needs': self.needs, 'shards': [
             {'replicas': [{'address': pool.addresses[i], 'outstanding': pool.outstanding[i],
-                           'served': pool.served[i], 'failures': pool.failures[i]}
+                           'served': pool.served[i], 'failures': pool.failures[i],
+                           'raft': (next(reports) or {}).get('raft')}
                           for i in range(len(pool.addresses))]}
             for pool in self.pools]}
 
@@ -131,7 +137,7 @@ class Gateway:
                 return merged
             polling, shards = node.shards_for(request.endpoint)
             forwarded = pb.DataRequest(endpoint=request.endpoint, docs=merged.docs,
-                                       parameters=merged.parameters, request_id=request.request_id)
+                                       parameters=merged.parameters, write_id=request.write_id)
             response = await node.process(forwarded, shards)
             self.recent.append({'endpoint': request.endpoint, 'executor': name,
                                 'polling': polling.name, 'shards': list(shards),
@@ -150,9 +156,9 @@ class Gateway:
             for future in outputs.values():
                 future.cancel()
 
-    def status(self) -> dict:
+    async def status(self) -> dict:
         return {'role': 'gateway', 'pid': os.getpid(), 'requests': self.requests,
-                'executors': [node.status() for node in self.nodes.values()],
+                'executors': list(await asyncio.gather(*(n.status() for n in self.nodes.values()))),
                 'recent_routes': list(self.recent)}
 
     async def close(self) -> None:
@@ -184,7 +190,7 @@ class GatewayServicer(pb_grpc.ExecutorServicer):
             return pb.DataResponse(connection_error=str(exc))
 
     async def Status(self, request, context):
-        return pb.StatusReply(json=json.dumps(self.gateway.status()).encode())
+        return pb.StatusReply(json=json.dumps(await self.gateway.status()).encode())
 
 
 async def serve(topology: Topology, ready_fd: int | None) -> None:

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 import traceback
 
 import grpc
@@ -21,6 +22,9 @@ from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
 from nborch.runtime import child
 from nborch.runtime.codec import decode_docs, encode_docs
+from nborch.runtime.consensus.replica import ConsensusReplica
+from nborch.runtime.consensus.settings import RaftSettings
+from nborch.runtime.consensus.transport import RaftServicer
 from nborch.runtime.grpc_options import SERVER_OPTIONS, bind
 from nborch.runtime.mux import serve_stream
 from nborch.runtime.worker_spec import WorkerSpec
@@ -93,11 +97,49 @@ class ExecutorRunner:
             return self.fail(request, exc)
 
 
+class ExecutorStateMachine:
+    """The executor as Raft's state machine: applies run on the executor's one thread, so
+    applies and reads never touch the executor at the same time."""
+
+    def __init__(self, runner: ExecutorRunner, pool: concurrent.futures.Executor):
+        self.runner = runner
+        self.pool = pool
+        executor = runner.executor
+        self.can_snapshot = callable(getattr(executor, 'snapshot', None)) and \
+            callable(getattr(executor, 'restore', None))
+
+    async def apply_many(self, requests: list[pb.DataRequest]) -> list[pb.DataResponse]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self.pool, lambda: [self.runner.handle_sync(r) for r in requests])
+
+    async def snapshot(self) -> bytes:
+        def take() -> bytes:
+            with tempfile.TemporaryDirectory(prefix='nborch-snap-') as tmp:
+                path = os.path.join(tmp, 'state')
+                self.runner.executor.snapshot(path)
+                with open(path, 'rb') as f:
+                    return f.read()
+        return await asyncio.get_running_loop().run_in_executor(self.pool, take)
+
+    async def restore(self, data: bytes) -> None:
+        if not self.can_snapshot:
+            return
+        def put() -> None:
+            with tempfile.TemporaryDirectory(prefix='nborch-snap-') as tmp:
+                path = os.path.join(tmp, 'state')
+                with open(path, 'wb') as f:
+                    f.write(data)
+                self.runner.executor.restore(path)
+        await asyncio.get_running_loop().run_in_executor(self.pool, put)
+
+
 class WorkerServicer(pb_grpc.ExecutorServicer):
     def __init__(self, runner: ExecutorRunner, spec: WorkerSpec):
         self.runner = runner
         self.spec = spec
         self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='nborch-exec')
+        self.consensus: ConsensusReplica | None = None
 
     async def Process(self, request, context):
         return await self.handle(request)
@@ -107,10 +149,26 @@ class WorkerServicer(pb_grpc.ExecutorServicer):
 
     async def handle(self, request: pb.DataRequest) -> pb.DataResponse:
         endpoint = self.runner.executor.endpoint_for(request.endpoint)
+        if self.consensus is not None and endpoint is not None and \
+                (not request.target_executor or request.target_executor == self.spec.name):
+            try:
+                if endpoint.is_write:
+                    return await self.consensus.write(request)
+                if self._linearizable(request):
+                    await self.consensus.read_barrier()
+            except TimeoutError as exc:
+                return self.runner.fail(request, exc)
         if endpoint is not None and endpoint.is_async:
             return await self.runner.handle_async(request)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.pool, self.runner.handle_sync, request)
+
+    def _linearizable(self, request: pb.DataRequest) -> bool:
+        if self.spec.read_consistency == 'linearizable':
+            return True
+        if b'read_consistency' not in request.parameters:
+            return False
+        return json.loads(request.parameters).get('read_consistency') == 'linearizable'
 
     async def Status(self, request, context):
         status = {
@@ -119,6 +177,7 @@ class WorkerServicer(pb_grpc.ExecutorServicer):
             'requests_served': self.runner.requests_served,
             'cuda_visible_devices': os.environ.get('CUDA_VISIBLE_DEVICES'),
             'endpoints': sorted(type(self.runner.executor).endpoints()),
+            'raft': self.consensus.status() if self.consensus is not None else None,
         }
         return pb.StatusReply(json=json.dumps(status).encode())
 
@@ -129,6 +188,15 @@ async def serve(spec: WorkerSpec, ready_fd: int | None) -> None:
     server = grpc.aio.server(options=SERVER_OPTIONS)
     pb_grpc.add_ExecutorServicer_to_server(servicer, server)
     port = bind(server, spec.host, spec.port)
+    if spec.stateful:
+        servicer.consensus = ConsensusReplica(
+            node_id=spec.replica_id + 1,
+            peers={i + 1: address for i, address in enumerate(spec.peers)},
+            directory=spec.raft_dir, settings=RaftSettings.parse(spec.raft_configuration),
+            state_machine=ExecutorStateMachine(servicer.runner, servicer.pool))
+        pb_grpc.add_RaftServicer_to_server(RaftServicer(servicer.consensus), server)
+        bind(server, spec.host, int(spec.peers[spec.replica_id].rpartition(':')[2]))
+        await servicer.consensus.start()
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -138,6 +206,8 @@ async def serve(spec: WorkerSpec, ready_fd: int | None) -> None:
                        cuda_visible_devices=os.environ.get('CUDA_VISIBLE_DEVICES'))
     await stop.wait()
     await server.stop(grace=1.0)
+    if servicer.consensus is not None:
+        await servicer.consensus.close()
     servicer.pool.shutdown(wait=True)
     executor.close()
 

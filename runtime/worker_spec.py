@@ -68,6 +68,13 @@ class WorkerSpec:
     port: int = 0                  # 0: any free port (reported back on the ready pipe)
     sys_path: list[str] = field(default_factory=list)  # the owner's, so by-reference classes import
     log_level: str = 'INFO'
+    # Stateful replicas (Raft): every replica of the shard, by replica id, as 'host:port' of
+    # its Raft service; this replica listens on peers[replica_id].
+    stateful: bool = False
+    peers: list[str] = field(default_factory=list)
+    raft_dir: str | None = None
+    raft_configuration: dict = field(default_factory=dict)
+    read_consistency: str = 'eventual'
 
     @staticmethod
     def pack_class(cls) -> str:

@@ -1,0 +1,407 @@
+"""The `nborch` command: a shell over the Python API (STYLE 5).
+
+    nborch deployment --uses dep.yml [--replicas N ...]   Deployment(...).start(); block()
+    nborch flow --uses flow.yml                          Flow.load_config(...).start(); block()
+    nborch executor --uses X --port P                    one replica in this process
+    nborch ping HOST:PORT                                Client(HOST:PORT).status()
+
+The options of `deployment` are generated from `DeploymentSpec`'s fields, those of `flow` from
+`Flow`'s signature and those of `executor` from `WorkerSpec`'s fields, so a field added there
+is an option here. Bad input is one line on stderr, `nborch: error: ...`, exit code 2, and
+nothing is started; Ctrl-C or SIGTERM stop what was started and exit with 0.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import inspect
+import json
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+# The option helpers are public so that other shells (the %%deployment magic) derive the
+# same flags from the same dataclasses.
+__all__ = ['Option', 'add_options', 'build_parser', 'given', 'main', 'options_from_dataclass',
+           'options_from_signature']
+
+_DESCRIPTIONS = {
+    'deployment': 'serve an executor as replicas x shards behind one gateway',
+    'flow': 'serve a Flow YAML (executors in a DAG behind one gateway)',
+    'executor': 'serve one executor replica in this process (usable as an external executor)',
+    'ping': "check that a gateway or an executor answers (exit 0 if it does, 1 if not)",
+}
+_USES_HELP = {
+    'deployment': "a Deployment YAML (jtype: Deployment), an executor YAML, or 'module:Class'; "
+                  'options given here override the YAML',
+    'flow': 'a Flow YAML (jtype: Flow)',
+    'executor': "an executor YAML or 'module:Class'",
+}
+
+
+class _Failure(Exception):
+    """Ends the command with one line on stderr and `code`."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+class _StopRequested(BaseException):
+    """SIGTERM outside `block()`: unwinds like Ctrl-C, so whatever started is stopped."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        self.exit(2, f'nborch: error: {message} (see `{self.prog} --help`)\n')
+
+
+# -- options derived from dataclasses and signatures ---------------------------------------------
+
+@dataclass(frozen=True)
+class Option:
+    """One command-line option made from a dataclass field or a keyword parameter."""
+
+    name: str
+    kind: str          # int | float | str | bool | dict | list | any
+    default: Any
+    help: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return '--' + self.name.replace('_', '-')
+
+
+def _kind(annotation: Any) -> str:
+    """The option kind of an annotation, read from its text (`int | None` → int)."""
+    text = annotation if isinstance(annotation, str) else getattr(annotation, '__name__',
+                                                                  str(annotation))
+    parts = [p.strip() for p in text.split('|') if p.strip() not in ('None', 'NoneType', '')]
+    if len(parts) != 1:
+        return 'any'
+    base = parts[0].split('[')[0]
+    return base if base in ('int', 'float', 'str', 'bool', 'dict', 'list') else 'any'
+
+
+def options_from_dataclass(cls: type, exclude: Iterable[str] = ()) -> list[Option]:
+    """Options for the user-facing fields of `cls` (fields with `repr=False` are derived state)."""
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.name in exclude or not f.repr or not f.init:
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = None
+        out.append(Option(f.name, _kind(f.type), default, f.metadata.get('help')))
+    return out
+
+
+def options_from_signature(func: Callable, exclude: Iterable[str] = ()) -> list[Option]:
+    """Options for the named parameters of `func` (Flow() has no spec dataclass)."""
+    out = []
+    for p in inspect.signature(func).parameters.values():
+        if p.name in exclude or p.name == 'self' or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+            continue
+        annotation = p.annotation if p.annotation is not p.empty else type(p.default).__name__
+        default = None if p.default is p.empty else p.default
+        out.append(Option(p.name, _kind(annotation), default))
+    return out
+
+
+def _json(kind: str) -> Callable[[str], Any]:
+    expected, what = {'dict': (dict, 'a JSON object'), 'list': (list, 'a JSON list')}[kind]
+
+    def convert(text: str):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise argparse.ArgumentTypeError(f'expected {what}, got {text!r} ({exc.msg})') from None
+        if not isinstance(value, expected):
+            raise argparse.ArgumentTypeError(f'expected {what}, got {text!r}')
+        return value
+
+    return convert
+
+
+def _json_or_text(text: str) -> Any:
+    """`5555` → 5555, `{"/search": "ALL"}` → a dict, `ANY` → 'ANY'."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _number(kind: type) -> Callable[[str], Any]:
+    def convert(text: str):
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f'expected {"an integer" if kind is int else "a number"}, got {text!r}') from None
+
+    return convert
+
+
+# What an option is for, where the field itself says nothing (`field(metadata={'help': ...})`
+# wins); keyed by field name, or by (command, field name) where a command reads it differently.
+_HELP = {
+    'name': 'the executor\'s name (logs, parameters[name], target_executor)',
+    'uses_with': "keyword arguments of the executor's constructor",
+    'replicas': 'replica processes per shard',
+    'shards': 'partitions, each with its own replicas',
+    'polling': "ANY, ALL, or {endpoint: ANY|ALL, '*': default}",
+    'port': 'port of the gateway; with --external the replicas\' port(s)',
+    'host': "address to bind (0.0.0.0: all interfaces); with --external the replicas' host(s)",
+    'external': 'host/port name replicas that already run: start only a gateway',
+    'env': 'environment of the replica processes (e.g. {"CUDA_VISIBLE_DEVICES": "RR"})',
+    'workspace': 'folder for executor state',
+    'timeout_ready': 'milliseconds to wait for readiness; -1 waits forever',
+    'quiet': "do not echo the replicas' output",
+    'log_level': 'DEBUG, INFO, WARNING or ERROR',
+    'stateful': 'replicate @write endpoints with Raft consensus',
+    'peer_ports': 'Raft ports of the replicas (a list, or {shard: [ports]})',
+    'raft_configuration': 'Raft settings (heartbeat_timeout, election_timeout, ...)',
+    ('flow', 'name'): "the flow's name",
+    ('flow', 'port'): 'port of the gateway',
+    ('flow', 'host'): 'address to bind (0.0.0.0: all interfaces)',
+    ('flow', 'protocol'): 'grpc (the only one served)',
+    ('executor', 'port'): 'port to serve on; 0 picks a free one (see the ready line)',
+    ('executor', 'host'): 'address to bind (0.0.0.0: all interfaces)',
+    ('executor', 'shard_id'): 'the shard this replica stands for (runtime_args.shard_id)',
+    ('executor', 'replica_id'): 'the replica this process stands for (runtime_args.replica_id)',
+    ('executor', 'shards'): 'shards of the deployment it belongs to (runtime_args.shards)',
+    ('executor', 'replicas'): 'replicas of the deployment it belongs to (runtime_args.replicas)',
+}
+
+_CONVERT = {'int': (_number(int), 'N'), 'float': (_number(float), 'X'), 'str': (str, 'TEXT'),
+            'dict': (_json('dict'), 'JSON'), 'list': (_json('list'), 'JSON'),
+            'any': (_json_or_text, 'VALUE')}
+_KIND_HELP = {'int': 'an integer', 'float': 'a number', 'str': 'text', 'bool': 'on/off',
+              'dict': 'a JSON object', 'list': 'a JSON list', 'any': 'JSON or text'}
+
+
+def add_options(parser: argparse.ArgumentParser, options: list[Option], command: str,
+                title: str) -> None:
+    """Each option defaults to "not given" (absent from the parsed namespace)."""
+    group = parser.add_argument_group(title)
+    for option in options:
+        text = option.help or _HELP.get((command, option.name)) or _HELP.get(option.name)
+        text = text or _KIND_HELP[option.kind]
+        if option.default not in (None, {}, [], False):
+            text += f'; default: {option.default}'
+        text = text.replace('%', '%%')
+        if option.kind == 'bool':
+            group.add_argument(option.flag, dest=option.name, action=argparse.BooleanOptionalAction,
+                               default=argparse.SUPPRESS, help=text)
+        else:
+            convert, metavar = _CONVERT[option.kind]
+            group.add_argument(option.flag, dest=option.name, type=convert, metavar=metavar,
+                               default=argparse.SUPPRESS, help=text)
+
+
+def given(args: argparse.Namespace, options: list[Option]) -> dict:
+    """The options given on the command line (the others are absent, not defaulted)."""
+    return {o.name: getattr(args, o.name) for o in options if hasattr(args, o.name)}
+
+
+# -- the parser ---------------------------------------------------------------------------------
+
+def _deployment_options() -> list[Option]:
+    from nborch.spec import DeploymentSpec
+    return options_from_dataclass(DeploymentSpec, exclude=('uses',))
+
+
+def _flow_options() -> list[Option]:
+    from nborch.flow import Flow
+    return options_from_signature(Flow.__init__)
+
+
+def _executor_options() -> list[Option]:
+    from nborch.runtime.worker_spec import WorkerSpec
+    options = options_from_dataclass(WorkerSpec, exclude=('uses', 'sys_path'))
+    # `name` has no default in WorkerSpec; a lone replica is called what a Deployment would be
+    return [dataclasses.replace(o, default='executor') if o.name == 'name' else o
+            for o in options]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog='nborch', description='Serve nborch executors, deployments and flows '
+                                                 'from the command line.')
+    from nborch import __version__
+    parser.add_argument('--version', action='version', version=f'nborch {__version__}')
+    commands = parser.add_subparsers(dest='command', metavar='COMMAND', required=True)
+    for name, options, handler in (('deployment', _deployment_options(), _deployment),
+                                   ('flow', _flow_options(), _flow),
+                                   ('executor', _executor_options(), _executor)):
+        sub = commands.add_parser(name, help=_DESCRIPTIONS[name],
+                                  description=_DESCRIPTIONS[name])
+        sub.add_argument('--uses', required=name != 'deployment', metavar='USES',
+                         help=_USES_HELP[name])
+        add_options(sub, options, name, 'options (override the YAML)' if name != 'executor'
+                    else 'options (uses_with is merged over the YAML\'s with:)')
+        sub.set_defaults(handler=handler, options=options)
+    ping = commands.add_parser('ping', help=_DESCRIPTIONS['ping'], description=_DESCRIPTIONS['ping'])
+    ping.add_argument('address', metavar='HOST:PORT', help="also grpc://HOST:PORT")
+    ping.add_argument('--timeout', type=_number(float), default=5.0, metavar='S',
+                      help='seconds to wait for the answer; default: 5')
+    ping.set_defaults(handler=_ping, options=[])
+    return parser
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+def _plural(n: int, word: str) -> str:
+    return f'{n} {word}' if n == 1 else f'{n} {word}s'
+
+
+def _deployment(args: argparse.Namespace) -> int:
+    from nborch import Deployment
+    from nborch.config import ConfigError, yaml_jtype
+    from nborch.uses import is_executor_yaml
+
+    overrides = given(args, args.options)
+    try:
+        jtype = yaml_jtype(args.uses) if is_executor_yaml(args.uses) else None
+        if jtype == 'Flow':
+            raise _Failure(2, f'{args.uses} is a Flow YAML: run `nborch flow --uses {args.uses}`')
+        if jtype == 'Deployment':
+            dep = Deployment.load_config(args.uses, **overrides)
+        else:  # an executor YAML, 'module:Class', a registered name, or nothing (pass-through)
+            dep = Deployment(uses=args.uses, **overrides)
+    except (ConfigError, ValueError, TypeError, OSError) as exc:
+        raise _Failure(2, str(exc)) from None
+    spec = dep.spec
+    detail = f'({_plural(spec.replicas, "replica")} × {_plural(spec.shards, "shard")})'
+    return _serve(dep, f'deployment {dep.name}', detail)
+
+
+def _flow(args: argparse.Namespace) -> int:
+    from nborch import Flow
+    from nborch.config import ConfigError
+
+    overrides = given(args, args.options)
+    try:
+        flow = Flow.load_config(args.uses, **overrides) if overrides else \
+            Flow.load_config(args.uses)
+    except (ConfigError, ValueError, TypeError, OSError) as exc:
+        raise _Failure(2, str(exc)) from None
+    names = [spec.name for spec in flow.executors]
+    detail = f'({_plural(len(names), "executor")}: {", ".join(names)})' if names \
+        else '(no executors)'
+    return _serve(flow, f'flow {flow.name}', detail)
+
+
+def _serve(serving, what: str, detail: str) -> int:
+    """Start, announce, block until Ctrl-C/SIGTERM, stop. Exit code 0 once stopped on request."""
+    from nborch.errors import PortInUseError
+
+    def stop_requested(*_):
+        raise _StopRequested
+
+    previous = signal.signal(signal.SIGTERM, stop_requested)
+    try:
+        try:
+            serving.start()  # on any exception (signals included) it stops what it started
+        except PortInUseError as exc:
+            raise _Failure(2, str(exc)) from None
+        except Exception as exc:
+            raise _Failure(1, f'{what} did not start: {exc}') from None
+        print(f'nborch: {what} serving on {serving.host}:{serving.port} {detail}', flush=True)
+        serving.block()
+    except (_StopRequested, KeyboardInterrupt):
+        pass  # asked to stop before block() took over the signals
+    finally:
+        # Teardown is bounded; a second Ctrl-C must not cut it short and leave processes.
+        previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            serving.close()
+        finally:
+            signal.signal(signal.SIGINT, previous_int)
+            signal.signal(signal.SIGTERM, previous)
+    print(f'nborch: {what} stopped', flush=True)
+    return 0
+
+
+def _executor(args: argparse.Namespace) -> int:
+    from nborch.config import ConfigError
+    from nborch.errors import PortInUseError
+    from nborch.ports import check_port_free
+    from nborch.runtime import child
+    from nborch.runtime.worker import serve
+    from nborch.runtime.worker_spec import WorkerSpec
+    from nborch.uses import resolve_uses_and_defaults
+
+    fields = {o.name: o.default for o in args.options}
+    fields.update(given(args, args.options))
+    try:
+        cls, defaults = resolve_uses_and_defaults(args.uses)
+        fields['uses_with'] = {**defaults, **(fields.get('uses_with') or {})}
+        spec = WorkerSpec(uses=WorkerSpec.pack_class(cls), sys_path=list(sys.path), **fields)
+        if spec.port:
+            check_port_free(spec.host, spec.port, f'executor {spec.name}')
+    except (ConfigError, ValueError, TypeError, PortInUseError) as exc:
+        raise _Failure(2, str(exc)) from None
+
+    def stop_requested(*_):
+        raise _StopRequested
+
+    signal.signal(signal.SIGTERM, stop_requested)  # until serve() installs its own handlers
+    child.configure_logging(spec.log_level)
+    try:
+        asyncio.run(serve(spec, ready_fd=None))  # prints {"pid": ..., "port": ...} when ready
+    except (_StopRequested, KeyboardInterrupt):
+        pass
+    except Exception as exc:
+        raise _Failure(1, f'executor {spec.name} failed: {type(exc).__name__}: {exc}') from None
+    return 0
+
+
+def _ping(args: argparse.Namespace) -> int:
+    from nborch.client import Client
+
+    try:
+        client = Client(args.address)
+    except (ValueError, TypeError) as exc:
+        raise _Failure(2, str(exc)) from None
+    try:
+        status = client.status(timeout=args.timeout)
+    except (ConnectionError, TimeoutError, RuntimeError) as exc:
+        print(f'nborch: {args.address} is not ready: {exc}', file=sys.stderr, flush=True)
+        return 1
+    finally:
+        client.close()
+    print(f'{args.address} is ready ({_describe_status(status)})', flush=True)
+    return 0
+
+
+def _describe_status(status: dict) -> str:
+    if status.get('role') == 'worker':
+        return (f"worker {status.get('name')!r} shard {status.get('shard')} replica "
+                f"{status.get('replica')}, pid {status.get('pid')}")
+    if status.get('role') == 'gateway':
+        names = [e.get('name') for e in status.get('executors', [])]
+        return f"gateway, pid {status.get('pid')}, executors: {', '.join(names) or 'none'}"
+    return f"{status.get('role', 'unknown role')}, pid {status.get('pid')}"
+
+
+# -- entry point --------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    """`nborch ...`; returns the exit code."""
+    if os.getcwd() not in sys.path and '' not in sys.path:
+        # `module:Class` given on the command line names modules from where the user stands,
+        # as with `python -m`; replica processes inherit this sys.path.
+        sys.path.insert(0, os.getcwd())
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except _Failure as failure:
+        print(f'nborch: error: {failure}', file=sys.stderr, flush=True)
+        return failure.code

@@ -1,0 +1,109 @@
+"""The IPython extension (SPEC §8): `%load_ext nborch` / `%unload_ext nborch`, and the two
+plain-Python helpers the cell magics shell over.
+
+`deployment_from_yaml(text)` and `flow_from_yaml(text)` build (never start) a Deployment or
+a Flow from the YAML body of a cell, exactly as `load_config` does from a file. Nothing here
+imports IPython; `nborch.magics` does, and only once the extension is loaded.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Callable, TypeVar
+
+import yaml
+
+from nborch.config import ConfigError, deployment_kwargs, flow_kwargs
+from nborch.deployment import Deployment
+from nborch.flow import Flow
+
+T = TypeVar('T')
+
+__all__ = ['deployment_from_yaml', 'flow_from_yaml', 'load_ipython_extension',
+           'unload_ipython_extension']
+
+
+def deployment_from_yaml(text: str, *, name: str | None = None, origin: str = '<yaml>',
+                         **overrides) -> Deployment:
+    """A Deployment (not started) from `jtype: Deployment` YAML text; `jtype` may be omitted.
+
+    `name` is the deployment's name unless the YAML gives one; `overrides` (Deployment
+    keyword arguments) win over the YAML. YAML mistakes are a `ConfigError` whose message
+    is `ORIGIN:LINE: what is wrong`, lines counted in `text`.
+    """
+    kwargs = _read(deployment_kwargs, _with_jtype(text, 'Deployment'), origin)
+    if name is not None:
+        kwargs.setdefault('name', name)
+    return Deployment(**{**kwargs, **overrides})
+
+
+def flow_from_yaml(text: str, *, name: str | None = None, origin: str = '<yaml>',
+                   **overrides) -> Flow:
+    """A Flow (not started) from `jtype: Flow` YAML text; `jtype` may be omitted.
+
+    `name` names the flow unless its `with:` does; `overrides` (Flow keyword arguments:
+    the gateway's `port`, `host`, ...) win over `with:`.
+    """
+    gateway, executors = _read(flow_kwargs, _with_jtype(text, 'Flow'), origin)
+    if name is not None:
+        gateway.setdefault('name', name)
+    flow = Flow(**{**gateway, **overrides})
+    for entry in executors:
+        flow.add(**entry)
+    return flow
+
+
+def _with_jtype(text: str, jtype: str) -> str:
+    """`text` with `jtype: <jtype>` appended when it is a mapping (or empty) without one.
+
+    Appended, not prepended, so that line numbers in error messages stay those of `text`.
+    Text that does not parse is returned unchanged: the config reader reports where.
+    """
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if data is None or (isinstance(data, dict) and 'jtype' not in data):
+        return f'{text.rstrip()}\njtype: {jtype}\n'
+    return text
+
+
+def _read(reader: Callable[[str], T], text: str, origin: str) -> T:
+    """`reader(path)` over `text` written to a file in the working directory (so relative
+    `uses:` and `py_modules:` paths resolve from there, as they would for a YAML file next to
+    the notebook; the system's temp dir if that is not writable), removed afterwards.
+    Errors in `text` name `origin` instead of the file."""
+    try:
+        fd, path = tempfile.mkstemp(prefix='.nborch-', suffix='.yml', dir=os.getcwd())
+    except OSError:
+        fd, path = tempfile.mkstemp(prefix='nborch-', suffix='.yml')
+    try:
+        with os.fdopen(fd, 'w', encoding='utf-8') as f:
+            f.write(text)
+        return reader(path)
+    except ConfigError as exc:
+        if exc.path != path:  # an executor YAML named in `uses:` keeps its own name
+            raise
+        raise ConfigError(origin, exc.line, exc.problem) from None
+    finally:
+        os.unlink(path)
+
+
+def load_ipython_extension(ipython) -> None:
+    """`%load_ext nborch`: register `%%deployment`, `%%flow` and `%nborch`."""
+    from nborch.magics import NborchMagics
+    ipython.register_magics(NborchMagics(ipython))
+
+
+def unload_ipython_extension(ipython) -> None:
+    """`%unload_ext nborch`: stop everything the magics started and remove the magics."""
+    from nborch.magics import NborchMagics
+    magics = ipython.magics_manager.registry.pop(NborchMagics.__name__, None)
+    if magics is None:
+        return
+    magics.stop_started()
+    for kind, table in magics.magics.items():
+        registered = ipython.magics_manager.magics[kind]
+        for name, method in table.items():
+            if registered.get(name) == method:  # not one another extension put there since
+                del registered[name]

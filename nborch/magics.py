@@ -1,0 +1,187 @@
+"""`%%deployment`, `%%flow` and `%nborch` (SPEC §8): shells over nborch's Python API.
+
+Each magic parses its arguments, builds through the public API, starts, binds; everything
+else is a call the user could make in plain Python (`nborch.ipython.deployment_from_yaml`,
+`Serving.start/status/logs/close`, `nborch.orchestrator.stop_all`). Bad input raises a
+ValueError/TypeError with one line, never a UsageError: nbval does not see UsageErrors.
+"""
+from __future__ import annotations
+
+import re
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from nborch.flow import Flow
+from nborch.ipython import deployment_from_yaml, flow_from_yaml
+from nborch.orchestrator import stop_all
+from nborch.serving import Serving
+
+_DEPLOYMENT_FLAGS = ('uses', 'replicas', 'shards', 'polling', 'port', 'host', 'workspace',
+                     'timeout_ready', 'quiet')
+_FLOW_FLAGS = ('port', 'host', 'timeout_ready', 'quiet')
+
+
+@magics_class
+class NborchMagics(Magics):
+    """The magics of `%load_ext nborch`. `started` holds what the cell magics started (by
+    variable name); `%unload_ext nborch` stops those."""
+
+    def __init__(self, shell=None, **kwargs):
+        super().__init__(shell, **kwargs)
+        self.started: dict[str, Serving] = {}
+
+    @magic_arguments()
+    @argument('name', nargs='?',
+              help="variable to bind the deployment to; also its name when the YAML has no "
+                   "'name:' (default: the YAML's name, else 'deployment')")
+    @argument('--uses', help="Executor class name (defined in this notebook or imported), "
+                             "'module:Class' or an executor YAML")
+    @argument('--replicas', type=int, help='replicas per shard')
+    @argument('--shards', type=int, help='number of shards')
+    @argument('--polling', help="ANY, ALL or a JSON {endpoint: ANY|ALL}")
+    @argument('--port', type=int, help="the gateway's port (default: a free one)")
+    @argument('--host', help='interface to bind (default 127.0.0.1)')
+    @argument('--workspace', help='workspace folder of the executors')
+    @argument('--timeout-ready', type=int, help='ms to wait for every replica to be ready')
+    @argument('--quiet', action='store_const', const=True,
+              help="do not echo the replicas' output into the notebook")
+    @cell_magic
+    def deployment(self, line: str, cell: str) -> Serving:
+        """Start a Deployment from the cell's YAML and bind it to NAME.
+
+        The body is the YAML of a Deployment (`jtype: Deployment` optional; keys at top
+        level or under `with:`). Flags override the YAML. Re-running the cell stops the
+        deployment bound to NAME first. Plain Python equivalent:
+
+            dep = nborch.ipython.deployment_from_yaml(yaml_text, replicas=3).start()
+
+        Example:
+
+            %%deployment indexer --replicas 3
+            uses: MyIndexer
+            shards: 2
+        """
+        args = _parse(self.deployment, line)
+        dep = deployment_from_yaml(cell, name=args.name or 'deployment',
+                                   origin='%%deployment cell', **_given(args, _DEPLOYMENT_FLAGS))
+        return self._start_and_bind(args.name, dep)
+
+    @magic_arguments()
+    @argument('name', nargs='?',
+              help="variable to bind the flow to; also its name when its 'with:' has none "
+                   "(default: the flow's name, else 'flow')")
+    @argument('--port', type=int, help="the gateway's port (default: the YAML's, else a free one)")
+    @argument('--host', help='interface to bind (default 127.0.0.1)')
+    @argument('--timeout-ready', type=int, help='ms to wait for every replica to be ready')
+    @argument('--quiet', action='store_const', const=True,
+              help="do not echo the replicas' output into the notebook")
+    @cell_magic
+    def flow(self, line: str, cell: str) -> Serving:
+        """Start a Flow from the cell's YAML and bind it to NAME.
+
+        The body is the YAML of a Flow (`jtype: Flow` optional; `with:` for the gateway,
+        `executors:` a list of `Flow.add()` arguments). Flags override `with:`. Re-running
+        the cell stops the flow bound to NAME first. Plain Python equivalent:
+
+            f = nborch.ipython.flow_from_yaml(yaml_text, port=5555).start()
+        """
+        args = _parse(self.flow, line)
+        flow = flow_from_yaml(cell, name=args.name or 'flow', origin='%%flow cell',
+                              **_given(args, _FLOW_FLAGS))
+        return self._start_and_bind(args.name, flow)
+
+    @magic_arguments()
+    @argument('action', choices=('list', 'status', 'logs', 'stop'),
+              help='list: deployments and flows in this namespace; status NAME: their '
+                   'processes and routing counters; logs NAME: the last lines of one '
+                   'replica; stop NAME | stop --all')
+    @argument('name', nargs='?', help='the variable a deployment or flow is bound to')
+    @argument('--all', action='store_true', dest='all',
+              help='with stop: every deployment and flow this kernel started')
+    @argument('--executor', help="with logs on a Flow: the executor (default: the first)")
+    @argument('--shard', type=int, default=0, help='with logs: the shard (default 0)')
+    @argument('--replica', type=int, default=0, help='with logs: the replica (default 0)')
+    @line_magic
+    def nborch(self, line: str):
+        """Look at and stop the deployments and flows of this kernel.
+
+            %nborch list
+            %nborch status dep          (dep.status())
+            %nborch logs dep --shard 1 --replica 2    (print(dep.logs(1, 2)))
+            %nborch stop dep            (dep.close())
+            %nborch stop --all          (nborch.orchestrator.stop_all())
+        """
+        args = _parse(self.nborch, line)
+        if args.action == 'list':
+            for name, obj in self._bound().items():
+                print(f'{name}: {obj!r}')
+        elif args.action == 'stop' and args.all:
+            self.stop_started()
+            stop_all()
+        elif args.action == 'stop':
+            self._lookup(args).close()
+            self.started.pop(args.name, None)
+        elif args.action == 'status':
+            return self._lookup(args).status()
+        elif isinstance(obj := self._lookup(args), Flow):
+            print(obj.logs(args.executor or obj.executors[0].name, args.shard, args.replica),
+                  end='')
+        else:
+            print(obj.logs(args.shard, args.replica), end='')
+
+    # -- shared steps ---------------------------------------------------------------------
+    def _start_and_bind(self, name: str | None, obj: Serving) -> Serving:
+        """Stop what `name` is bound to (a re-run cell), start `obj`, bind it, return it."""
+        name = name or _identifier(obj.name)
+        previous = self.shell.user_ns.get(name)
+        if isinstance(previous, Serving):
+            previous.close()
+        self.started.pop(name, None)
+        obj.start()
+        self.started[name] = obj
+        self.shell.user_ns[name] = obj
+        return obj
+
+    def stop_started(self) -> None:
+        """Stop everything the cell magics started."""
+        started, self.started = self.started, {}
+        for obj in started.values():
+            obj.close()
+
+    def _bound(self) -> dict[str, Serving]:
+        return {name: obj for name, obj in self.shell.user_ns.items()
+                if isinstance(obj, Serving) and not name.startswith('_')}
+
+    def _lookup(self, args) -> Serving:
+        if not args.name:
+            raise ValueError(f'%nborch {args.action} needs the NAME of a deployment or flow')
+        obj = self.shell.user_ns.get(args.name)
+        if not isinstance(obj, Serving):
+            known = ', '.join(self._bound()) or 'none'
+            raise ValueError(f'%nborch {args.action}: no deployment or flow named '
+                             f'{args.name!r} (known: {known})')
+        return obj
+
+
+def _parse(magic, line: str):
+    """The magic's arguments; a bad flag is a ValueError naming the magic."""
+    try:
+        args = parse_argstring(magic, line)
+    except UsageError as exc:
+        raise ValueError(f'%{magic.__name__}: {exc}') from None
+    name = getattr(args, 'name', None)
+    if name is not None and not name.isidentifier():
+        raise ValueError(f'%{magic.__name__}: NAME {name!r} must be a Python identifier')
+    return args
+
+
+def _given(args, flags: tuple[str, ...]) -> dict:
+    return {flag: getattr(args, flag) for flag in flags if getattr(args, flag) is not None}
+
+
+def _identifier(name: str) -> str:
+    """A deployment's name as a variable name (`slow-encoder` → `slow_encoder`)."""
+    name = re.sub(r'\W', '_', name)
+    return f'_{name}' if name[0].isdigit() else name

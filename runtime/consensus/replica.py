@@ -1,0 +1,358 @@
+"""`ConsensusReplica`: the driver of one replica's Raft node inside a worker process.
+
+It owns the node, its storage and its peer links, on the worker's event loop:
+
+    tick / receive / propose ──▶ node ──▶ Ready: persist (fsync) → send → apply → advance
+
+Writes (`write`) are proposed here when this replica leads, else forwarded to the leader,
+which says where the entry landed; every replica applies committed entries in log order,
+once, through its state machine, and the replica that took the request answers with its
+own apply result. A retried write (same `write_id`) is applied once: the ids of applied
+writes are part of the replicated state (and of snapshots). Reads may call `read_barrier`
+first for linearizability (ReadIndex, thesis §6.4).
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import random
+import struct
+import time
+import uuid
+from pathlib import Path
+from typing import Protocol
+
+from nborch.protos import nborch_pb2 as pb
+from nborch.runtime.consensus.core import (Message, MessageDecodeError, NotLeaderError, RaftNode,
+                                           Role)
+from nborch.runtime.consensus.settings import RaftSettings
+from nborch.runtime.consensus.storage import DiskStorage
+from nborch.runtime.consensus.transport import PeerLink
+
+WRITE_TIMEOUT_S = 30.0
+FORWARD_TIMEOUT_S = 5.0
+REMEMBERED_WRITES = 100_000   # write ids kept for de-duplication (replicated state)
+RECENT_RESULTS = 4_096        # apply results kept for a forwarded write that lands first
+_ENVELOPE = struct.Struct('<I')
+
+log = logging.getLogger('nborch.raft')
+
+
+class StateMachine(Protocol):
+    can_snapshot: bool
+
+    async def apply_many(self, requests: list[pb.DataRequest]) -> list[pb.DataResponse]: ...
+    async def snapshot(self) -> bytes: ...
+    async def restore(self, data: bytes) -> None: ...
+
+
+class ProposalLost(Exception):
+    """The entry a proposal got was replaced (leader change): propose again."""
+
+
+def pass_through(request: pb.DataRequest) -> pb.DataResponse:
+    """The answer for a write that was applied before (a retry) or inside a snapshot."""
+    return pb.DataResponse(docs=request.docs, parameters=request.parameters)
+
+
+class ConsensusReplica:
+    def __init__(self, *, node_id: int, peers: dict[int, str], directory: str,
+                 settings: RaftSettings, state_machine: StateMachine):
+        self.node_id = node_id
+        self.peers = dict(peers)            # node id → 'host:port' of its Raft service
+        self.directory = Path(directory)
+        self.settings = settings
+        self.sm = state_machine
+        self.node: RaftNode | None = None
+        self.storage: DiskStorage | None = None
+        self.applied = 0
+        self.snapshot_index = 0
+        self.applied_writes: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self._recent: collections.OrderedDict[int, tuple[int, pb.DataResponse]] = \
+            collections.OrderedDict()
+        self._waiters: dict[int, tuple[int, asyncio.Future]] = {}
+        self._reads: dict[bytes, asyncio.Future] = {}
+        self._applied_waiters: list[tuple[int, asyncio.Future]] = []
+        self._links: dict[int, PeerLink] = {}
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._last_compact_check = 0.0
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Open storage, restore the latest snapshot, and start driving (replay follows)."""
+        self.storage = DiskStorage.open(self.directory)
+        snapshot = self.storage.snapshot()
+        if not snapshot.is_empty:
+            await self._restore(snapshot.data)
+            self.applied = self.snapshot_index = snapshot.meta.index
+        config = self.settings.core_config(self.node_id, tuple(sorted(self.peers)), self.applied)
+        self.node = RaftNode(config, self.storage, rng=random.Random())
+        self._links = {peer: PeerLink(peer, address, self._unreachable)
+                       for peer, address in self.peers.items() if peer != self.node_id}
+        self._tasks = [asyncio.ensure_future(self._tick()), asyncio.ensure_future(self._drive())]
+        self._wake.set()
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for link in self._links.values():
+            await link.close()
+        if self.storage is not None:
+            self.storage.close()
+
+    # -- inputs ----------------------------------------------------------------------------
+    def receive(self, data: bytes) -> None:
+        try:
+            message = Message.from_bytes(data)
+        except MessageDecodeError as exc:
+            log.warning('dropped a malformed raft message: %s', exc)
+            return
+        self.node.step(message)
+        self._wake.set()
+
+    def propose_here(self, request: pb.DataRequest) -> pb.ProposeReply:
+        """A write forwarded by a follower (or taken here): append it if this replica leads."""
+        try:
+            where = self.node.propose(_entry_data(request))
+        except NotLeaderError as exc:
+            return pb.ProposeReply(leader=exc.leader, error='not the leader')
+        self._wake.set()
+        return pb.ProposeReply(term=where.term, index=where.index)
+
+    async def write(self, request: pb.DataRequest) -> pb.DataResponse:
+        """Commit `request` in the log, then return this replica's result of applying it."""
+        deadline = time.monotonic() + WRITE_TIMEOUT_S
+        while True:
+            if request.write_id and request.write_id in self.applied_writes:
+                return pass_through(request)  # a retry of a write that already applied
+            term, index = await self._place(request, deadline)
+            try:
+                return await self._result_of(term, index, deadline)
+            except ProposalLost:
+                continue
+
+    async def read_barrier(self, timeout: float = 10.0) -> None:
+        """Return once this replica has applied everything committed before the call."""
+        deadline = time.monotonic() + timeout
+        context = uuid.uuid4().bytes
+        future = asyncio.get_running_loop().create_future()
+        self._reads[context] = future
+        try:
+            while True:
+                try:
+                    self.node.read_index(context)
+                    break
+                except NotLeaderError:
+                    await self._until_leader_known(deadline)
+            self._wake.set()
+            index = await asyncio.wait_for(future, max(deadline - time.monotonic(), 0.01))
+        except asyncio.TimeoutError:
+            raise TimeoutError('no linearizable read point: the group has no leader') from None
+        finally:
+            self._reads.pop(context, None)
+        await self._applied_at_least(index)
+
+    def status(self) -> dict:
+        s = self.node.status()
+        return {'id': self.node_id, 'role': str(s.role), 'term': s.term, 'leader': s.leader,
+                'commit': s.commit, 'applied': self.applied, 'snapshot_index': self.snapshot_index,
+                'peers': len(self.peers)}
+
+    # -- placing and awaiting writes -------------------------------------------------------
+    async def _place(self, request: pb.DataRequest, deadline: float) -> tuple[int, int]:
+        while time.monotonic() < deadline:
+            if self.node.role is Role.LEADER:
+                reply = self.propose_here(request)
+            elif self.node.leader:
+                link = self._links[self.node.leader]
+                try:
+                    reply = await link.propose(request, FORWARD_TIMEOUT_S)
+                except Exception as exc:  # the leader is gone: wait for the next one
+                    log.debug('forward to %d failed: %s', self.node.leader, exc)
+                    await asyncio.sleep(self.settings.heartbeat_ms / 1000)
+                    continue
+            else:
+                await self._until_leader_known(deadline)
+                continue
+            if not reply.error:
+                return reply.term, reply.index
+            await asyncio.sleep(self.settings.heartbeat_ms / 1000)
+        raise TimeoutError('the write was not committed in time: no leader with a majority')
+
+    async def _result_of(self, term: int, index: int, deadline: float) -> pb.DataResponse:
+        recent = self._recent.get(index)
+        if recent is not None:  # applied here before the forward's reply arrived
+            if recent[0] != term:
+                raise ProposalLost()
+            return recent[1]
+        if index <= self.applied:
+            raise ProposalLost()  # applied inside a snapshot: write() checks the write ids
+        future = asyncio.get_running_loop().create_future()
+        self._waiters[index] = (term, future)
+        try:
+            return await asyncio.wait_for(future, max(deadline - time.monotonic(), 0.01))
+        except asyncio.TimeoutError:
+            raise TimeoutError('the write was not committed in time') from None
+        finally:
+            self._waiters.pop(index, None)
+
+    async def _until_leader_known(self, deadline: float) -> None:
+        while not self.node.leader:
+            if time.monotonic() >= deadline:
+                raise TimeoutError('no Raft leader was elected in time')
+            await asyncio.sleep(self.settings.heartbeat_ms / 1000)
+
+    async def _applied_at_least(self, index: int) -> None:
+        if self.applied >= index:
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._applied_waiters.append((index, future))
+        await future
+
+    # -- the driver loop -------------------------------------------------------------------
+    async def _tick(self) -> None:
+        interval = self.settings.heartbeat_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            self.node.tick()
+            self._wake.set()
+
+    async def _drive(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                while self.node.has_ready():
+                    await self._handle_ready(self.node.ready())
+                await self._maybe_compact()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception('raft driver failed; the replica stops serving')
+                raise
+
+    async def _handle_ready(self, rd) -> None:
+        # 1. persist, durably, in this order (core/node.py: Ready)
+        if rd.snapshot is not None:
+            self.storage.apply_snapshot(rd.snapshot)
+        if rd.entries:
+            self.storage.append(rd.entries)
+        if rd.hard_state is not None:
+            self.storage.set_hard_state(rd.hard_state, durable=rd.must_sync)
+        # 2. send, only after the writes above are on disk
+        for message in rd.messages:
+            link = self._links.get(message.dst)
+            if link is not None:
+                link.send(message.to_bytes())
+        # 3. apply
+        if rd.snapshot is not None:
+            await self._restore(rd.snapshot.data)
+            self.applied = self.snapshot_index = rd.snapshot.meta.index
+            for index, (term, future) in list(self._waiters.items()):
+                if index <= self.applied and not future.done():
+                    future.set_exception(ProposalLost())
+        if rd.committed_entries:
+            await self._apply(rd.committed_entries)
+        for read in rd.read_states:
+            future = self._reads.get(read.context)
+            if future is not None and not future.done():
+                future.set_result(read.index)
+        # 4. advance
+        self.node.advance(rd)
+        self._notify_applied()
+
+    async def _apply(self, entries) -> None:
+        todo = []
+        for entry in entries:
+            if entry.data:
+                request = pb.DataRequest.FromString(entry.data)
+                if not (request.write_id and request.write_id in self.applied_writes):
+                    todo.append(request)
+        results = iter(await self.sm.apply_many(todo)) if todo else iter(())
+        for entry in entries:
+            response = None
+            if entry.data:
+                request = pb.DataRequest.FromString(entry.data)
+                if request.write_id and request.write_id in self.applied_writes:
+                    response = pass_through(request)
+                else:
+                    response = next(results)
+                    if request.write_id:
+                        self._remember(request.write_id, entry.index)
+            self.applied = entry.index
+            self._recent[entry.index] = (entry.term, response)
+            if len(self._recent) > RECENT_RESULTS:
+                self._recent.popitem(last=False)
+            waiter = self._waiters.get(entry.index)
+            if waiter is not None and not waiter[1].done():
+                term, future = waiter
+                if term == entry.term and response is not None:
+                    future.set_result(response)
+                else:
+                    future.set_exception(ProposalLost())
+
+    def _remember(self, write_id: str, index: int) -> None:
+        self.applied_writes[write_id] = index
+        if len(self.applied_writes) > REMEMBERED_WRITES:
+            self.applied_writes.popitem(last=False)
+
+    def _notify_applied(self) -> None:
+        still = []
+        for index, future in self._applied_waiters:
+            if future.done():
+                continue
+            if self.applied >= index:
+                future.set_result(None)
+            else:
+                still.append((index, future))
+        self._applied_waiters = still
+
+    def _unreachable(self, peer: int) -> None:
+        if self.node is not None:
+            self.node.report_unreachable(peer)
+
+    # -- snapshots -------------------------------------------------------------------------
+    async def _maybe_compact(self) -> None:
+        if not self.sm.can_snapshot:
+            return  # executors without snapshot()/restore() keep the full log
+        now = time.monotonic()
+        if now - self._last_compact_check < self.settings.snapshot_interval_ms / 1000:
+            return
+        self._last_compact_check = now
+        if self.applied - self.snapshot_index < self.settings.snapshot_threshold:
+            return
+        index = self.applied
+        data = _pack_snapshot(list(self.applied_writes), await self.sm.snapshot())
+        self.storage.create_snapshot(index, data, tuple(sorted(self.peers)))
+        self.snapshot_index = index
+        keep_from = index - self.settings.trailing_logs
+        if keep_from >= self.storage.first_index():
+            self.storage.compact(keep_from)
+        log.info('snapshot at index %d (%d bytes)', index, len(data))
+
+    async def _restore(self, data: bytes) -> None:
+        writes, state = _unpack_snapshot(data)
+        self.applied_writes = collections.OrderedDict((w, 0) for w in writes)
+        await self.sm.restore(state)
+
+
+def _entry_data(request: pb.DataRequest) -> bytes:
+    """A log entry is the request itself, less the hop-local stream id."""
+    entry = pb.DataRequest()
+    entry.CopyFrom(request)
+    entry.request_id = ''
+    return entry.SerializeToString()
+
+
+def _pack_snapshot(write_ids: list[str], state: bytes) -> bytes:
+    header = json.dumps({'writes': write_ids}).encode()
+    return _ENVELOPE.pack(len(header)) + header + state
+
+
+def _unpack_snapshot(data: bytes) -> tuple[list[str], bytes]:
+    (length,) = _ENVELOPE.unpack_from(data)
+    header = json.loads(data[_ENVELOPE.size:_ENVELOPE.size + length])
+    return header['writes'], data[_ENVELOPE.size + length:]

@@ -1,0 +1,79 @@
+"""Peer traffic of one Raft group over gRPC: one client stream per peer, fire and forget.
+
+Raft tolerates lost, duplicated and reordered messages, so a link that breaks drops what
+it held, tells the node the peer is unreachable, and reconnects on the next message.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable
+
+import grpc
+
+from nborch.protos import nborch_pb2 as pb
+from nborch.protos import nborch_pb2_grpc as pb_grpc
+from nborch.runtime.grpc_options import CHANNEL_OPTIONS
+
+QUEUE_LIMIT = 10_000  # messages held for a slow peer before new ones are dropped
+RECONNECT_S = 0.05
+
+log = logging.getLogger('nborch.raft')
+
+
+class PeerLink:
+    """Outgoing messages to one peer, written in order on one `Raft.Send` stream."""
+
+    def __init__(self, peer: int, address: str, on_unreachable: Callable[[int], None]):
+        self.peer = peer
+        self.address = address
+        self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.stub = pb_grpc.RaftStub(self.channel)
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue(QUEUE_LIMIT)
+        self._on_unreachable = on_unreachable
+        self._task = asyncio.ensure_future(self._pump())
+
+    def send(self, data: bytes) -> None:
+        try:
+            self._queue.put_nowait(data)
+        except asyncio.QueueFull:
+            pass  # the peer is far behind; Raft resends what matters
+
+    async def _pump(self) -> None:
+        while True:
+            data = await self._queue.get()
+            call = self.stub.Send()
+            try:
+                await call.write(pb.RaftMessage(data=data))
+                while True:
+                    data = await self._queue.get()
+                    await call.write(pb.RaftMessage(data=data))
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
+                log.debug('link to peer %d (%s) broke: %s', self.peer, self.address, exc)
+                call.cancel()
+                while not self._queue.empty():  # stale by the time the peer is back
+                    self._queue.get_nowait()
+                self._on_unreachable(self.peer)
+                await asyncio.sleep(RECONNECT_S)
+
+    async def propose(self, request: pb.DataRequest, timeout: float) -> pb.ProposeReply:
+        return await self.stub.Propose(request, timeout=timeout)
+
+    async def close(self) -> None:
+        self._task.cancel()
+        await self.channel.close()
+
+
+class RaftServicer(pb_grpc.RaftServicer):
+    """Incoming peer traffic for one replica's `ConsensusReplica`."""
+
+    def __init__(self, replica):
+        self.replica = replica
+
+    async def Send(self, request_iterator, context):
+        async for message in request_iterator:
+            self.replica.receive(message.data)
+        return pb.RaftAck()
+
+    async def Propose(self, request, context):
+        return self.replica.propose_here(request)
