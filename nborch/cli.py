@@ -167,6 +167,7 @@ _HELP = {
     'stateful': 'replicate @write endpoints with Raft consensus',
     'peer_ports': 'Raft ports of the replicas (a list, or {shard: [ports]})',
     'raft_configuration': 'Raft settings (heartbeat_timeout, election_timeout, ...)',
+    'read_consistency': "eventual, or linearizable (reads wait for the leader's commit index)",
     ('flow', 'name'): "the flow's name",
     ('flow', 'port'): 'port of the gateway',
     ('flow', 'host'): 'address to bind (0.0.0.0: all interfaces)',
@@ -297,6 +298,12 @@ def _flow(args: argparse.Namespace) -> int:
     return _serve(flow, f'flow {flow.name}', detail)
 
 
+def _say(line: str) -> None:
+    """One write per line: replica output is echoed to the same stdout from other threads."""
+    sys.stdout.write(line + '\n')
+    sys.stdout.flush()
+
+
 def _serve(serving, what: str, detail: str) -> int:
     """Start, announce, block until Ctrl-C/SIGTERM, stop. Exit code 0 once stopped on request."""
     from nborch.errors import PortInUseError
@@ -312,7 +319,7 @@ def _serve(serving, what: str, detail: str) -> int:
             raise _Failure(2, str(exc)) from None
         except Exception as exc:
             raise _Failure(1, f'{what} did not start: {exc}') from None
-        print(f'nborch: {what} serving on {serving.host}:{serving.port} {detail}', flush=True)
+        _say(f'nborch: {what} serving on {serving.host}:{serving.port} {detail}')
         serving.block()
     except (_StopRequested, KeyboardInterrupt):
         pass  # asked to stop before block() took over the signals
@@ -325,7 +332,7 @@ def _serve(serving, what: str, detail: str) -> int:
         finally:
             signal.signal(signal.SIGINT, previous_int)
             signal.signal(signal.SIGTERM, previous)
-    print(f'nborch: {what} stopped', flush=True)
+    _say(f'nborch: {what} stopped')
     return 0
 
 

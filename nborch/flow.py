@@ -26,11 +26,12 @@ class Flow(Serving):
                                           ready_timeout=gateway.ready_seconds, quiet=quiet)
 
     @classmethod
-    def load_config(cls, path: str) -> 'Flow':
-        """A Flow from a `jtype: Flow` YAML file (`with:` for the gateway, `executors:`)."""
+    def load_config(cls, path: str, **overrides) -> 'Flow':
+        """A Flow from a `jtype: Flow` YAML file (`with:` for the gateway, `executors:`);
+        `overrides` replace gateway arguments (the CLI's flags)."""
         from nborch.config import flow_kwargs
         gateway_kwargs, executors = flow_kwargs(path)
-        flow = cls(**gateway_kwargs)
+        flow = cls(**{**gateway_kwargs, **overrides})
         for kwargs in executors:
             flow._append(dict(kwargs))
         flow._check()

@@ -24,33 +24,32 @@ __all__ = ['deployment_from_yaml', 'flow_from_yaml', 'load_ipython_extension',
 
 
 def deployment_from_yaml(text: str, *, name: str | None = None, origin: str = '<yaml>',
-                         **overrides) -> Deployment:
+                         first_line: int = 1, **overrides) -> Deployment:
     """A Deployment (not started) from `jtype: Deployment` YAML text; `jtype` may be omitted.
 
     `name` is the deployment's name unless the YAML gives one; `overrides` (Deployment
     keyword arguments) win over the YAML. YAML mistakes are a `ConfigError` whose message
-    is `ORIGIN:LINE: what is wrong`, lines counted in `text`.
+    is `ORIGIN:LINE: what is wrong`, where `text` starts on line `first_line` of `origin`.
     """
-    kwargs = _read(deployment_kwargs, _with_jtype(text, 'Deployment'), origin)
+    kwargs = _read(deployment_kwargs, _with_jtype(text, 'Deployment'), origin, first_line)
     if name is not None:
         kwargs.setdefault('name', name)
     return Deployment(**{**kwargs, **overrides})
 
 
 def flow_from_yaml(text: str, *, name: str | None = None, origin: str = '<yaml>',
-                   **overrides) -> Flow:
+                   first_line: int = 1, **overrides) -> Flow:
     """A Flow (not started) from `jtype: Flow` YAML text; `jtype` may be omitted.
 
     `name` names the flow unless its `with:` does; `overrides` (Flow keyword arguments:
-    the gateway's `port`, `host`, ...) win over `with:`.
+    the gateway's `port`, `host`, ...) win over `with:`. Errors as in `deployment_from_yaml`.
     """
-    gateway, executors = _read(flow_kwargs, _with_jtype(text, 'Flow'), origin)
-    if name is not None:
-        gateway.setdefault('name', name)
-    flow = Flow(**{**gateway, **overrides})
-    for entry in executors:
-        flow.add(**entry)
-    return flow
+    def load(path: str) -> Flow:
+        gateway, _ = flow_kwargs(path)
+        default = {'name': name} if name is not None and 'name' not in gateway else {}
+        return Flow.load_config(path, **{**default, **overrides})
+
+    return _read(load, _with_jtype(text, 'Flow'), origin, first_line)
 
 
 def _with_jtype(text: str, jtype: str) -> str:
@@ -68,11 +67,11 @@ def _with_jtype(text: str, jtype: str) -> str:
     return text
 
 
-def _read(reader: Callable[[str], T], text: str, origin: str) -> T:
+def _read(reader: Callable[[str], T], text: str, origin: str, first_line: int) -> T:
     """`reader(path)` over `text` written to a file in the working directory (so relative
     `uses:` and `py_modules:` paths resolve from there, as they would for a YAML file next to
     the notebook; the system's temp dir if that is not writable), removed afterwards.
-    Errors in `text` name `origin` instead of the file."""
+    Errors in `text` name `origin` (where `text` starts on line `first_line`), not the file."""
     try:
         fd, path = tempfile.mkstemp(prefix='.nborch-', suffix='.yml', dir=os.getcwd())
     except OSError:
@@ -84,7 +83,8 @@ def _read(reader: Callable[[str], T], text: str, origin: str) -> T:
     except ConfigError as exc:
         if exc.path != path:  # an executor YAML named in `uses:` keeps its own name
             raise
-        raise ConfigError(origin, exc.line, exc.problem) from None
+        line = exc.line + first_line - 1 if exc.line else None
+        raise ConfigError(origin, line, exc.problem) from None
     finally:
         os.unlink(path)
 

@@ -32,7 +32,7 @@ class NborchMagics(Magics):
         super().__init__(shell, **kwargs)
         self.started: dict[str, Serving] = {}
 
-    @magic_arguments()
+    @magic_arguments('%deployment')  # the help's usage line adds one '%'
     @argument('name', nargs='?',
               help="variable to bind the deployment to; also its name when the YAML has no "
                    "'name:' (default: the YAML's name, else 'deployment')")
@@ -64,11 +64,11 @@ class NborchMagics(Magics):
             shards: 2
         """
         args = _parse(self.deployment, line)
-        dep = deployment_from_yaml(cell, name=args.name or 'deployment',
+        dep = deployment_from_yaml(cell, name=args.name or 'deployment', first_line=2,
                                    origin='%%deployment cell', **_given(args, _DEPLOYMENT_FLAGS))
         return self._start_and_bind(args.name, dep)
 
-    @magic_arguments()
+    @magic_arguments('%flow')
     @argument('name', nargs='?',
               help="variable to bind the flow to; also its name when its 'with:' has none "
                    "(default: the flow's name, else 'flow')")
@@ -88,7 +88,7 @@ class NborchMagics(Magics):
             f = nborch.ipython.flow_from_yaml(yaml_text, port=5555).start()
         """
         args = _parse(self.flow, line)
-        flow = flow_from_yaml(cell, name=args.name or 'flow', origin='%%flow cell',
+        flow = flow_from_yaml(cell, name=args.name or 'flow', first_line=2, origin='%%flow cell',
                               **_given(args, _FLOW_FLAGS))
         return self._start_and_bind(args.name, flow)
 
@@ -170,10 +170,10 @@ def _parse(magic, line: str):
     try:
         args = parse_argstring(magic, line)
     except UsageError as exc:
-        raise ValueError(f'%{magic.__name__}: {exc}') from None
+        raise ValueError(f'%{magic.parser.prog}: {exc}') from None
     name = getattr(args, 'name', None)
     if name is not None and not name.isidentifier():
-        raise ValueError(f'%{magic.__name__}: NAME {name!r} must be a Python identifier')
+        raise ValueError(f'%{magic.parser.prog}: NAME {name!r} must be a Python identifier')
     return args
 
 

@@ -19,7 +19,7 @@ from nborch.ports import free_port
 from nborch.runtime.consensus.settings import RaftSettings
 from nborch.runtime.gpu import CUDA_VISIBLE_DEVICES, RoundRobinSpec, parse_rr
 from nborch.runtime.polling import PollingTable
-from nborch.uses import resolve_uses
+from nborch.uses import resolve_uses_and_defaults
 
 _NAME = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_.\-]*$')
 _IGNORED = {'install_requirements'}  # reference-system options with nothing to do here
@@ -82,7 +82,8 @@ class DeploymentSpec:
         if self.external:
             self._validate_external()
         else:
-            self.executor_class = resolve_uses(self.uses)
+            self.executor_class, defaults = resolve_uses_and_defaults(self.uses)
+            self.uses_with = {**defaults, **self.uses_with}  # an executor YAML's `with:` first
         if self.host in ('localhost', None):
             self.host = '127.0.0.1'
         if not isinstance(self.host, str):

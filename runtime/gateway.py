@@ -181,7 +181,7 @@ class GatewayServicer(pb_grpc.ExecutorServicer):
         return await self.handle(request)
 
     async def Stream(self, request_iterator, context):
-        await serve_stream(request_iterator, context, self.handle)
+        await serve_stream(request_iterator, context, self.handle, 'gateway')
 
     async def handle(self, request: pb.DataRequest) -> pb.DataResponse:
         try:

@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
+import traceback
 
 import grpc
 
 from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
+
+
+log = logging.getLogger('nborch.stream')
 
 
 class StreamError(ConnectionError):
@@ -66,12 +71,19 @@ class StreamMux:
         self._ids = itertools.count()
 
     async def call(self, request: pb.DataRequest, timeout: float | None = None) -> pb.DataResponse:
-        """Send `request` (its request_id is replaced) and wait for its reply."""
+        """Send a copy of `request` tagged with this stream's next id; wait for its reply.
+
+        The caller's message is not touched: the same request may go to several streams at
+        once (ALL polling), each with its own ids.
+        """
         stream = self._stream
         if stream is None or stream.broken is not None:
             stream = self._stream = _OpenStream(self._stub)
         request_id = str(next(self._ids))
-        request.request_id = request_id
+        tagged = pb.DataRequest()
+        tagged.CopyFrom(request)
+        tagged.request_id = request_id
+        request = tagged
         future = asyncio.get_running_loop().create_future()
         stream.pending[request_id] = future
         try:
@@ -94,14 +106,20 @@ class StreamMux:
             stream.reader.cancel()
 
 
-async def serve_stream(request_iterator, context, handle) -> None:
+async def serve_stream(request_iterator, context, handle, server_name: str) -> None:
     """Server side of `Executor.Stream`: run `handle(request)` concurrently for each request
     and write each reply (tagged with its request_id) as soon as it is ready."""
     write_lock = asyncio.Lock()
     running: set[asyncio.Task] = set()
 
     async def answer(request: pb.DataRequest) -> None:
-        reply = await handle(request)
+        try:
+            reply = await handle(request)
+        except Exception as exc:  # never leave a caller waiting for a reply that cannot come
+            log.exception('failed to serve a request on %s', request.endpoint)
+            reply = pb.DataResponse(error=pb.ExecutorError(
+                executor=server_name, type=type(exc).__name__, message=str(exc),
+                traceback=''.join(traceback.format_exception(exc))))
         reply.request_id = request.request_id
         async with write_lock:
             await context.write(reply)

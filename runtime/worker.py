@@ -145,7 +145,7 @@ class WorkerServicer(pb_grpc.ExecutorServicer):
         return await self.handle(request)
 
     async def Stream(self, request_iterator, context):
-        await serve_stream(request_iterator, context, self.handle)
+        await serve_stream(request_iterator, context, self.handle, self.spec.name)
 
     async def handle(self, request: pb.DataRequest) -> pb.DataResponse:
         endpoint = self.runner.executor.endpoint_for(request.endpoint)

@@ -48,3 +48,43 @@ def test_every_replica_is_reachable_by_retries():
 def test_single_replica():
     assert choose_replica([7], start=4) == 0
     assert choose_replica([7], start=4, tried=[0]) is None
+
+
+def test_stream_mux_leaves_the_callers_request_alone():
+    """ALL polling hands one request to several streams at once: each tags its own copy."""
+    import asyncio
+
+    from nborch.protos import nborch_pb2 as pb
+    from nborch.runtime.mux import StreamMux
+
+    class FakeCall:
+        def __init__(self):
+            self.written = []
+
+        async def write(self, message):
+            self.written.append(message)
+            await asyncio.sleep(0)
+
+        async def read(self):
+            await asyncio.sleep(3600)
+
+    class FakeStub:
+        def __init__(self):
+            self.call = FakeCall()
+
+        def Stream(self):
+            return self.call
+
+    async def main():
+        muxes = [StreamMux.__new__(StreamMux) for _ in range(2)]
+        for skip, mux in enumerate(muxes):
+            mux._stub, mux._stream = FakeStub(), None
+            mux._ids = iter(range(skip * 10, 100))
+        request = pb.DataRequest(endpoint='/search', request_id='mine')
+        calls = [asyncio.ensure_future(m.call(request, timeout=0.05)) for m in muxes]
+        await asyncio.gather(*calls, return_exceptions=True)
+        return request, [m._stub.call.written for m in muxes]
+
+    request, written = asyncio.run(main())
+    assert request.request_id == 'mine'
+    assert [w[0].request_id for w in written] == ['0', '10']
