@@ -183,21 +183,41 @@ class ConsensusReplica:
         raise TimeoutError('the write was not committed in time: no leader with a majority')
 
     async def _result_of(self, term: int, index: int, deadline: float) -> pb.DataResponse:
+        """This replica's result of applying the entry proposed at (term, index).
+
+        Raises ProposalLost when another entry took that index, and also when a new term
+        began and the index stays unapplied for a few election timeouts: the entry may
+        have died with its leader, and the log may never grow that far again. Proposing
+        again is safe because a write id applies once.
+        """
         recent = self._recent.get(index)
         if recent is not None:  # applied here before the forward's reply arrived
-            if recent[0] != term:
+            if recent[0] != term or recent[1] is None:
                 raise ProposalLost()
             return recent[1]
         if index <= self.applied:
             raise ProposalLost()  # applied inside a snapshot: write() checks the write ids
         future = asyncio.get_running_loop().create_future()
         self._waiters[index] = (term, future)
+        grace = 3 * self.settings.election_ms / 1000
+        term_changed_at = None
         try:
-            return await asyncio.wait_for(future, max(deadline - time.monotonic(), 0.01))
-        except asyncio.TimeoutError:
-            raise TimeoutError('the write was not committed in time') from None
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError('the write was not committed in time')
+                try:
+                    return await asyncio.wait_for(asyncio.shield(future), min(remaining, grace / 3))
+                except asyncio.TimeoutError:
+                    pass
+                if self.node.term > term:
+                    term_changed_at = term_changed_at or time.monotonic()
+                    if time.monotonic() - term_changed_at > grace:
+                        raise ProposalLost()
         finally:
             self._waiters.pop(index, None)
+            if not future.done():
+                future.cancel()
 
     async def _until_leader_known(self, deadline: float) -> None:
         while not self.node.leader:
@@ -265,18 +285,26 @@ class ConsensusReplica:
         self._notify_applied()
 
     async def _apply(self, entries) -> None:
-        todo = []
+        """Apply committed entries in order; a write id seen before (earlier, or earlier in
+        this same batch: a retried proposal can commit twice) is not applied again."""
+        requests: dict[int, pb.DataRequest] = {}
+        duplicates: set[int] = set()
+        seen: set[str] = set()
         for entry in entries:
             if entry.data:
-                request = pb.DataRequest.FromString(entry.data)
-                if not (request.write_id and request.write_id in self.applied_writes):
-                    todo.append(request)
+                request = requests[entry.index] = pb.DataRequest.FromString(entry.data)
+                write_id = request.write_id
+                if write_id and (write_id in self.applied_writes or write_id in seen):
+                    duplicates.add(entry.index)
+                elif write_id:
+                    seen.add(write_id)
+        todo = [r for i, r in requests.items() if i not in duplicates]
         results = iter(await self.sm.apply_many(todo)) if todo else iter(())
         for entry in entries:
             response = None
-            if entry.data:
-                request = pb.DataRequest.FromString(entry.data)
-                if request.write_id and request.write_id in self.applied_writes:
+            request = requests.get(entry.index)
+            if request is not None:
+                if entry.index in duplicates:
                     response = pass_through(request)
                 else:
                     response = next(results)

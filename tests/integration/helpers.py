@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+import json
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import time
 from docarray import DocList
 from docarray.documents import TextDoc
 
-from nborch import Executor, requests
+from nborch import Executor, requests, write
 
 
 class Echo(Executor):
@@ -105,3 +106,64 @@ class MarkB(Executor):
     def mark(self, docs: DocList[MarkDoc], **kwargs) -> DocList[MarkDoc]:
         for doc in docs:
             doc.b = 'B'
+
+
+class Ledger(Executor):
+    """A stateful executor that records every applied write, in order, in its workspace.
+
+    The history file is rebuilt at start: Raft replays the log (after restoring the latest
+    snapshot), so the file always equals this replica's apply sequence.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.ids: list[str] = []
+        self.path = os.path.join(self.workspace, f'history-{self.runtime_args.replica_id}.log')
+        open(self.path, 'w').close()
+
+    @requests(on='/index')
+    @write
+    def index(self, docs: DocList[TextDoc], **kwargs) -> DocList[TextDoc]:
+        with open(self.path, 'a') as f:
+            for doc in docs:
+                f.write(doc.id + '\n')
+                self.ids.append(doc.id)
+
+    @requests(on='/count')
+    def count(self, docs, **kwargs):
+        return {'n': len(self.ids), 'replica': self.runtime_args.replica_id}
+
+    def snapshot(self, path: str) -> None:
+        with open(path, 'w') as f:
+            json.dump(self.ids, f)
+
+    def restore(self, path: str) -> None:
+        with open(path) as f:
+            self.ids = json.load(f)
+        with open(self.path, 'w') as f:
+            f.writelines(i + '\n' for i in self.ids)
+
+
+def read_history(workspace: str, name: str, replica: int, shard: int = 0) -> list[str]:
+    with open(os.path.join(workspace, name, str(shard), f'history-{replica}.log')) as f:
+        return f.read().split()
+
+
+class MyStateStatefulExecutor(Executor):
+    """The reference page's stateful example, verbatim but for the import."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._docs_dict = {}
+
+    @requests(on=['/index'])
+    @write
+    def index(self, docs: DocList[TextDoc], **kwargs) -> DocList[TextDoc]:
+        for doc in docs:
+            self._docs_dict[doc.id] = doc
+
+    @requests(on=['/search'])
+    def search(self, docs: DocList[TextDoc], **kwargs) -> DocList[TextDoc]:
+        for doc in docs:
+            self.logger.debug(f'Searching against {len(self._docs_dict)} documents')
+            doc.text = self._docs_dict[doc.id].text
