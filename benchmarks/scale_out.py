@@ -9,8 +9,9 @@ then Q single-doc searches (limit=100) through a Deployment at replicas=1 and re
 the page's docarray InMemoryExactNNIndex executor and a numpy-matrix executor; the plain-numpy
 floor for the same searches in this process; and the gateway's overhead (p50/p99 of
 sequential 1-doc posts to an echo executor, through the gateway and straight to the worker).
-Replicas here are stateless: each replica indexes the share of docs routed to it, so
-replicas=3 searches a third of the data each (consensus replication is a separate issue).
+Stateless replicas index the share of docs routed to them, so replicas=3 searches a third
+of the data each (wrong results, shown for speed only); `stateful` replicas=3 replicate every
+@write through Raft, so each replica searches all the data — the page's consensus run.
 shards=3 partitions the index (ANY for /index) and searches every shard (ALL for /search),
 reducing the matches to the global top-100 at the gateway: the same results as shards=1.
 """
@@ -19,8 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -56,7 +59,7 @@ def gateway_overhead(posts: int) -> dict:
     out = {}
     with Deployment(name='echo', uses=Echo, quiet=True) as dep:
         worker_port = dep.status()['executors'][0]['shards'][0]['replicas'][0]['port']
-        for label, client in (('gateway', dep.client), ('worker', Client(port=worker_port))):
+        for path, client in (('gateway', dep.client), ('worker', Client(port=worker_port))):
             for _ in range(100):
                 client.post('/', doc)
             times = []
@@ -64,16 +67,19 @@ def gateway_overhead(posts: int) -> dict:
                 start = time.perf_counter()
                 client.post('/', doc)
                 times.append((time.perf_counter() - start) * 1000)
-            out[label] = {'p50_ms': statistics.median(times), 'p99_ms': percentile(times, 99),
+            out[path] = {'p50_ms': statistics.median(times), 'p99_ms': percentile(times, 99),
                           'req_per_s': 1000 / statistics.mean(times)}
-            if label == 'worker':
+            if path == 'worker':
                 client.close()
     return out
 
 
-def run_setup(executor, index_docs, queries, replicas: int = 1, shards: int = 1) -> dict:
+def run_setup(executor, index_docs, queries, replicas: int = 1, shards: int = 1,
+              stateful: bool = False) -> dict:
+    workspace = tempfile.mkdtemp(prefix='nborch-bench-') if stateful else None
+    extra = {'stateful': True, 'workspace': workspace} if stateful else {}
     with Deployment(name='indexer', uses=executor, replicas=replicas, shards=shards,
-                    quiet=True) as dep:
+                    quiet=True, **extra) as dep:
         start = time.perf_counter()
         dep.post('/index', index_docs, request_size=100)
         index_s = time.perf_counter() - start
@@ -81,8 +87,11 @@ def run_setup(executor, index_docs, queries, replicas: int = 1, shards: int = 1)
         results = dep.post('/search', queries, request_size=1, parameters={'limit': LIMIT},
                            return_type=DocList[QueryDoc])
         search_s = time.perf_counter() - start
+    if workspace:
+        shutil.rmtree(workspace, ignore_errors=True)
     assert len(results) == len(queries) and all(len(r.matches) > 0 for r in results)
     return {'executor': executor.__name__, 'replicas': replicas, 'shards': shards,
+            'stateful': stateful,
             'index_s': index_s, 'index_docs_per_s': len(index_docs) / index_s,
             'search_s': search_s, 'ms_per_query': search_s / len(queries) * 1000,
             'qps': len(queries) / search_s, 'matches_per_query': len(results[0].matches)}
@@ -106,6 +115,7 @@ def main(argv=None) -> dict:
     parser.add_argument('--echo-posts', type=int, default=2_000)
     parser.add_argument('--skip-docarray', action='store_true',
                         help='only the numpy executor (the docarray index is slow)')
+    parser.add_argument('--writes', type=int, default=2_000, help='1-doc consensus writes')
     parser.add_argument('--json', metavar='PATH')
     args = parser.parse_args(argv)
     if args.full:
@@ -121,14 +131,17 @@ def main(argv=None) -> dict:
     report['gateway_overhead'] = gateway_overhead(args.echo_posts)
     report['numpy_floor'] = numpy_floor(embeddings, query_embeddings)
     executors = [NumpySearch] + ([] if args.skip_docarray else [ExactNNSearch])
-    setups = [(NumpySearch, 1, 1), (NumpySearch, 3, 1), (NumpySearch, 1, 3)]
+    setups = [(NumpySearch, 1, 1, False), (NumpySearch, 3, 1, False), (NumpySearch, 1, 3, False),
+              (NumpySearch, 3, 1, True)]
     if not args.skip_docarray:
-        setups += [(ExactNNSearch, 1, 1), (ExactNNSearch, 3, 1)]
-    for executor, replicas, shards in setups:
-        run = run_setup(executor, index_docs, queries, replicas=replicas, shards=shards)
+        setups += [(ExactNNSearch, 1, 1, False), (ExactNNSearch, 3, 1, True)]
+    for executor, replicas, shards, stateful in setups:
+        run = run_setup(executor, index_docs, queries, replicas=replicas, shards=shards,
+                        stateful=stateful)
         report['runs'].append(run)
         print(f'  {label(run)}: Indexing {args.docs} Documents took {run["index_s"]:.2f}s, '
               f'Searching {args.queries} Queries took {run["search_s"]:.2f}s', flush=True)
+    report['consensus_writes'] = consensus_writes(args.writes, sequential=300)
     report['targets'] = targets(report)
     print_table(report)
     if args.json:
@@ -138,7 +151,35 @@ def main(argv=None) -> dict:
 
 
 def label(run: dict) -> str:
-    return f"{run['executor']} replicas={run['replicas']} shards={run['shards']}"
+    consensus = ' stateful' if run.get('stateful') else ''
+    return f"{run['executor']} replicas={run['replicas']}{consensus} shards={run['shards']}"
+
+
+def consensus_writes(writes: int, sequential: int) -> dict:
+    """1-doc @write requests to 3 Raft replicas (every entry fsync'd before it is
+    acknowledged): p50/p99 commit latency of sequential writes, and writes/s with 64 in
+    flight."""
+    doc = lambda i: DocList[TextDoc]([TextDoc(text=f'w{i}', embedding=np.zeros(8))])  # noqa: E731
+    workspace = tempfile.mkdtemp(prefix='nborch-bench-')
+    try:
+        with Deployment(name='writes', uses=NumpySearch, replicas=3, stateful=True,
+                        workspace=workspace, quiet=True) as dep:
+            for i in range(20):
+                dep.post('/index', doc(i))
+            times = []
+            for i in range(sequential):
+                start = time.perf_counter()
+                dep.post('/index', doc(i))
+                times.append((time.perf_counter() - start) * 1000)
+            batch = DocList[TextDoc]([TextDoc(text=f'b{i}', embedding=np.zeros(8))
+                                      for i in range(writes)])
+            start = time.perf_counter()
+            dep.post('/index', batch, request_size=1, prefetch=64)
+            elapsed = time.perf_counter() - start
+    finally:
+        shutil.rmtree(workspace, ignore_errors=True)
+    return {'commit_p50_ms': statistics.median(times), 'commit_p99_ms': percentile(times, 99),
+            'writes_per_s': writes / elapsed, 'writes': writes, 'sequential': sequential}
 
 
 def targets(report: dict) -> dict:
@@ -146,7 +187,10 @@ def targets(report: dict) -> dict:
     numpy1 = next(r for r in report['runs']
                   if r['executor'] == 'NumpySearch' and r['replicas'] == 1 and r['shards'] == 1)
     per_doc = numpy1['index_s'] / report['docs']
+    consensus = next(r for r in report['runs'] if r['executor'] == 'NumpySearch' and r['stateful'])
     return {
+        'consensus_index_vs_replicas1': consensus['index_s'] / numpy1['index_s'],
+        'consensus_qps_vs_replicas1': consensus['qps'] / numpy1['qps'],
         'index_100k_projected_s': per_doc * PAGE['docs'],
         'index_speedup_vs_page': PAGE['index_s_replicas1'] / (per_doc * PAGE['docs']),
         'gateway_p50_ms': report['gateway_overhead']['gateway']['p50_ms'],
@@ -167,9 +211,9 @@ def print_table(report: dict) -> None:
           f"{f['ms_per_query']:>10.2f}{f['qps']:>8.1f}")
     print()
     print(f"{'1-doc echo, sequential':<34}{'p50 ms':>9}{'p99 ms':>10}{'req/s':>10}")
-    for label in ('gateway', 'worker'):
-        print(f"{'via ' + label:<34}{g[label]['p50_ms']:>9.3f}{g[label]['p99_ms']:>10.3f}"
-              f"{g[label]['req_per_s']:>10.0f}")
+    for path in ('gateway', 'worker'):
+        print(f"{'via ' + path:<34}{g[path]['p50_ms']:>9.3f}{g[path]['p99_ms']:>10.3f}"
+              f"{g[path]['req_per_s']:>10.0f}")
     t = report['targets']
     print()
     print(f"index 100k (projected from this run's rate): {t['index_100k_projected_s']:.2f}s = "
@@ -178,6 +222,13 @@ def print_table(report: dict) -> None:
           f"{PEER_GATEWAY_P50_MS} ms here, {t['gateway_p50_vs_peer']:.0f}x slower)")
     print(f"numpy executor search at replicas=1: {t['search_vs_numpy_floor']:.2f}x the numpy "
           f'floor per query (target <= 2x)')
+    c = report['consensus_writes']
+    print(f"consensus (3 replicas, NumpySearch): indexing {t['consensus_index_vs_replicas1']:.2f}x "
+          f"the replicas=1 time (target <= 1.5x; the page: 1.85x), search QPS "
+          f"{t['consensus_qps_vs_replicas1']:.2f}x replicas=1 (target >= 1x; the page: 2x)")
+    print(f"consensus 1-doc writes: commit p50 {c['commit_p50_ms']:.2f} ms, p99 "
+          f"{c['commit_p99_ms']:.2f} ms (sequential); {c['writes_per_s']:.0f} writes/s with 64 "
+          f'in flight (fsync on)')
 
 
 if __name__ == '__main__':

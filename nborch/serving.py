@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 
 from docarray import DocList
 
@@ -36,9 +37,35 @@ class Serving:
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self):
-        """Start every process; return once all are ready (the object itself)."""
+        """Start every process; return once all are ready (the object itself).
+
+        Stateful executors are ready when every shard's Raft group has elected a leader, so
+        the first write does not wait for an election.
+        """
         self._orchestrator.start()
+        try:
+            self._wait_for_leaders()
+        except BaseException:
+            self.close()
+            raise
         return self
+
+    def _wait_for_leaders(self) -> None:
+        stateful = {p.spec.name for p in self._orchestrator.plans if p.spec.stateful}
+        if not stateful:
+            return
+        deadline = time.monotonic() + self._orchestrator.ready_timeout
+        while True:
+            executors = self.client.status().get('executors', [])
+            leaderless = [f'{e["name"]}/shard-{i}' for e in executors if e['name'] in stateful
+                          for i, shard in enumerate(e['shards'])
+                          if not any((r.get('raft') or {}).get('role') == 'leader'
+                                     for r in shard['replicas'])]
+            if not leaderless:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f'no Raft leader elected in time for {", ".join(leaderless)}')
+            time.sleep(0.05)
 
     def close(self) -> None:
         """Stop every process this object started. Idempotent."""

@@ -24,13 +24,17 @@ EJECT_SECONDS = 0.5  # a failed replica is tried last for this long, then re-adm
 
 
 def choose_replica(outstanding: Sequence[int], start: int, *, tried: Collection[int] = (),
-                   ejected: Collection[int] = ()) -> int | None:
+                   ejected: Collection[int] = (), preferred: int | None = None) -> int | None:
     """The replica to send the next request to, or None when every replica was tried.
 
     Least outstanding requests wins (the idle replica gets the request first); ties go to
     the first replica at or after `start`, so equal replicas take turns. Replicas in `tried`
     are never chosen; replicas in `ejected` only when no healthy untried one is left.
+    A `preferred` replica (the Raft leader, for writes) wins while it is untried and healthy:
+    any replica would forward the write to it anyway.
     """
+    if preferred is not None and preferred not in tried and preferred not in ejected:
+        return preferred
     n = len(outstanding)
     best, best_key = None, None
     for offset in range(n):
@@ -76,6 +80,7 @@ class ReplicaPool:
         self._ejected_until = [0.0] * len(addresses)
         self._rotation = 0
         self._clock = clock
+        self._write_leader: dict[str, int] = {}  # endpoint → replica that leads its writes
 
     async def call(self, request: pb.DataRequest, timeout: float | None = None) -> Served:
         """Send `request` to one replica, retrying on others; ConnectionError if all fail."""
@@ -84,7 +89,8 @@ class ReplicaPool:
         while True:
             now = self._clock()
             ejected = [i for i, t in enumerate(self._ejected_until) if t > now]
-            i = choose_replica(self.outstanding, self._rotation, tried=tried, ejected=ejected)
+            i = choose_replica(self.outstanding, self._rotation, tried=tried, ejected=ejected,
+                               preferred=self._write_leader.get(request.endpoint))
             if i is None:
                 raise ConnectionError(
                     f'executor {self.executor!r}: no replica could serve the request; tried '
@@ -95,6 +101,8 @@ class ReplicaPool:
             try:
                 response = await self._streams[i].call(request, timeout=timeout)
             except (StreamError, asyncio.TimeoutError) as exc:
+                if self._write_leader.get(request.endpoint) == i:
+                    del self._write_leader[request.endpoint]  # learn the next leader anew
                 self.failures[i] += 1
                 self._ejected_until[i] = self._clock() + EJECT_SECONDS
                 errors.append(str(exc) or type(exc).__name__)
@@ -103,6 +111,8 @@ class ReplicaPool:
                 self.outstanding[i] -= 1
             self.served[i] += 1
             self._ejected_until[i] = 0.0
+            if response.leader_hint and response.leader_hint <= len(self.addresses):
+                self._write_leader[request.endpoint] = response.leader_hint - 1
             return Served(response, i)
 
     async def status(self, i: int, timeout: float = 2.0) -> dict | None:

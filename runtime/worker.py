@@ -153,7 +153,9 @@ class WorkerServicer(pb_grpc.ExecutorServicer):
                 (not request.target_executor or request.target_executor == self.spec.name):
             try:
                 if endpoint.is_write:
-                    return await self.consensus.write(request)
+                    response = await self.consensus.write(request)
+                    response.leader_hint = self.consensus.node.leader  # node id = replica + 1
+                    return response
                 if self._linearizable(request):
                     await self.consensus.read_barrier()
             except TimeoutError as exc:

@@ -88,3 +88,9 @@ def test_stream_mux_leaves_the_callers_request_alone():
     request, written = asyncio.run(main())
     assert request.request_id == 'mine'
     assert [w[0].request_id for w in written] == ['0', '10']
+
+
+def test_preferred_replica_wins_while_untried_and_healthy():
+    assert choose_replica([9, 0, 0], start=1, preferred=0) == 0
+    assert choose_replica([9, 0, 0], start=1, preferred=0, tried=[0]) == 1
+    assert choose_replica([9, 0, 5], start=0, preferred=0, ejected=[0]) == 1
