@@ -59,8 +59,10 @@ class ExecutorRunner:
             kwargs = {k: v for k, v in kwargs.items() if k in endpoint.accepted_kwargs}
         return endpoint, kwargs
 
-    def respond(self, request: pb.DataRequest, docs, returned) -> pb.DataResponse:
+    def respond(self, request: pb.DataRequest, docs, returned, reply: bool = True) -> pb.DataResponse:
         self.requests_served += 1
+        if not reply:
+            return pb.DataResponse(parameters=request.parameters)
         parameters = request.parameters
         if isinstance(returned, dict):
             merged = json.loads(parameters) if parameters else {}
@@ -76,13 +78,15 @@ class ExecutorRunner:
                                  traceback=''.join(traceback.format_exception(exc)))
         return pb.DataResponse(docs=request.docs, parameters=request.parameters, error=error)
 
-    def handle_sync(self, request: pb.DataRequest) -> pb.DataResponse:
+    def handle_sync(self, request: pb.DataRequest, reply: bool = True) -> pb.DataResponse:
+        """Run the endpoint; with `reply=False` (a Raft apply nobody here waits for) the
+        result docs are not encoded."""
         try:
             endpoint, kwargs = self.prepare(request)
             if endpoint is None:
                 return _pass_through(request)
             returned = getattr(self.executor, endpoint.method_name)(**kwargs)
-            return self.respond(request, kwargs.get('docs'), returned)
+            return self.respond(request, kwargs.get('docs'), returned, reply)
         except Exception as exc:
             return self.fail(request, exc)
 
@@ -108,10 +112,10 @@ class ExecutorStateMachine:
         self.can_snapshot = callable(getattr(executor, 'snapshot', None)) and \
             callable(getattr(executor, 'restore', None))
 
-    async def apply_many(self, requests: list[pb.DataRequest]) -> list[pb.DataResponse]:
+    async def apply_many(self, requests: list[tuple[pb.DataRequest, bool]]) -> list[pb.DataResponse]:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self.pool, lambda: [self.runner.handle_sync(r) for r in requests])
+            self.pool, lambda: [self.runner.handle_sync(r, reply=w) for r, w in requests])
 
     async def snapshot(self) -> bytes:
         def take() -> bytes:

@@ -43,7 +43,8 @@ log = logging.getLogger('nborch.raft')
 class StateMachine(Protocol):
     can_snapshot: bool
 
-    async def apply_many(self, requests: list[pb.DataRequest]) -> list[pb.DataResponse]: ...
+    async def apply_many(self, requests: list[tuple[pb.DataRequest, bool]]) -> list[pb.DataResponse]:
+        """Apply in order; the flag says whether the reply's docs are wanted."""
     async def snapshot(self) -> bytes: ...
     async def restore(self, data: bytes) -> None: ...
 
@@ -79,6 +80,7 @@ class ConsensusReplica:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._last_compact_check = 0.0
+        self._forwards_in_flight = 0  # while > 0 a forward's reply may name an index applied here
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -168,12 +170,15 @@ class ConsensusReplica:
                 reply = self.propose_here(request)
             elif self.node.leader:
                 link = self._links[self.node.leader]
+                self._forwards_in_flight += 1
                 try:
                     reply = await link.propose(request, FORWARD_TIMEOUT_S)
                 except Exception as exc:  # the leader is gone: wait for the next one
                     log.debug('forward to %d failed: %s', self.node.leader, exc)
                     await asyncio.sleep(self.settings.heartbeat_ms / 1000)
                     continue
+                finally:
+                    self._forwards_in_flight -= 1
             else:
                 await self._until_leader_known(deadline)
                 continue
@@ -261,7 +266,9 @@ class ConsensusReplica:
         if rd.entries:
             self.storage.append(rd.entries)
         if rd.hard_state is not None:
-            self.storage.set_hard_state(rd.hard_state, durable=rd.must_sync)
+            # Term and vote are always written durably by the storage; a commit index alone
+            # is re-learned from the leader, so it need not cost three more fsyncs per round.
+            self.storage.set_hard_state(rd.hard_state, durable=False)
         # 2. send, only after the writes above are on disk
         for message in rd.messages:
             link = self._links.get(message.dst)
@@ -298,7 +305,7 @@ class ConsensusReplica:
                     duplicates.add(entry.index)
                 elif write_id:
                     seen.add(write_id)
-        todo = [r for i, r in requests.items() if i not in duplicates]
+        todo = [(r, self._answer_wanted(i)) for i, r in requests.items() if i not in duplicates]
         results = iter(await self.sm.apply_many(todo)) if todo else iter(())
         for entry in entries:
             response = None
@@ -321,6 +328,11 @@ class ConsensusReplica:
                     future.set_result(response)
                 else:
                     future.set_exception(ProposalLost())
+
+    def _answer_wanted(self, index: int) -> bool:
+        """Whether a caller here may want the apply result of `index` (encoding the reply
+        docs costs as much as decoding them; most replicas apply for nobody)."""
+        return index in self._waiters or self._forwards_in_flight > 0
 
     def _remember(self, write_id: str, index: int) -> None:
         self.applied_writes[write_id] = index

@@ -126,7 +126,7 @@ def test_restart_with_the_same_workspace_keeps_every_write(tmp_path):
         for _ in range(3):
             dep.post('/count', None, parameters={'read_consistency': 'linearizable'},
                      on_done=lambda r: counts.append(r.parameters['__results__']['ledger']))
-        dep.post('/index', docs(5, 'after'), request_size=1)
+        dep.post('/index', docs(5, 'after'), request_size=1, prefetch=1)  # one at a time
         wait_converged(dep, at_least=1)
         histories = [read_history(str(tmp_path), 'ledger', i) for i in range(3)]
     assert sorted(c['replica'] for c in counts) == [0, 1, 2]
