@@ -129,11 +129,11 @@ class CompareResult:
         body = []
         for r in self.results:
             if r.error:
-                body.append(f'<tr><td>{escape(r.setup)}</td><td colspan="4" '
+                body.append(f'<tr><td style="text-align:left">{escape(r.setup)}</td><td colspan="4" '
                             f'style="color:#b00020">n/a: {escape(r.error)}</td></tr>')
                 continue
             top1 = '-' if r.top1 is None else f'{r.top1:.0%}'
-            body.append(f'<tr><td>{escape(r.setup)}</td>' + ''.join(
+            body.append(f'<tr><td style="text-align:left">{escape(r.setup)}</td>' + ''.join(
                 f'<td style="padding:2px 10px; text-align:right">{v}</td>' for v in
                 (f'{r.index_s:.2f}', f'{r.search_s:.2f}', f'{r.qps:.1f}', top1)) + '</tr>')
         return (f'<div><div>{escape(self._header())}</div><table><tr>{head}</tr>'
