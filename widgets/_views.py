@@ -29,8 +29,9 @@ class _Watch:
     """Polls one orchestration for one or more views, from one `Writer` thread."""
 
     def __init__(self, orchestration, draw: Callable[[dict], None], *, interval: float,
-                 max_hz: float, name: str):
+                 max_hz: float, name: str, live: bool = True):
         self.orchestration = orchestration
+        self.live = live  # False: no thread; refresh() draws on the caller's thread
         self.last: dict = {}
         self.error: Exception | None = None  # the last poll's failure, if it failed
         self.coalescer = Coalescer(draw, max_hz)
@@ -64,8 +65,15 @@ class _Watch:
         """Take a snapshot now (caller's thread) and hand it to the writer."""
         snapshot = self.snapshot()
         self.coalescer.submit(snapshot)
-        self.writer.kick()
+        if self.live:
+            self.writer.kick()
+        else:
+            self.coalescer.flush()
         return snapshot
+
+    def start(self) -> None:
+        if self.live:
+            self.writer.start()
 
     def stop(self) -> None:
         self.closed.set()
@@ -78,7 +86,13 @@ def _stopped(orchestration) -> dict:
 
 
 class StatusView(widgets.VBox):
-    """Base of the status views: one HTML body redrawn from snapshots."""
+    """Base of the status views: one HTML body redrawn from snapshots.
+
+    `orchestration`: a Deployment or Flow (anything with `status()` and `running`), or a
+    status dict for a static view. `interval`: seconds between status polls. `max_hz`:
+    redraws per second, at most. `watch=False`: no background thread; the view changes only
+    on `refresh()` (and when displayed).
+    """
 
     kind = 'StatusView'
 
@@ -89,12 +103,12 @@ class StatusView(widgets.VBox):
             self._snapshot = dict(orchestration)
         else:
             self._watch = _Watch(orchestration, self.draw, interval=interval, max_hz=max_hz,
-                                 name=f'nborch-{self.kind}')
+                                 name=f'nborch-{self.kind}', live=watch)
             self._snapshot = self._watch.snapshot()
         self._body = widgets.HTML(value=self.html(live=True))  # comm_open carries the counts
         super().__init__(children=[self._body], **kwargs)
-        if self._watch is not None and watch:
-            self._watch.writer.start()
+        if self._watch is not None:
+            self._watch.start()
 
     # -- content -----------------------------------------------------------------------------
     @property
@@ -211,7 +225,7 @@ class Dashboard(widgets.VBox):
         self.views = [VIEWS[v](snapshot) for v in views]
         super().__init__(children=self.views)
         if self._watch is not None:
-            self._watch.writer.start()
+            self._watch.start()
 
     def _draw(self, snapshot: dict) -> None:
         for view in self.views:

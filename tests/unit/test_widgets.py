@@ -120,7 +120,8 @@ def test_gpu_table_lists_assigned_and_seen():
     assert [line.split()[3:] for line in lines[2:]] == [
         ['0', '0'], ['1', '1'], ['2', '2'], ['0', '0'], ['1', '0']]
     html = table.html()
-    assert html.count('data-assigned=') == 5
+    assert html.count('data-assigned=') == 5 and '31000' not in html
+    assert '31004' in _render.gpu_html(snap, live=True)  # the live widget shows pids
     assert 'color:#b00020' in html  # the mismatch is flagged
     assert _render.any_gpu(snap)
 
@@ -282,6 +283,18 @@ def test_closing_a_view_stops_its_poller():
     assert not view.watching
     calls = orchestration.calls
     assert view._watch.closed.is_set() and orchestration.calls == calls
+
+
+def test_a_view_without_watch_changes_only_on_refresh():
+    orchestration = FakeOrchestration(snapshot(grid=((1, 0),)))
+    view = TopologyView(orchestration, watch=False)
+    assert not view.watching and orchestration.calls == 1
+    orchestration.snap = snapshot(grid=((4, 4),))
+    assert view.text() == TopologyView(snapshot(grid=((1, 0),))).text()
+    view.refresh()
+    assert not view.watching  # drawn on this thread, no writer started
+    assert '4 (0)  4 (0)' in view.text() and 'data-served="4"' in view.children[0].value
+    view.close()
 
 
 def test_dashboard_polls_once_for_all_its_views():
