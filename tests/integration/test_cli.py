@@ -16,7 +16,7 @@ from nborch.cli import build_parser, given, main
 from nborch.config import deployment_keys
 from nborch.ports import free_port
 from nborch.spec import DeploymentSpec
-from tests.integration.helpers import text_docs, wait_for_line
+from tests.integration.helpers import default_sigint, text_docs, wait_for_line
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -28,7 +28,8 @@ SERVING = re.compile(r'serving on 127\.0\.0\.1:(\d+)')
 def start(*args: str) -> subprocess.Popen:
     """`python -m nborch ARGS` from the repository root, stdout and stderr merged."""
     return subprocess.Popen([sys.executable, '-m', 'nborch', *map(str, args)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=default_sigint)
 
 
 def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -206,9 +206,16 @@ def test_kill_9_of_the_owner_leaves_no_process():
 @pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT])
 def test_block_stops_cleanly_on_signal(sig):
     owner = run_script('''
+        import signal, threading, time
         from nborch import Deployment
-        with Deployment(name='blocker', replicas=2, quiet=True) as dep:
+
+        def announce():  # READY only once block() has taken over SIGTERM
+            while signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+                time.sleep(0.01)
             print('READY', flush=True)
+
+        with Deployment(name='blocker', replicas=2, quiet=True) as dep:
+            threading.Thread(target=announce, daemon=True).start()
             dep.block()
         print('STOPPED', flush=True)
     ''')
