@@ -97,6 +97,22 @@ class Serving:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
 
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        """In a notebook a running orchestration shows as its live dashboard (topology,
+        GPUs, Raft); `text/plain` stays the repr."""
+        if not self.running:
+            return {'text/plain': repr(self)}
+        from nborch.widgets import show
+        dashboard = getattr(self, '_dashboard', None)
+        if dashboard is None or not dashboard.watching:
+            self._dashboard = show(self)  # one polling thread per object
+        bundle = self._dashboard._repr_mimebundle_(include=include, exclude=exclude)
+        if isinstance(bundle, tuple):  # (data, metadata)
+            bundle[0]['text/plain'] = repr(self)
+        else:
+            bundle['text/plain'] = repr(self)
+        return bundle
+
     # -- requests --------------------------------------------------------------------------
     @property
     def client(self) -> Client:
