@@ -20,6 +20,7 @@ from docarray.base_doc import AnyDoc
 from nborch._loop import run_sync
 from nborch.addresses import parse_address
 from nborch.errors import ExecutorError
+from nborch.executor import doc_type_of
 from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
 from nborch.runtime.codec import decode_docs, encode_docs
@@ -42,10 +43,8 @@ class Response:
 
 def _doc_type_of(return_type) -> type[BaseDoc] | None:
     """The schema to decode replies into; None keeps the schema the batch carries."""
-    doc_type = getattr(return_type, 'doc_type', return_type)
-    if isinstance(doc_type, type) and issubclass(doc_type, BaseDoc) and doc_type is not AnyDoc:
-        return doc_type
-    return None
+    doc_type = doc_type_of(return_type)
+    return None if doc_type is AnyDoc else doc_type
 
 
 def _batches(inputs, request_size: int) -> Iterator[list]:
@@ -231,10 +230,7 @@ def _progress(inputs, request_size: int):
 
 def _transport_error(exc: grpc.aio.AioRpcError, address: str) -> Exception:
     if exc.code() == grpc.StatusCode.UNAVAILABLE:
-        details = exc.details() or ''
-        if details.startswith('executor '):
-            return ConnectionError(details)
-        return ConnectionError(f'cannot reach {address}: {details}')
+        return ConnectionError(f'cannot reach {address}: {exc.details()}')
     if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
         return TimeoutError(f'{address} did not answer in time')
     return RuntimeError(f'{address} failed: {exc.code().name}: {exc.details()}')

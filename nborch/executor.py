@@ -65,7 +65,7 @@ class Endpoint:
     accepted_kwargs: frozenset[str] | None  # None: the method takes **kwargs
 
 
-def _doc_type(annotation: Any) -> type[BaseDoc] | None:
+def doc_type_of(annotation: Any) -> type[BaseDoc] | None:
     """`DocList[X]` (a parametrized class or a typing alias of one) or `X` itself → X."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if inspect.isclass(origin) and issubclass(origin, DocList) and args:
@@ -82,8 +82,8 @@ def _describe(method_name: str, fn: Callable) -> Endpoint:
         hints = typing.get_type_hints(fn)
     except Exception:  # unresolvable forward references: fall back to raw annotations
         hints = getattr(fn, '__annotations__', {})
-    input_type = _doc_type(hints.get('docs')) or TextDoc
-    output_type = _doc_type(hints.get('return')) or input_type
+    input_type = doc_type_of(hints.get('docs')) or TextDoc
+    output_type = doc_type_of(hints.get('return')) or input_type
     params = inspect.signature(fn).parameters.values()
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
     accepted = None if takes_any else frozenset(p.name for p in params)

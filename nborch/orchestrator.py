@@ -152,6 +152,7 @@ class Orchestrator:
     def _start_gateway(self) -> None:
         topology = Topology(host=self.host, port=self.port, executors=[
             ExecutorTopology(name=plan.spec.name, polling=plan.spec.polling, needs=plan.needs,
+                             stateful=plan.spec.stateful,
                              shards=self._addresses(plan.spec))
             for plan in self.plans])
         path = os.path.join(self.run_dir, 'topology.json')

@@ -60,6 +60,7 @@ class ExecutorNode:
     def __init__(self, spec: ExecutorTopology):
         self.name = spec.name
         self.needs = list(spec.needs)
+        self.stateful = spec.stateful
         self.polling = PollingTable.parse(spec.polling)
         self.pools = [ReplicaPool(spec.name, addresses) for addresses in spec.shards]
         self._rotation = 0
@@ -91,15 +92,16 @@ class ExecutorNode:
         return response
 
     async def status(self) -> dict:
-        """Routing counters per replica, joined with each replica's own report (its Raft
-        state when stateful); a replica that does not answer in time reports nothing."""
-        reports = await asyncio.gather(*(pool.status(i, timeout=1.0) for pool in self.pools
-                                         for i in range(len(pool.addresses))))
-        reports = iter(reports)
+        """Routing counters per replica; for a stateful executor joined with each replica's
+        Raft state (a replica that does not answer in time reports none). Stateless ones
+        cost no round trip: widgets poll this ten times a second."""
+        reports = iter(await asyncio.gather(*(pool.status(i, timeout=1.0) for pool in self.pools
+                                              for i in range(len(pool.addresses))))
+                       if self.stateful else ())
         return {'name': self.name, 'needs': self.needs, 'shards': [
             {'replicas': [{'address': pool.addresses[i], 'outstanding': pool.outstanding[i],
                            'served': pool.served[i], 'failures': pool.failures[i],
-                           'raft': (next(reports) or {}).get('raft')}
+                           'raft': (next(reports, None) or {}).get('raft')}
                           for i in range(len(pool.addresses))]}
             for pool in self.pools]}
 

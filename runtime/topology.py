@@ -18,6 +18,7 @@ class ExecutorTopology:
     shards: list[list[str]]           # per shard, the 'host:port' of each replica
     polling: Any = 'ANY'              # anything PollingTable.parse accepts
     needs: list[str] = field(default_factory=lambda: [GATEWAY])
+    stateful: bool = False            # replicas report Raft state: status() asks each of them
 
 
 @dataclass
