@@ -3,6 +3,8 @@
     nborch deployment --uses dep.yml [--replicas N ...]   Deployment(...).start(); block()
     nborch flow --uses flow.yml                          Flow.load_config(...).start(); block()
     nborch executor --uses X --port P                    one replica in this process
+    nborch gateway --topology T --port P                 a gateway over replicas by address
+    nborch export kubernetes|compose FLOW_OR_DEP.yml OUT  manifests for a cluster (nborch.export)
     nborch ping HOST:PORT                                Client(HOST:PORT).status()
 
 The options of `deployment` are generated from `DeploymentSpec`'s fields, those of `flow` from
@@ -32,6 +34,8 @@ _DESCRIPTIONS = {
     'deployment': 'serve an executor as replicas x shards behind one gateway',
     'flow': 'serve a Flow YAML (executors in a DAG behind one gateway)',
     'executor': 'serve one executor replica in this process (usable as an external executor)',
+    'gateway': 'serve a gateway over executor replicas named by address (a topology)',
+    'export': 'write Kubernetes manifests or a Docker Compose file for a Flow/Deployment YAML',
     'ping': "check that a gateway or an executor answers (exit 0 if it does, 1 if not)",
 }
 _USES_HELP = {
@@ -118,6 +122,8 @@ def _json(kind: str) -> Callable[[str], Any]:
     expected, what = {'dict': (dict, 'a JSON object'), 'list': (list, 'a JSON list')}[kind]
 
     def convert(text: str):
+        if kind == 'list' and not text.lstrip().startswith('['):
+            return [item.strip() for item in text.split(',') if item.strip()]  # a,b,c
         try:
             value = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -178,13 +184,20 @@ _HELP = {
     ('executor', 'replica_id'): 'the replica this process stands for (runtime_args.replica_id)',
     ('executor', 'shards'): 'shards of the deployment it belongs to (runtime_args.shards)',
     ('executor', 'replicas'): 'replicas of the deployment it belongs to (runtime_args.replicas)',
+    ('executor', 'peers'): 'with --stateful: the Raft address of every replica of the shard, '
+                           'in replica order (host:port,host:port,...)',
+    ('executor', 'raft_dir'): 'with --stateful: the Raft log folder; default '
+                              '<workspace>/raft/[<shard>/]<replica>',
+    ('executor', 'stateful'): 'replicate @write endpoints with Raft among --peers',
+    'gpus': 'GPUs per replica in exported manifests (nvidia.com/gpu); locally use '
+            'CUDA_VISIBLE_DEVICES=RR',
 }
 
 _CONVERT = {'int': (_number(int), 'N'), 'float': (_number(float), 'X'), 'str': (str, 'TEXT'),
             'dict': (_json('dict'), 'JSON'), 'list': (_json('list'), 'JSON'),
             'any': (_json_or_text, 'VALUE')}
 _KIND_HELP = {'int': 'an integer', 'float': 'a number', 'str': 'text', 'bool': 'on/off',
-              'dict': 'a JSON object', 'list': 'a JSON list', 'any': 'JSON or text'}
+              'dict': 'a JSON object', 'list': 'a JSON list or a,b,c', 'any': 'JSON or text'}
 
 
 def add_options(parser: argparse.ArgumentParser, options: list[Option], command: str,
@@ -247,6 +260,30 @@ def build_parser() -> argparse.ArgumentParser:
         add_options(sub, options, name, 'options (override the YAML)' if name != 'executor'
                     else 'options (uses_with is merged over the YAML\'s with:)')
         sub.set_defaults(handler=handler, options=options)
+    gateway = commands.add_parser('gateway', help=_DESCRIPTIONS['gateway'],
+                                  description=_DESCRIPTIONS['gateway'])
+    gateway.add_argument('--topology', required=True, metavar='JSON|FILE',
+                         help='executors, their shards\' replica addresses, polling and needs '
+                              '(the JSON `nborch export` writes; see nborch.runtime.topology)')
+    gateway.add_argument('--port', type=_number(int), default=None, metavar='N',
+                         help="port to serve on; default: the topology's")
+    gateway.add_argument('--host', default=None, metavar='TEXT',
+                         help="address to bind; default: the topology's")
+    gateway.set_defaults(handler=_gateway, options=[])
+    export = commands.add_parser('export', help=_DESCRIPTIONS['export'],
+                                 description=_DESCRIPTIONS['export'])
+    export.add_argument('engine', choices=('kubernetes', 'compose'),
+                        help='kubernetes: a folder of manifests for `kubectl apply -f`; '
+                             'compose: one docker-compose.yml')
+    export.add_argument('uses', metavar='YAML', help='a Flow or Deployment YAML')
+    export.add_argument('out', metavar='OUT', help='kubernetes: a folder (made if missing); '
+                                                   'compose: a file, or a folder to hold one')
+    export.add_argument('--image', default=None, metavar='IMAGE',
+                        help='the image every container runs (build it with the Dockerfile the '
+                             'export writes); default: nborch:<version>')
+    export.add_argument('--namespace', default='default', metavar='NS',
+                        help='Kubernetes namespace; default: default')
+    export.set_defaults(handler=_export, options=[])
     ping = commands.add_parser('ping', help=_DESCRIPTIONS['ping'], description=_DESCRIPTIONS['ping'])
     ping.add_argument('address', metavar='HOST:PORT', help="also grpc://HOST:PORT")
     ping.add_argument('--timeout', type=_number(float), default=5.0, metavar='S',
@@ -340,7 +377,6 @@ def _executor(args: argparse.Namespace) -> int:
     from nborch.config import ConfigError
     from nborch.errors import PortInUseError
     from nborch.ports import check_port_free
-    from nborch.runtime import child
     from nborch.runtime.worker import serve
     from nborch.runtime.worker_spec import WorkerSpec
     from nborch.uses import resolve_uses_and_defaults
@@ -351,22 +387,66 @@ def _executor(args: argparse.Namespace) -> int:
         cls, defaults = resolve_uses_and_defaults(args.uses)
         fields['uses_with'] = {**defaults, **(fields.get('uses_with') or {})}
         spec = WorkerSpec(uses=WorkerSpec.pack_class(cls), sys_path=list(sys.path), **fields)
+        spec.complete()
         if spec.port:
             check_port_free(spec.host, spec.port, f'executor {spec.name}')
     except (ConfigError, ValueError, TypeError, PortInUseError) as exc:
         raise _Failure(2, str(exc)) from None
 
+    return _run_role(lambda: serve(spec, ready_fd=None), f'executor {spec.name}',
+                     spec.log_level)
+
+
+def _run_role(serve: Callable, what: str, log_level: str = 'INFO') -> int:
+    """Run one runtime role's `serve()` in this process until Ctrl-C/SIGTERM; it prints
+    `{"pid": ..., "port": ...}` once it serves."""
+    from nborch.runtime import child
+
     def stop_requested(*_):
         raise _StopRequested
 
     signal.signal(signal.SIGTERM, stop_requested)  # until serve() installs its own handlers
-    child.configure_logging(spec.log_level)
+    child.configure_logging(log_level)
     try:
-        asyncio.run(serve(spec, ready_fd=None))  # prints {"pid": ..., "port": ...} when ready
+        asyncio.run(serve())
     except (_StopRequested, KeyboardInterrupt):
         pass
     except Exception as exc:
-        raise _Failure(1, f'executor {spec.name} failed: {type(exc).__name__}: {exc}') from None
+        raise _Failure(1, f'{what} failed: {type(exc).__name__}: {exc}') from None
+    return 0
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    from nborch.errors import PortInUseError
+    from nborch.ports import check_port_free
+    from nborch.runtime.gateway import serve
+    from nborch.runtime.topology import Topology
+
+    try:
+        topology = Topology.load(args.topology)
+        if args.port is not None:
+            topology.port = args.port
+        if args.host is not None:
+            topology.host = args.host
+        if topology.port:
+            check_port_free(topology.host, topology.port, 'gateway')
+    except (ValueError, PortInUseError) as exc:
+        raise _Failure(2, str(exc)) from None
+
+    return _run_role(lambda: serve(topology, ready_fd=None), 'gateway')
+
+
+def _export(args: argparse.Namespace) -> int:
+    from nborch.config import ConfigError
+    from nborch.export import ExportError, export_yaml
+
+    try:
+        written = export_yaml(args.engine, args.uses, args.out, image=args.image,
+                              namespace=args.namespace)
+    except (ExportError, ConfigError, ValueError, TypeError, OSError) as exc:
+        raise _Failure(2, str(exc)) from None
+    for path in written:
+        _say(f'nborch: wrote {path}')
     return 0
 
 

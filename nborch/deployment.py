@@ -22,6 +22,7 @@ class Deployment(Serving):
         self._orchestrator = Orchestrator(
             self.spec.name, [ExecutorPlan(self.spec, [GATEWAY])], host=self.spec.host,
             port=self.spec.port, ready_timeout=self.spec.ready_seconds, quiet=self.spec.quiet)
+        self._given_port = self.spec.port if self.spec.port_given else None
 
     @classmethod
     def load_config(cls, path: str, **overrides) -> 'Deployment':

@@ -13,3 +13,8 @@ class ExecutorError(RuntimeError):
 
 class PortInUseError(OSError):
     """A port nborch was asked to listen on is taken (checked before any process starts)."""
+
+
+class ExportError(ValueError):
+    """An orchestration cannot be exported as it is (`nborch export`, `to_kubernetes_yaml`);
+    the message says what to change. Nothing is written when it is raised."""

@@ -20,6 +20,7 @@ class Flow(Serving):
         gateway = DeploymentSpec.from_kwargs(name=name, port=port, host=host,
                                              timeout_ready=timeout_ready, quiet=quiet)
         self.name = gateway.name
+        self._given_port = gateway.port if gateway.port_given else None
         self.quiet = quiet
         self._plans: list[ExecutorPlan] = []
         self._orchestrator = Orchestrator(name, self._plans, host=gateway.host, port=gateway.port,

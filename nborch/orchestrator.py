@@ -19,7 +19,7 @@ from nborch.runtime.gpu import CUDA_VISIBLE_DEVICES, detect_device_count, replic
 from nborch.runtime.process import ChildHandle
 from nborch.runtime.supervisor import ReplicaId, Supervisor, WorkerHandle
 from nborch.runtime.topology import ExecutorTopology, Topology
-from nborch.runtime.worker_spec import WorkerSpec
+from nborch.runtime.worker_spec import WorkerSpec, raft_dir
 from nborch.spec import DeploymentSpec
 
 _live: set['Orchestrator'] = set()  # strong refs: a running orchestration is never collected
@@ -48,12 +48,6 @@ def _threads_per_worker(plans: list['ExecutorPlan']) -> dict[str, str]:
     workers = sum(p.spec.replicas * p.spec.shards for p in plans if not p.spec.external)
     per_worker = str(max(1, (os.cpu_count() or 1) // max(workers, 1)))
     return {var: per_worker for var in _THREAD_VARS}
-
-
-def raft_dir(spec: DeploymentSpec, shard: int, replica: int) -> str:
-    """`<workspace>/raft/[<shard>/]<replica>/` (SPEC §5): the shard level only when sharded."""
-    parts = [spec.workspace, 'raft'] + ([str(shard)] if spec.shards > 1 else []) + [str(replica)]
-    return os.path.join(*parts)
 
 
 @dataclass
@@ -135,7 +129,8 @@ class Orchestrator:
                                host=self.host, sys_path=list(sys.path),
                                log_level=spec.log_level, stateful=spec.stateful,
                                peers=[f'{self.host}:{p}' for p in peer_ports.get(shard, [])],
-                               raft_dir=raft_dir(spec, shard, replica) if spec.stateful else None,
+                               raft_dir=(raft_dir(spec.workspace, spec.shards, shard, replica)
+                                         if spec.stateful else None),
                                raft_configuration=spec.raft_configuration,
                                read_consistency=spec.read_consistency).dump(stem + '.json')
                     replicas.append(WorkerHandle(rid, stem + '.json', env=environments[replica],

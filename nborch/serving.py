@@ -17,6 +17,7 @@ class Serving:
 
     _orchestrator: Orchestrator
     _client: Client | None = None
+    _given_port: int | None = None  # the gateway port the user chose (exports keep it)
 
     # -- identity --------------------------------------------------------------------------
     @property
@@ -34,6 +35,24 @@ class Serving:
     @property
     def running(self) -> bool:
         return self._orchestrator.running
+
+    # -- export (SPEC §9) ------------------------------------------------------------------
+    def to_kubernetes_yaml(self, output_base_path: str, *, namespace: str = 'default',
+                           image: str | None = None, k8s_namespace: str | None = None) -> list[str]:
+        """Write Kubernetes manifests (one file per workload) and a Dockerfile for the image
+        into `output_base_path`; returns the paths. `kubectl apply -f output_base_path`."""
+        from nborch.export import to_kubernetes_yaml
+        return to_kubernetes_yaml(self.name, self._orchestrator.plans, self._given_port,
+                                  output_base_path, namespace=k8s_namespace or namespace,
+                                  image=image)
+
+    def to_docker_compose_yaml(self, output_path: str = 'docker-compose.yml', *,
+                               image: str | None = None) -> list[str]:
+        """Write a Docker Compose file (and a Dockerfile beside it); returns the paths.
+        `docker compose -f output_path up`."""
+        from nborch.export import to_docker_compose_yaml
+        return to_docker_compose_yaml(self.name, self._orchestrator.plans, self._given_port,
+                                      output_path, image=image)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self):

@@ -24,7 +24,7 @@ from nborch.uses import resolve_uses_and_defaults
 _NAME = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_.\-]*$')
 _IGNORED = {'install_requirements'}  # reference-system options with nothing to do here
 _RESOLVED = ('executor_class', 'polling_table', 'external_addresses', 'round_robin',
-             'raft_settings', 'peer_port_table')
+             'raft_settings', 'peer_port_table', 'port_given')
 
 
 @dataclass
@@ -47,6 +47,7 @@ class DeploymentSpec:
     peer_ports: Any = None             # list, {shard: [ports]} or JSON; None: free ports
     raft_configuration: dict = field(default_factory=dict)
     read_consistency: str = 'eventual' # or 'linearizable' (also per request: parameters)
+    gpus: int = 0                      # per replica, in exported manifests (nvidia.com/gpu)
 
     # Resolved by validate():
     executor_class: type[Executor] | None = field(default=None, repr=False)
@@ -55,6 +56,7 @@ class DeploymentSpec:
     round_robin: RoundRobinSpec | None = field(default=None, repr=False)
     raft_settings: RaftSettings | None = field(default=None, repr=False)
     peer_port_table: dict[int, list[int]] | None = field(default=None, repr=False)
+    port_given: bool = field(default=False, repr=False)  # False: port was picked free
 
     @classmethod
     def from_kwargs(cls, **kwargs) -> 'DeploymentSpec':
@@ -89,6 +91,9 @@ class DeploymentSpec:
         if not isinstance(self.host, str):
             raise ValueError(f'host={self.host!r}: one host to bind (a list of hosts needs '
                              'external=True)')
+        if isinstance(self.gpus, bool) or not isinstance(self.gpus, int) or self.gpus < 0:
+            raise ValueError(f'gpus={self.gpus!r}: GPUs per replica, an integer >= 0')
+        self.port_given = self.port is not None
         if self.port is None:
             self.port = free_port(self.host)
         elif isinstance(self.port, bool) or not isinstance(self.port, int) or not 0 < self.port < 65536:

@@ -22,6 +22,7 @@ from nborch.protos import nborch_pb2_grpc as pb_grpc
 from nborch.runtime import child
 from nborch.runtime.codec import decode_docs, encode_docs
 from nborch.runtime.grpc_options import SERVER_OPTIONS, bind
+from nborch.runtime.health import add_health, serving
 from nborch.runtime.mux import serve_stream
 from nborch.runtime.polling import Polling, PollingTable, choose_shards
 from nborch.runtime.reduce import reduce_docs
@@ -62,7 +63,8 @@ class ExecutorNode:
         self.needs = list(spec.needs)
         self.stateful = spec.stateful
         self.polling = PollingTable.parse(spec.polling)
-        self.pools = [ReplicaPool(spec.name, addresses) for addresses in spec.shards]
+        self.pools = [ReplicaPool(spec.name, addresses, discover=spec.discover)
+                      for addresses in spec.shards]
         self._rotation = 0
 
     def shards_for(self, endpoint: str) -> tuple[Polling, tuple[int, ...]]:
@@ -95,15 +97,18 @@ class ExecutorNode:
         """Routing counters per replica; for a stateful executor joined with each replica's
         Raft state (a replica that does not answer in time reports none). Stateless ones
         cost no round trip: widgets poll this ten times a second."""
-        reports = iter(await asyncio.gather(*(pool.status(i, timeout=1.0) for pool in self.pools
-                                              for i in range(len(pool.addresses))))
+        for pool in self.pools:
+            await pool.refresh()
+        shards = [list(pool.replicas) for pool in self.pools]  # membership may change below
+        reports = iter(await asyncio.gather(*(ReplicaPool.status(r, timeout=1.0)
+                                              for replicas in shards for r in replicas))
                        if self.stateful else ())
         return {'name': self.name, 'needs': self.needs, 'shards': [
-            {'replicas': [{'address': pool.addresses[i], 'outstanding': pool.outstanding[i],
-                           'served': pool.served[i], 'failures': pool.failures[i],
+            {'replicas': [{'address': r.address, 'outstanding': r.outstanding,
+                           'served': r.served, 'failures': r.failures,
                            'raft': (next(reports, None) or {}).get('raft')}
-                          for i in range(len(pool.addresses))]}
-            for pool in self.pools]}
+                          for r in replicas]}
+            for replicas in shards]}
 
 
 class Gateway:
@@ -200,13 +205,16 @@ async def serve(topology: Topology, ready_fd: int | None) -> None:
     server = grpc.aio.server(options=SERVER_OPTIONS)
     pb_grpc.add_ExecutorServicer_to_server(GatewayServicer(gateway), server)
     port = bind(server, topology.host, topology.port)
+    health = add_health(server)
     await server.start()
+    await serving(health)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     child.report_ready(ready_fd, port=port)
     await stop.wait()
+    await health.enter_graceful_shutdown()  # probes see NOT_SERVING while it drains
     await server.stop(grace=1.0)
     await gateway.close()
 
@@ -217,12 +225,8 @@ def main(argv: list[str] | None = None) -> None:
     child.add_process_arguments(parser)
     args = parser.parse_args(argv)
     child.watch_parent(args.parent_fd)
-    text = args.topology
-    if not text.lstrip().startswith('{'):
-        with open(text) as f:
-            text = f.read()
     child.configure_logging()
-    asyncio.run(serve(Topology.from_json(text), args.ready_fd))
+    asyncio.run(serve(Topology.load(args.topology), args.ready_fd))
 
 
 if __name__ == '__main__':

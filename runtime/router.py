@@ -19,8 +19,10 @@ from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
 from nborch.runtime.grpc_options import CHANNEL_OPTIONS
 from nborch.runtime.mux import StreamError, StreamMux
+from nborch.runtime.resolve import dial_target, resolve_replicas
 
 EJECT_SECONDS = 0.5  # a failed replica is tried last for this long, then re-admitted
+DISCOVERY_REFRESH_S = 5.0  # how often a discovered name is resolved again
 
 
 def choose_replica(outstanding: Sequence[int], start: int, *, tried: Collection[int] = (),
@@ -50,9 +52,10 @@ def choose_replica(outstanding: Sequence[int], start: int, *, tried: Collection[
 def _channel(address: str) -> grpc.aio.Channel:
     """`host:port`, `grpc://host:port` or `grpcs://host:port` (TLS with system roots)."""
     if address.startswith('grpcs://'):
-        return grpc.aio.secure_channel(address[len('grpcs://'):], grpc.ssl_channel_credentials(),
-                                       options=CHANNEL_OPTIONS)
-    return grpc.aio.insecure_channel(address.removeprefix('grpc://'), options=CHANNEL_OPTIONS)
+        return grpc.aio.secure_channel(dial_target(address[len('grpcs://'):]),
+                                       grpc.ssl_channel_credentials(), options=CHANNEL_OPTIONS)
+    return grpc.aio.insecure_channel(dial_target(address.removeprefix('grpc://')),
+                                     options=CHANNEL_OPTIONS)
 
 
 @dataclass
@@ -61,70 +64,119 @@ class Served:
     replica: int
 
 
+class _Replica:
+    """One replica's connection and counters."""
+
+    def __init__(self, address: str):
+        self.address = address
+        self.channel = _channel(address)
+        self.stub = pb_grpc.ExecutorStub(self.channel)
+        self.stream = StreamMux(self.channel)
+        self.outstanding = 0
+        self.served = 0
+        self.failures = 0
+        self.ejected_until = 0.0
+
+    async def close(self) -> None:
+        await self.stream.close()
+        await self.channel.close()
+
+
 class ReplicaPool:
     """The replicas of one shard of one executor, as seen from the gateway.
 
+    Replicas are fixed addresses, or with `discover` the records a DNS name resolves to,
+    refreshed every `refresh_s` (replicas come and go with the pods behind the name).
     Not thread-safe: used from the gateway's event loop only.
     """
 
-    def __init__(self, executor: str, addresses: Sequence[str], *,
+    def __init__(self, executor: str, addresses: Sequence[str], *, discover: bool = False,
+                 refresh_s: float = DISCOVERY_REFRESH_S,
                  clock: Callable[[], float] = time.monotonic):
         self.executor = executor
-        self.addresses = list(addresses)
-        self._channels = [_channel(a) for a in addresses]
-        self._stubs = [pb_grpc.ExecutorStub(c) for c in self._channels]
-        self._streams = [StreamMux(c) for c in self._channels]
-        self.outstanding = [0] * len(addresses)
-        self.served = [0] * len(addresses)
-        self.failures = [0] * len(addresses)
-        self._ejected_until = [0.0] * len(addresses)
+        self.discover = discover
+        self.names = list(addresses)  # what the topology says (DNS names when discovering)
+        self.replicas = [] if discover else [_Replica(a) for a in addresses]
+        self._refresh_s = refresh_s
+        self._resolved_at: float | None = None
         self._rotation = 0
         self._clock = clock
-        self._write_leader: dict[str, int] = {}  # endpoint → replica that leads its writes
+        self._write_leader: dict[str, str] = {}  # endpoint → address of its writes' leader
+
+    @property
+    def addresses(self) -> list[str]:
+        return [r.address for r in self.replicas]
+
+    async def refresh(self, force: bool = False) -> None:
+        """Re-resolve a discovered name when due: new records join, vanished ones leave."""
+        now = self._clock()
+        if not self.discover or (not force and self._resolved_at is not None
+                                 and now - self._resolved_at < self._refresh_s):
+            return
+        self._resolved_at = now
+        found: list[str] = []
+        for name in self.names:
+            found += await resolve_replicas(name)
+        if found == self.addresses:
+            return
+        current = {r.address: r for r in self.replicas}
+        self.replicas = [current.pop(a, None) or _Replica(a) for a in found]
+        for gone in current.values():  # in-flight calls on it fail over to the others
+            await gone.close()
 
     async def call(self, request: pb.DataRequest, timeout: float | None = None) -> Served:
         """Send `request` to one replica, retrying on others; ConnectionError if all fail."""
-        tried: list[int] = []
+        await self.refresh(force=self.discover and not self.replicas)
+        tried: list[_Replica] = []
         errors: list[str] = []
         while True:
+            replicas = self.replicas
             now = self._clock()
-            ejected = [i for i, t in enumerate(self._ejected_until) if t > now]
-            i = choose_replica(self.outstanding, self._rotation, tried=tried, ejected=ejected,
-                               preferred=self._write_leader.get(request.endpoint))
+            leader = self._write_leader.get(request.endpoint)
+            i = choose_replica([r.outstanding for r in replicas], self._rotation,
+                               tried=[j for j, r in enumerate(replicas) if r in tried],
+                               ejected=[j for j, r in enumerate(replicas) if r.ejected_until > now],
+                               preferred=next((j for j, r in enumerate(replicas)
+                                               if r.address == leader), None))
             if i is None:
+                what = '; '.join(f'{r.address} ({e})' for r, e in zip(tried, errors)) if tried \
+                    else f'no replica found at {", ".join(self.names)}'
                 raise ConnectionError(
-                    f'executor {self.executor!r}: no replica could serve the request; tried '
-                    + '; '.join(f'{self.addresses[j]} ({e})' for j, e in zip(tried, errors)))
+                    f'executor {self.executor!r}: no replica could serve the request; tried {what}')
+            replica = replicas[i]
             self._rotation = i + 1
-            tried.append(i)
-            self.outstanding[i] += 1
+            tried.append(replica)
+            replica.outstanding += 1
             try:
-                response = await self._streams[i].call(request, timeout=timeout)
+                response = await replica.stream.call(request, timeout=timeout)
             except (StreamError, asyncio.TimeoutError) as exc:
-                if self._write_leader.get(request.endpoint) == i:
+                if leader == replica.address:
                     del self._write_leader[request.endpoint]  # learn the next leader anew
-                self.failures[i] += 1
-                self._ejected_until[i] = self._clock() + EJECT_SECONDS
+                replica.failures += 1
+                replica.ejected_until = self._clock() + EJECT_SECONDS
                 errors.append(str(exc) or type(exc).__name__)
                 continue
             finally:
-                self.outstanding[i] -= 1
-            self.served[i] += 1
-            self._ejected_until[i] = 0.0
-            if response.leader_hint and response.leader_hint <= len(self.addresses):
-                self._write_leader[request.endpoint] = response.leader_hint - 1
-            return Served(response, i)
+                replica.outstanding -= 1
+            replica.served += 1
+            replica.ejected_until = 0.0
+            # Raft node ids are replica ids + 1, in the order the topology lists the replicas.
+            if response.leader_hint and response.leader_hint <= len(self.replicas):
+                self._write_leader[request.endpoint] = \
+                    self.replicas[response.leader_hint - 1].address
+            return Served(response, self.replicas.index(replica)
+                          if replica in self.replicas else i)
 
-    async def status(self, i: int, timeout: float = 2.0) -> dict | None:
+    @staticmethod
+    async def status(replica: _Replica, timeout: float = 2.0) -> dict | None:
         """The replica's own status report, or None when it does not answer."""
         try:
-            reply = await self._stubs[i].Status(pb.StatusRequest(), timeout=timeout)
+            reply = await replica.stub.Status(pb.StatusRequest(), timeout=timeout)
         except grpc.aio.AioRpcError:
             return None
         return json.loads(reply.json)
 
     async def close(self) -> None:
-        for stream in self._streams:
-            await stream.close()
-        for channel in self._channels:
-            await channel.close()
+        for replica in self.replicas:
+            await replica.close()
+        self.replicas = []

@@ -19,6 +19,8 @@ class ExecutorTopology:
     polling: Any = 'ANY'              # anything PollingTable.parse accepts
     needs: list[str] = field(default_factory=lambda: [GATEWAY])
     stateful: bool = False            # replicas report Raft state: status() asks each of them
+    discover: bool = False            # each shard's address is a DNS name; its records are
+                                      # the replicas (a headless Service in Kubernetes)
 
 
 @dataclass
@@ -35,6 +37,36 @@ class Topology:
         raw = json.loads(text)
         return cls(executors=[ExecutorTopology(**e) for e in raw['executors']],
                    host=raw.get('host', '127.0.0.1'), port=raw.get('port', 0))
+
+    @classmethod
+    def load(cls, source: str) -> 'Topology':
+        """From JSON text or a JSON file, checked; ValueError says what is wrong."""
+        text = source
+        if not source.lstrip().startswith('{'):
+            try:
+                with open(source) as f:
+                    text = f.read()
+            except OSError as exc:
+                raise ValueError(f'topology {source!r}: not JSON and not a readable file '
+                                 f'({exc.strerror})') from None
+        try:
+            topology = cls.from_json(text)
+        except ValueError as exc:
+            raise ValueError(f'topology is not valid JSON: {exc}') from None
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f'topology does not match the format of '
+                             f'nborch.runtime.topology.Topology: {exc}') from None
+        topology.check()
+        return topology
+
+    def check(self) -> None:
+        from nborch.runtime.polling import PollingTable
+        for e in self.executors:
+            if not e.shards or not all(e.shards):
+                raise ValueError(f'topology: executor {e.name!r} needs at least one address '
+                                 'per shard')
+            PollingTable.parse(e.polling)
+        order_dag({e.name: e.needs for e in self.executors})
 
 
 def order_dag(needs: dict[str, list[str]]) -> list[str]:

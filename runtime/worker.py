@@ -26,7 +26,9 @@ from nborch.runtime.consensus.replica import ConsensusReplica
 from nborch.runtime.consensus.settings import RaftSettings
 from nborch.runtime.consensus.transport import RaftServicer
 from nborch.runtime.grpc_options import SERVER_OPTIONS, bind
+from nborch.runtime.health import add_health, serving
 from nborch.runtime.mux import serve_stream
+from nborch.runtime.resolve import dial_target
 from nborch.runtime.worker_spec import WorkerSpec
 
 
@@ -201,9 +203,13 @@ async def serve(spec: WorkerSpec, ready_fd: int | None) -> None:
             directory=spec.raft_dir, settings=RaftSettings.parse(spec.raft_configuration),
             state_machine=ExecutorStateMachine(servicer.runner, servicer.pool))
         pb_grpc.add_RaftServicer_to_server(RaftServicer(servicer.consensus), server)
-        bind(server, spec.host, int(spec.peers[spec.replica_id].rpartition(':')[2]))
+        # Listen where the peers reach this replica (NBORCH_HOSTS may map its name locally).
+        raft_address = dial_target(spec.peers[spec.replica_id])
+        bind(server, spec.host, int(raft_address.rpartition(':')[2]))
         await servicer.consensus.start()
+    health = add_health(server)
     await server.start()
+    await serving(health)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -211,6 +217,7 @@ async def serve(spec: WorkerSpec, ready_fd: int | None) -> None:
     child.report_ready(ready_fd, port=port,
                        cuda_visible_devices=os.environ.get('CUDA_VISIBLE_DEVICES'))
     await stop.wait()
+    await health.enter_graceful_shutdown()  # probes see NOT_SERVING while it drains
     await server.stop(grace=1.0)
     if servicer.consensus is not None:
         await servicer.consensus.close()

@@ -5,6 +5,7 @@ import base64
 import io
 import json
 import operator
+import os
 import sys
 import typing
 from dataclasses import asdict, dataclass, field
@@ -54,6 +55,12 @@ class _ClassPickler(cloudpickle.Pickler):
         return super().reducer_override(obj)
 
 
+def raft_dir(workspace: str, shards: int, shard: int, replica: int) -> str:
+    """`<workspace>/raft/[<shard>/]<replica>/` (SPEC §5): the shard level only when sharded."""
+    parts = [workspace, 'raft'] + ([str(shard)] if shards > 1 else []) + [str(replica)]
+    return os.path.join(*parts)
+
+
 @dataclass
 class WorkerSpec:
     name: str
@@ -75,6 +82,27 @@ class WorkerSpec:
     raft_dir: str | None = None
     raft_configuration: dict = field(default_factory=dict)
     read_consistency: str = 'eventual'
+
+    def complete(self) -> None:
+        """Check a spec given by hand (`nborch executor`) and fill what follows from it;
+        ValueError names the flag at fault. The orchestrator's specs are complete already."""
+        if not self.stateful:
+            return
+        if not self.peers:
+            raise ValueError('--stateful needs --peers: the Raft address (host:port) of every '
+                             'replica of the shard, in replica order')
+        if not 0 <= self.replica_id < len(self.peers):
+            raise ValueError(f'--replica-id {self.replica_id} has no entry in --peers '
+                             f'({len(self.peers)} given)')
+        if self.replicas == 1:
+            self.replicas = len(self.peers)
+        elif self.replicas != len(self.peers):
+            raise ValueError(f'--replicas {self.replicas} but --peers names {len(self.peers)}')
+        if self.raft_dir is None:
+            if not self.workspace:
+                raise ValueError('--stateful needs --workspace (or --raft-dir): the Raft log '
+                                 'must survive restarts')
+            self.raft_dir = raft_dir(self.workspace, self.shards, self.shard_id, self.replica_id)
 
     @staticmethod
     def pack_class(cls) -> str:

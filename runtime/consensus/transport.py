@@ -14,6 +14,7 @@ import grpc
 from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
 from nborch.runtime.grpc_options import CHANNEL_OPTIONS
+from nborch.runtime.resolve import dial_target
 
 QUEUE_LIMIT = 10_000  # messages held for a slow peer before new ones are dropped
 RECONNECT_S = 0.05
@@ -27,7 +28,7 @@ class PeerLink:
     def __init__(self, peer: int, address: str, on_unreachable: Callable[[int], None]):
         self.peer = peer
         self.address = address
-        self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.channel = grpc.aio.insecure_channel(dial_target(address), options=CHANNEL_OPTIONS)
         self.stub = pb_grpc.RaftStub(self.channel)
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(QUEUE_LIMIT)
         self._on_unreachable = on_unreachable

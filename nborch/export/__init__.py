@@ -1,0 +1,139 @@
+"""Hand an orchestration to Kubernetes or Docker Compose (SPEC §9).
+
+    Flow.to_kubernetes_yaml(dir, namespace=..., image=...)   → one file per workload + Dockerfile
+    Flow.to_docker_compose_yaml(path, image=...)              → one compose file + Dockerfile
+    nborch export kubernetes|compose FLOW_OR_DEP.yml OUT      → the same, from a YAML
+
+Every container runs the same image (`nborch` as its entry point) with the arguments the
+plan gives it; see `nborch.export.plan`. Files are rendered and checked in memory first, so
+an error writes nothing.
+"""
+from __future__ import annotations
+
+import os
+
+import yaml
+
+from nborch.errors import ExportError
+from nborch.export.compose import compose_file
+from nborch.export.kubernetes import manifests
+from nborch.export.plan import COMPOSE_NAMING, ExportPlan, build_plan, kubernetes_naming
+
+__all__ = ['ExportError', 'export_yaml', 'to_docker_compose_yaml', 'to_kubernetes_yaml']
+
+COMPOSE_FILE = 'docker-compose.yml'
+DOCKERFILE = 'Dockerfile'
+
+
+def default_image() -> str:
+    from nborch import __version__
+    return f'nborch:{__version__}'
+
+
+def dockerfile(label: str, image: str) -> str:
+    from nborch import __version__
+    return f'''\
+# The image every container of {label!r} runs (written by `nborch export`).
+# Build it from the folder that holds your executor modules (and a requirements.txt, if they
+# need more packages), then push it where the cluster pulls from:
+#   docker build -f <this file> -t {image} .
+# NBORCH_PACKAGE is what pip installs nborch from: a version, a wheel, or a source folder
+# inside the build context (--build-arg NBORCH_PACKAGE=./vendor/nborch).
+FROM python:3.11-slim
+ARG NBORCH_PACKAGE=nborch=={__version__}
+WORKDIR /app
+COPY . /app
+RUN pip install --no-cache-dir "$NBORCH_PACKAGE" \\
+ && if [ -f requirements.txt ]; then pip install --no-cache-dir -r requirements.txt; fi
+ENV PYTHONPATH=/app PYTHONUNBUFFERED=1
+ENTRYPOINT ["nborch"]
+'''
+
+
+class _Dumper(yaml.SafeDumper):
+    """Writes shared dicts out in full: manifests are read by people, not only by parsers."""
+
+    def ignore_aliases(self, data) -> bool:
+        return True
+
+
+def _dump(objects: list[dict]) -> str:
+    return yaml.dump_all(objects, Dumper=_Dumper, sort_keys=False, width=100)
+
+
+def _check_namespace(namespace: str) -> None:
+    from nborch.export.plan import dns_label
+    if dns_label(namespace, 'namespace') != namespace:
+        raise ExportError(f'namespace {namespace!r} is not a Kubernetes name: lower-case '
+                          'letters, digits and "-"')
+
+
+def _write(files: dict[str, str]) -> list[str]:
+    """Write every file (all were rendered before the first one is written)."""
+    for path, text in files.items():
+        with open(path, 'w') as f:
+            f.write(text)
+    return list(files)
+
+
+def kubernetes_files(label: str, plans, gateway_port: int | None, directory: str, *,
+                     namespace: str = 'default', image: str | None = None) -> dict[str, str]:
+    _check_namespace(namespace)
+    image = image or default_image()
+    plan = build_plan(label, plans, gateway_port, kubernetes_naming(namespace))
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise ExportError(f'{directory} is a file; Kubernetes manifests go into a folder')
+    files = {os.path.join(directory, name): _dump(objects)
+             for name, objects in manifests(plan, namespace, image).items()}
+    files[os.path.join(directory, DOCKERFILE)] = dockerfile(plan.name, image)
+    return files
+
+
+def compose_files(label: str, plans, gateway_port: int | None, path: str, *,
+                  image: str | None = None) -> dict[str, str]:
+    image = image or default_image()
+    plan = build_plan(label, plans, gateway_port, COMPOSE_NAMING)
+    if os.path.isdir(path) or path.endswith(os.sep):
+        path = os.path.join(path, COMPOSE_FILE)
+    folder = os.path.dirname(path) or '.'
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise ExportError(f'{folder} is a file; the compose file needs a folder')
+    return {path: _dump([compose_file(plan, image)]),
+            os.path.join(folder, DOCKERFILE): dockerfile(plan.name, image)}
+
+
+def to_kubernetes_yaml(label: str, plans, gateway_port: int | None, directory: str,
+                       **options) -> list[str]:
+    files = kubernetes_files(label, plans, gateway_port, directory, **options)
+    os.makedirs(directory, exist_ok=True)
+    return _write(files)
+
+
+def to_docker_compose_yaml(label: str, plans, gateway_port: int | None, path: str,
+                           **options) -> list[str]:
+    files = compose_files(label, plans, gateway_port, path, **options)
+    os.makedirs(os.path.dirname(next(iter(files))) or '.', exist_ok=True)
+    return _write(files)
+
+
+def export_yaml(engine: str, path: str, out: str, *, image: str | None = None,
+                namespace: str = 'default') -> list[str]:
+    """`nborch export ENGINE PATH OUT`: a Flow or Deployment YAML to manifests."""
+    serving = load_serving(path)
+    if engine == 'kubernetes':
+        return serving.to_kubernetes_yaml(out, namespace=namespace, image=image)
+    if engine == 'compose':
+        return serving.to_docker_compose_yaml(out, image=image)
+    raise ExportError(f'unknown engine {engine!r}: kubernetes or compose')
+
+
+def load_serving(path: str):
+    """The Flow or Deployment a YAML describes (by its `jtype`), not started."""
+    from nborch import Deployment, Flow
+    from nborch.config import yaml_jtype
+    jtype = yaml_jtype(path)
+    if jtype == 'Flow':
+        return Flow.load_config(path)
+    if jtype == 'Deployment':
+        return Deployment.load_config(path)
+    raise ExportError(f'{path}: jtype is {jtype!r}; export takes a Flow or a Deployment YAML')

@@ -1,0 +1,143 @@
+"""An `ExportPlan` as Kubernetes objects (SPEC §9).
+
+- a stateless shard: a `Deployment` with `replicas` and a headless `Service`; the gateway
+  resolves the Service's records and routes to each pod itself (one HTTP/2 connection through
+  a ClusterIP would pin all traffic to one pod);
+- a stateful shard: a `StatefulSet` with a headless `Service` (pod i is
+  `<set>-i.<set>.<ns>.svc`, the Raft peer names in `--peers`), started in parallel (the group
+  needs a quorum before anything is ready) and a `volumeClaimTemplate` for each Raft log;
+- the gateway: a `Deployment` and a `Service` with the topology in its arguments.
+
+Every container gets gRPC probes on `grpc.health.v1` and a GPU limit where asked for.
+"""
+from __future__ import annotations
+
+import math
+
+from nborch.export.plan import (EXECUTOR_PORT, RAFT_PORT, REPLICA_ID_VAR, WORKSPACE, ExportPlan,
+                                Workload)
+
+PROBE_PERIOD_S = 5
+# The pod-index label exists from Kubernetes 1.28 (StatefulSet pods get it from the controller).
+POD_INDEX_LABEL = "metadata.labels['apps.kubernetes.io/pod-index']"
+RAFT_VOLUME_SIZE = '1Gi'
+
+
+def _labels(plan: ExportPlan, component: str) -> dict:
+    return {'app.kubernetes.io/name': component, 'app.kubernetes.io/part-of': plan.name,
+            'app.kubernetes.io/managed-by': 'nborch'}
+
+
+def _probes(port: int, ready_seconds: float) -> dict:
+    probe = {'grpc': {'port': port}, 'periodSeconds': PROBE_PERIOD_S}
+    return {
+        # Loading a model may take a while: the startup probe waits as long as timeout_ready.
+        'startupProbe': {**probe, 'failureThreshold': max(1, math.ceil(
+            min(ready_seconds, 3600) / PROBE_PERIOD_S))},
+        'readinessProbe': {**probe, 'failureThreshold': 2},
+        'livenessProbe': {**probe, 'failureThreshold': 3},
+    }
+
+
+def _container(image: str, args: list[str], env: dict, ports: list[dict],
+               probe_port: int, ready_seconds: float, gpus: int = 0,
+               mounts: list[dict] | None = None) -> dict:
+    container = {'name': 'nborch', 'image': image, 'args': args, 'ports': ports}
+    if env:
+        container['env'] = env_list(env)
+    container.update(_probes(probe_port, ready_seconds))
+    if gpus:
+        container['resources'] = {'limits': {'nvidia.com/gpu': gpus}}
+    if mounts:
+        container['volumeMounts'] = mounts
+    return container
+
+
+def env_list(env: dict) -> list[dict]:
+    return [{'name': k, 'value': str(v)} for k, v in sorted(env.items())]
+
+
+def _meta(name: str, namespace: str, labels: dict) -> dict:
+    return {'name': name, 'namespace': namespace, 'labels': labels}
+
+
+def _service(name: str, namespace: str, labels: dict, ports: list[dict], *,
+             headless: bool, publish_not_ready: bool = False) -> dict:
+    spec = {'selector': labels, 'ports': ports}
+    if headless:
+        spec['clusterIP'] = 'None'
+    if publish_not_ready:
+        spec['publishNotReadyAddresses'] = True  # Raft peers must find each other before ready
+    return {'apiVersion': 'v1', 'kind': 'Service',
+            'metadata': _meta(name, namespace, labels), 'spec': spec}
+
+
+def _grpc_port(name: str, port: int) -> dict:
+    return {'name': name, 'port': port, 'targetPort': port, 'protocol': 'TCP',
+            'appProtocol': 'grpc'}
+
+
+def workload_objects(plan: ExportPlan, w: Workload, namespace: str, image: str) -> list[dict]:
+    labels = _labels(plan, w.name)
+    ports = [{'name': 'grpc', 'containerPort': EXECUTOR_PORT}]
+    service_ports = [_grpc_port('grpc', EXECUTOR_PORT)]
+    env = dict(w.env)
+    mounts = [{'name': 'workspace', 'mountPath': WORKSPACE}] if w.workspace else None
+    if w.stateful:
+        ports.append({'name': 'raft', 'containerPort': RAFT_PORT})
+        service_ports.append(_grpc_port('raft', RAFT_PORT))
+    container = _container(image, w.args, env, ports, EXECUTOR_PORT, w.ready_seconds,
+                           w.gpus, mounts)
+    if w.stateful:
+        container.setdefault('env', []).append(
+            {'name': REPLICA_ID_VAR, 'valueFrom': {'fieldRef': {'fieldPath': POD_INDEX_LABEL}}})
+    pod = {'metadata': {'labels': labels}, 'spec': {'containers': [container]}}
+    service = _service(w.name, namespace, labels, service_ports, headless=True,
+                       publish_not_ready=w.stateful)
+    if w.stateful:
+        workload = {
+            'apiVersion': 'apps/v1', 'kind': 'StatefulSet',
+            'metadata': _meta(w.name, namespace, labels),
+            'spec': {'serviceName': w.name, 'replicas': w.replicas,
+                     'podManagementPolicy': 'Parallel', 'selector': {'matchLabels': labels},
+                     'template': pod,
+                     'volumeClaimTemplates': [{
+                         'metadata': {'name': 'workspace'},
+                         'spec': {'accessModes': ['ReadWriteOnce'],
+                                  'resources': {'requests': {'storage': RAFT_VOLUME_SIZE}}}}]}}
+    else:
+        if w.workspace:
+            pod['spec']['volumes'] = [{'name': 'workspace', 'emptyDir': {}}]
+        workload = {
+            'apiVersion': 'apps/v1', 'kind': 'Deployment',
+            'metadata': _meta(w.name, namespace, labels),
+            'spec': {'replicas': w.replicas, 'selector': {'matchLabels': labels},
+                     'template': pod}}
+    return [service, workload]
+
+
+def gateway_objects(plan: ExportPlan, namespace: str, image: str) -> list[dict]:
+    labels = _labels(plan, 'gateway')
+    port = plan.gateway_port
+    container = _container(image, plan.gateway_args, {},
+                           [{'name': 'grpc', 'containerPort': port}], port, 60.0)
+    return [
+        _service('gateway', namespace, labels, [_grpc_port('grpc', port)], headless=False),
+        {'apiVersion': 'apps/v1', 'kind': 'Deployment',
+         'metadata': _meta('gateway', namespace, labels),
+         'spec': {'replicas': 1, 'selector': {'matchLabels': labels},
+                  'template': {'metadata': {'labels': labels},
+                               'spec': {'containers': [container]}}}},
+    ]
+
+
+def manifests(plan: ExportPlan, namespace: str, image: str) -> dict[str, list[dict]]:
+    """File name → the objects it holds, in the order `kubectl apply -f` should see them."""
+    files: dict[str, list[dict]] = {}
+    if namespace != 'default':
+        files['00-namespace.yml'] = [{'apiVersion': 'v1', 'kind': 'Namespace',
+                                      'metadata': {'name': namespace}}]
+    for w in plan.workloads:
+        files[f'{w.name}.yml'] = workload_objects(plan, w, namespace, image)
+    files['gateway.yml'] = gateway_objects(plan, namespace, image)
+    return files
