@@ -241,8 +241,11 @@ def _to_response(reply: pb.DataResponse, doc_type) -> Response:
     if reply.HasField('error'):
         e = reply.error
         error = ExecutorError(e.executor, e.type, e.message, e.traceback)
+    # An error reply may carry no docs at all (a server-side failure before any were made).
+    docs = decode_docs(reply.docs, doc_type) if reply.docs or error is None \
+        else DocList[doc_type]() if doc_type is not None else DocList()
     return Response(
-        docs=decode_docs(reply.docs, doc_type),
+        docs=docs,
         parameters=json.loads(reply.parameters) if reply.parameters else {},
         route=[(h.executor, h.shard, h.replica) for h in reply.route],
         failed_shards=list(reply.failed_shards),

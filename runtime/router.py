@@ -150,7 +150,7 @@ class ReplicaPool:
             try:
                 response = await replica.stream.call(request, timeout=timeout)
             except (StreamError, asyncio.TimeoutError) as exc:
-                if leader == replica.address:
+                if self._write_leader.get(request.endpoint) == replica.address:
                     del self._write_leader[request.endpoint]  # learn the next leader anew
                 replica.failures += 1
                 replica.ejected_until = self._clock() + EJECT_SECONDS

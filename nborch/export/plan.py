@@ -8,6 +8,7 @@ Everything is checked here, so an export either writes every file or none.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from nborch.errors import ExportError
 from nborch.runtime.gpu import CUDA_VISIBLE_DEVICES
 from nborch.runtime.topology import ExecutorTopology, Topology
 from nborch.spec import DeploymentSpec
-from nborch.uses import PassThrough, resolve_uses
+from nborch.uses import PassThrough, is_executor_yaml, resolve_uses
 
 EXECUTOR_PORT = 8080     # every container has its own address, so one port serves them all
 RAFT_PORT = 8081
@@ -94,7 +95,16 @@ def dns_label(name: str, what: str) -> str:
 
 
 def importable_uses(spec: DeploymentSpec) -> str:
-    """`module:Class` that `nborch executor --uses` resolves to the same class in an image."""
+    """What `nborch executor --uses` takes in the image to load the same executor: the
+    executor YAML by its path under the build folder (the current one: the Dockerfile copies
+    it to /app), or `module:Class`."""
+    if is_executor_yaml(spec.uses):
+        path = os.path.relpath(os.path.abspath(spec.uses))
+        if path.startswith(os.pardir):
+            raise ExportError(f'executor {spec.name!r} uses {spec.uses}, outside this folder, '
+                              'which the image is built from: export from a folder that holds '
+                              'it (the Dockerfile copies the current folder to /app)')
+        return path
     cls = spec.executor_class
     if cls is PassThrough:
         return 'nborch.uses:PassThrough'

@@ -12,8 +12,10 @@ import subprocess
 import sys
 import time
 
+import grpc
 import numpy as np
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from docarray import DocList
 from docarray.documents import TextDoc
 
@@ -32,6 +34,14 @@ def export(serving, engine: str, out: str) -> list:
         return kubernetes_containers(out)
     serving.to_docker_compose_yaml(os.path.join(out, 'docker-compose.yml'))
     return compose_containers(os.path.join(out, 'docker-compose.yml'))
+
+
+def health(port: int, service: str = '') -> str:
+    """What `grpc.health.v1.Health/Check` says (Kubernetes' gRPC probes ask the same)."""
+    with grpc.insecure_channel(f'127.0.0.1:{port}') as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=5)
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
 
 def served(status: dict, executor: str) -> list[list[int]]:
@@ -60,8 +70,12 @@ def test_page_flow_exported_by_the_cli_serves(engine, tmp_path):
             docs = client.post('/', DocList[TextDoc]([TextDoc(text=f'd{i}') for i in range(30)]),
                                request_size=1)
             status = client.status()
+            worker = next(c for c in containers if not c.gateway)
+            probes = [health(cluster.gateway_port), health(cluster.gateway_port, 'nborch.Executor'),
+                      health(cluster.local_port[worker.name, worker.ports[0]])]
         finally:
             client.close()
+    assert probes == ['SERVING'] * 3
     assert [d.text for d in docs] == [f'd{i}' for i in range(30)]
     encoder = served(status, 'slow_encoder')
     assert len(encoder[0]) == 3 and all(n > 0 for n in encoder[0]), encoder  # DNS found all 3
@@ -139,3 +153,24 @@ def test_stateful_raft_group_exported_replicates_writes(engine, tmp_path):
     first = found['ledger-0']
     assert sorted(first) == sorted(ids), found
     assert all(history == first for history in found.values()), found
+
+
+def test_an_executor_yaml_with_py_modules_travels_by_its_path(tmp_path):
+    """A class only an executor YAML's py_modules can load is exported as that YAML's path
+    (under the folder the image is built from), with its `with:` carried over."""
+    out = tmp_path / 'k8s'
+    done = subprocess.run([sys.executable, '-m', 'nborch', 'export', 'kubernetes',
+                           os.path.join('tests', 'fixtures', 'local', 'flow_cli.yml'), str(out)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    containers = kubernetes_containers(str(out))
+    (upper,) = [c for c in containers if c.name == 'upper-0']
+    assert upper.args[:3] == ['executor', '--uses', os.path.join('tests', 'fixtures', 'local',
+                                                                 'upper.yml')]
+    with LocalCluster(containers, str(tmp_path)) as cluster:
+        client = Client(port=cluster.gateway_port)
+        try:
+            docs = client.post('/', DocList[TextDoc]([TextDoc(text='hello')]))
+        finally:
+            client.close()
+    assert docs.text == ['HELLO!|rep-0']
