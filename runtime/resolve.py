@@ -41,8 +41,9 @@ def dial_target(address: str) -> str:
     return mapped[0] if mapped else address
 
 
-async def resolve_replicas(address: str) -> list[str]:
-    """Every `ip:port` a discovered name stands for, sorted; [] while it resolves to nothing."""
+async def resolve_replicas(address: str) -> list[str] | None:
+    """Every `ip:port` a discovered name stands for, sorted; None when the name does not
+    resolve (no pod is ready, or DNS failed: the caller keeps the replicas it knows)."""
     mapped = hosts_table().get(address)
     if mapped is not None:
         return sorted(mapped)
@@ -51,6 +52,6 @@ async def resolve_replicas(address: str) -> list[str]:
         infos = await asyncio.get_running_loop().getaddrinfo(
             host, int(port), type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
-        return []  # not (yet) in DNS: no replica is up
+        return None
     return sorted({f'[{ip}]:{p}' if family == socket.AF_INET6 else f'{ip}:{p}'
                    for family, _, _, _, (ip, p, *_) in infos})

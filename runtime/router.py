@@ -116,7 +116,10 @@ class ReplicaPool:
         self._resolved_at = now
         found: list[str] = []
         for name in self.names:
-            found += await resolve_replicas(name)
+            records = await resolve_replicas(name)
+            if records is None:  # a DNS failure is not "every replica left": keep them
+                return
+            found += records
         if found == self.addresses:
             return
         current = {r.address: r for r in self.replicas}

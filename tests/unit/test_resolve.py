@@ -29,7 +29,7 @@ def test_a_bad_hosts_table_is_a_clear_error(monkeypatch):
 def test_dns_gives_every_record_and_nothing_for_an_unknown_name(monkeypatch):
     monkeypatch.delenv(HOSTS_ENV, raising=False)
     assert '127.0.0.1:8080' in asyncio.run(resolve_replicas('localhost:8080'))
-    assert asyncio.run(resolve_replicas('no-such-service.invalid:8080')) == []
+    assert asyncio.run(resolve_replicas('no-such-service.invalid:8080')) is None
 
 
 def test_a_discovered_pool_follows_its_name(monkeypatch):
@@ -47,7 +47,10 @@ def test_a_discovered_pool_follows_its_name(monkeypatch):
         await pool.refresh(force=True)
         assert pool.addresses == ['127.0.0.1:2', '127.0.0.1:3']
         assert pool.replicas[0] is kept and kept.served == 7
-        monkeypatch.setenv(HOSTS_ENV, json.dumps({'enc:8080': []}))
+        monkeypatch.setenv(HOSTS_ENV, json.dumps({}))  # DNS fails: the replicas stay
+        await pool.refresh(force=True)
+        assert pool.addresses == ['127.0.0.1:2', '127.0.0.1:3']
+        monkeypatch.setenv(HOSTS_ENV, json.dumps({'enc:8080': []}))  # resolves to nothing
         await pool.refresh(force=True)
         with pytest.raises(ConnectionError, match='no replica found at enc:8080'):
             await pool.call(pb.DataRequest(endpoint='/'))
