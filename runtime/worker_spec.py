@@ -91,6 +91,10 @@ class WorkerSpec:
         if not self.peers:
             raise ValueError('--stateful needs --peers: the Raft address (host:port) of every '
                              'replica of the shard, in replica order')
+        for peer in self.peers:
+            host, _, port = peer.rpartition(':')
+            if not host or not port.isdigit():
+                raise ValueError(f'--peers: {peer!r} is not host:port')
         if not 0 <= self.replica_id < len(self.peers):
             raise ValueError(f'--replica-id {self.replica_id} has no entry in --peers '
                              f'({len(self.peers)} given)')

@@ -272,7 +272,10 @@ def test_cli_gateway_and_executor_check_their_arguments_first():
                        '--workspace', '/tmp/x')
     wrong_replica = run_cli('executor', '--uses', 'nborch.examples:Echo', '--stateful',
                             '--workspace', '/tmp/x', '--peers', 'a:1,b:2', '--replica-id', '2')
+    bad_peer = run_cli('executor', '--uses', 'nborch.examples:Echo', '--stateful',
+                       '--workspace', '/tmp/x', '--peers', 'a:1,b')
     for done, text in ((bad_topology, 'topology'), (no_peers, '--stateful needs --peers'),
+                       (bad_peer, "--peers: 'b' is not host:port"),
                        (wrong_replica, '--replica-id 2 has no entry in --peers')):
         assert done.returncode == 2 and text in done.stderr, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
