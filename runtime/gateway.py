@@ -12,7 +12,6 @@ import asyncio
 import collections
 import json
 import os
-import signal
 import time
 
 import grpc
@@ -22,7 +21,7 @@ from nborch.protos import nborch_pb2_grpc as pb_grpc
 from nborch.runtime import child
 from nborch.runtime.codec import decode_docs, encode_docs
 from nborch.runtime.grpc_options import SERVER_OPTIONS, bind
-from nborch.runtime.health import add_health, serving
+from nborch.runtime.health import serve_until_stopped
 from nborch.runtime.mux import serve_stream
 from nborch.runtime.polling import Polling, PollingTable, choose_shards
 from nborch.runtime.reduce import reduce_docs
@@ -205,17 +204,7 @@ async def serve(topology: Topology, ready_fd: int | None) -> None:
     server = grpc.aio.server(options=SERVER_OPTIONS)
     pb_grpc.add_ExecutorServicer_to_server(GatewayServicer(gateway), server)
     port = bind(server, topology.host, topology.port)
-    health = add_health(server)
-    await server.start()
-    await serving(health)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    child.report_ready(ready_fd, port=port)
-    await stop.wait()
-    await health.enter_graceful_shutdown()  # probes see NOT_SERVING while it drains
-    await server.stop(grace=1.0)
+    await serve_until_stopped(server, ready_fd, port=port)
     await gateway.close()
 
 

@@ -1,21 +1,33 @@
-"""The standard gRPC health service (`grpc.health.v1.Health`) on every nborch server, so
-Kubernetes gRPC probes, `grpc_health_probe` and load balancers can ask a worker or a gateway
-whether it serves, without knowing nborch's own service.
+"""How a runtime role's gRPC server lives: it serves the standard health service
+(`grpc.health.v1.Health`, so Kubernetes gRPC probes, `grpc_health_probe` and load balancers
+can ask a worker or a gateway whether it serves without knowing nborch's own service), says
+READY, and drains on SIGTERM/SIGINT.
 """
 from __future__ import annotations
 
+import asyncio
+import signal
+
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from nborch.runtime import child
 
 EXECUTOR_SERVICE = 'nborch.Executor'
 
 
-def add_health(server) -> health.aio.HealthServicer:
-    """Register the health service; it answers NOT_SERVING until `serving` is called."""
-    servicer = health.aio.HealthServicer()
+async def serve_until_stopped(server, ready_fd: int | None, **ready_info) -> None:
+    """Start `server` (its services and ports already added), report ready, and return once
+    a stop signal came and the server drained; the caller then closes what it owns."""
+    servicer = health.aio.HealthServicer()  # NOT_SERVING until set below
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    return servicer
-
-
-async def serving(servicer: health.aio.HealthServicer) -> None:
+    await server.start()
     for name in (health.OVERALL_HEALTH, EXECUTOR_SERVICE):
         await servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    child.report_ready(ready_fd, **ready_info)
+    await stop.wait()
+    await servicer.enter_graceful_shutdown()  # probes see NOT_SERVING while it drains
+    await server.stop(grace=1.0)

@@ -129,7 +129,8 @@ class ReplicaPool:
 
     async def call(self, request: pb.DataRequest, timeout: float | None = None) -> Served:
         """Send `request` to one replica, retrying on others; ConnectionError if all fail."""
-        await self.refresh(force=self.discover and not self.replicas)
+        if self.discover:  # fixed pools skip this: it is on every request's path
+            await self.refresh(force=not self.replicas)
         tried: list[_Replica] = []
         errors: list[str] = []
         while True:

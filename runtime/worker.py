@@ -11,7 +11,6 @@ import asyncio
 import concurrent.futures
 import json
 import os
-import signal
 import sys
 import tempfile
 import traceback
@@ -26,7 +25,7 @@ from nborch.runtime.consensus.replica import ConsensusReplica
 from nborch.runtime.consensus.settings import RaftSettings
 from nborch.runtime.consensus.transport import RaftServicer
 from nborch.runtime.grpc_options import SERVER_OPTIONS, bind
-from nborch.runtime.health import add_health, serving
+from nborch.runtime.health import serve_until_stopped
 from nborch.runtime.mux import serve_stream
 from nborch.runtime.resolve import dial_target
 from nborch.runtime.worker_spec import WorkerSpec
@@ -207,18 +206,8 @@ async def serve(spec: WorkerSpec, ready_fd: int | None) -> None:
         raft_address = dial_target(spec.peers[spec.replica_id])
         bind(server, spec.host, int(raft_address.rpartition(':')[2]))
         await servicer.consensus.start()
-    health = add_health(server)
-    await server.start()
-    await serving(health)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    child.report_ready(ready_fd, port=port,
-                       cuda_visible_devices=os.environ.get('CUDA_VISIBLE_DEVICES'))
-    await stop.wait()
-    await health.enter_graceful_shutdown()  # probes see NOT_SERVING while it drains
-    await server.stop(grace=1.0)
+    await serve_until_stopped(server, ready_fd, port=port,
+                              cuda_visible_devices=os.environ.get('CUDA_VISIBLE_DEVICES'))
     if servicer.consensus is not None:
         await servicer.consensus.close()
     servicer.pool.shutdown(wait=True)

@@ -17,7 +17,7 @@ import yaml
 from nborch.errors import ExportError
 from nborch.export.compose import compose_file
 from nborch.export.kubernetes import manifests
-from nborch.export.plan import COMPOSE_NAMING, ExportPlan, build_plan, kubernetes_naming
+from nborch.export.plan import COMPOSE_NAMING, build_plan, dns_label, kubernetes_naming
 
 __all__ = ['ExportError', 'export_yaml', 'to_docker_compose_yaml', 'to_kubernetes_yaml']
 
@@ -62,7 +62,6 @@ def _dump(objects: list[dict]) -> str:
 
 
 def _check_namespace(namespace: str) -> None:
-    from nborch.export.plan import dns_label
     if dns_label(namespace, 'namespace') != namespace:
         raise ExportError(f'namespace {namespace!r} is not a Kubernetes name: lower-case '
                           'letters, digits and "-"')

@@ -81,12 +81,11 @@ def workload_objects(plan: ExportPlan, w: Workload, namespace: str, image: str) 
     labels = _labels(plan, w.name)
     ports = [{'name': 'grpc', 'containerPort': EXECUTOR_PORT}]
     service_ports = [_grpc_port('grpc', EXECUTOR_PORT)]
-    env = dict(w.env)
     mounts = [{'name': 'workspace', 'mountPath': WORKSPACE}] if w.workspace else None
     if w.stateful:
         ports.append({'name': 'raft', 'containerPort': RAFT_PORT})
         service_ports.append(_grpc_port('raft', RAFT_PORT))
-    container = _container(image, w.args, env, ports, EXECUTOR_PORT, w.ready_seconds,
+    container = _container(image, w.args, w.env, ports, EXECUTOR_PORT, w.ready_seconds,
                            w.gpus, mounts)
     if w.stateful:
         container.setdefault('env', []).append(

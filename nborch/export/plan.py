@@ -11,7 +11,7 @@ import json
 import os
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from nborch.errors import ExportError
 from nborch.runtime.gpu import CUDA_VISIBLE_DEVICES
@@ -37,7 +37,6 @@ class Workload:
 
     name: str                  # DNS label: '<executor>' or '<executor>-<shard>'
     executor: str
-    shard: int
     replicas: int
     args: list[str]            # after the image's `nborch` entry point
     env: dict[str, str]
@@ -82,7 +81,6 @@ class ExportPlan:
     gateway_args: list[str]
     gateway_port: int
     topology: Topology
-    uses: dict[str, str] = field(default_factory=dict)  # executor → 'module:Class'
 
 
 def dns_label(name: str, what: str) -> str:
@@ -163,8 +161,7 @@ def _workloads(spec: DeploymentSpec, uses: str, naming: Naming) -> tuple[list[Wo
                               for i in range(spec.replicas)])
         else:
             addresses.append([naming.service(name, EXECUTOR_PORT)])
-        workloads.append(Workload(name=name, executor=spec.name, shard=shard,
-                                  replicas=spec.replicas, args=args, env=env, gpus=gpus,
+        workloads.append(Workload(name=name, executor=spec.name, replicas=spec.replicas, args=args, env=env, gpus=gpus,
                                   stateful=spec.stateful,
                                   workspace=bool(spec.workspace or spec.stateful),
                                   ready_seconds=spec.ready_seconds))
@@ -177,14 +174,12 @@ def build_plan(label: str, plans, gateway_port: int | None, naming: Naming) -> E
     port = gateway_port or DEFAULT_GATEWAY_PORT
     workloads: list[Workload] = []
     executors: list[ExecutorTopology] = []
-    uses: dict[str, str] = {}
     for plan in plans:
         spec = plan.spec
         if spec.external:
             shards = [[str(a) for a in spec.external_addresses]]
         else:
-            uses[spec.name] = importable_uses(spec)
-            own, shards = _workloads(spec, uses[spec.name], naming)
+            own, shards = _workloads(spec, importable_uses(spec), naming)
             workloads += own
         executors.append(ExecutorTopology(
             name=spec.name, shards=shards, polling=spec.polling,
@@ -200,4 +195,4 @@ def build_plan(label: str, plans, gateway_port: int | None, naming: Naming) -> E
     gateway_args = ['gateway', '--host', '0.0.0.0', '--port', str(port),
                     '--topology', topology.to_json()]
     return ExportPlan(name=name, workloads=workloads, gateway_args=gateway_args,
-                      gateway_port=port, topology=topology, uses=uses)
+                      gateway_port=port, topology=topology)

@@ -119,7 +119,7 @@ class LocalCluster:
         port = int(args[args.index('--port') + 1])
         args[args.index('--port') + 1] = str(self.local_port[c.name, port])
         for mount in c.mounts:  # the container's volume: a folder of this replica's own
-            folder = os.path.join(self.workdir, c.name + mount.replace('/', '_'))
+            folder = self.mount(c, mount)
             os.makedirs(folder, exist_ok=True)
             args = [folder if a == mount else a for a in args]
         return [sys.executable, '-m', 'nborch', *args]
