@@ -7,12 +7,26 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import weakref
 
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from nborch.runtime import child
 
 EXECUTOR_SERVICE = 'nborch.Executor'
+
+_draining: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop → Event
+
+
+def draining() -> asyncio.Event:
+    """Set once this process's server starts to drain: long-lived stream handlers end their
+    calls themselves then, so the server never has to cancel them when its grace runs out
+    (Python 3.12+ grpc logs each such cancel as an unhandled CancelledError)."""
+    loop = asyncio.get_running_loop()
+    event = _draining.get(loop)
+    if event is None:
+        event = _draining[loop] = asyncio.Event()
+    return event
 
 
 async def serve_until_stopped(server, ready_fd: int | None, **ready_info) -> None:
@@ -29,5 +43,6 @@ async def serve_until_stopped(server, ready_fd: int | None, **ready_info) -> Non
         loop.add_signal_handler(sig, stop.set)
     child.report_ready(ready_fd, **ready_info)
     await stop.wait()
+    draining().set()
     await servicer.enter_graceful_shutdown()  # probes see NOT_SERVING while it drains
     await server.stop(grace=1.0)

@@ -17,6 +17,7 @@ import grpc
 
 from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
+from nborch.runtime.health import draining
 
 
 log = logging.getLogger('nborch.stream')
@@ -108,7 +109,10 @@ class StreamMux:
 
 async def serve_stream(request_iterator, context, handle, server_name: str) -> None:
     """Server side of `Executor.Stream`: run `handle(request)` concurrently for each request
-    and write each reply (tagged with its request_id) as soon as it is ready."""
+    and write each reply (tagged with its request_id) as soon as it is ready.
+
+    When the server drains, the call stops reading, answers what it took and ends; the
+    caller's requests written after that fail with StreamError and are retried elsewhere."""
     write_lock = asyncio.Lock()
     running: set[asyncio.Task] = set()
 
@@ -124,13 +128,31 @@ async def serve_stream(request_iterator, context, handle, server_name: str) -> N
         async with write_lock:
             await context.write(reply)
 
-    try:
+    async def read_all() -> None:
         async for request in request_iterator:
             task = asyncio.ensure_future(answer(request))
             running.add(task)
             task.add_done_callback(running.discard)
+
+    await until_drained(read_all())
+    try:
         if running:
             await asyncio.gather(*running)
     finally:
         for task in running:
             task.cancel()
+
+
+async def until_drained(reading) -> None:
+    """Run a stream handler's read loop until the caller ends it or the server drains."""
+    reader = asyncio.ensure_future(reading)
+    stop = asyncio.ensure_future(draining().wait())
+    try:
+        await asyncio.wait((reader, stop), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+        if not reader.done():
+            reader.cancel()
+            await asyncio.wait((reader,))
+    if not reader.cancelled() and reader.exception() is not None:
+        raise reader.exception()

@@ -14,6 +14,7 @@ import grpc
 from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
 from nborch.runtime.grpc_options import CHANNEL_OPTIONS
+from nborch.runtime.mux import until_drained
 from nborch.runtime.resolve import dial_target
 
 QUEUE_LIMIT = 10_000  # messages held for a slow peer before new ones are dropped
@@ -72,8 +73,11 @@ class RaftServicer(pb_grpc.RaftServicer):
         self.replica = replica
 
     async def Send(self, request_iterator, context):
-        async for message in request_iterator:
-            self.replica.receive(message.data)
+        async def receive_all() -> None:
+            async for message in request_iterator:
+                self.replica.receive(message.data)
+
+        await until_drained(receive_all())
         return pb.RaftAck()
 
     async def Propose(self, request, context):
