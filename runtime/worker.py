@@ -26,6 +26,7 @@ from nborch.runtime.codec import decode_docs, encode_docs
 from nborch.runtime.consensus import membership
 from nborch.runtime.consensus.replica import ConsensusReplica
 from nborch.runtime.consensus.settings import RaftSettings
+from nborch.runtime.consensus.storage import StorageError
 from nborch.runtime.consensus.transport import RaftServicer
 from nborch.runtime.grpc_options import SERVER_OPTIONS, bind
 from nborch.runtime.health import serve_until_stopped
@@ -247,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
     child.configure_logging(spec.log_level)
     try:
         failure = asyncio.run(serve(spec, args.ready_fd))
-    except MembershipError as exc:
+    except (MembershipError, StorageError) as exc:  # this folder cannot serve as it is
         child.exit_because(str(exc))
     if failure is not None:
         child.exit_because(f'{failure}; exiting so that the replica is restarted from its log')

@@ -7,6 +7,8 @@ and a workspace is only started as the group it records.
 from __future__ import annotations
 
 import os
+import shutil
+import struct
 import time
 
 import grpc
@@ -19,7 +21,7 @@ from nborch import Deployment
 from nborch.errors import MembershipError
 from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
-from nborch.runtime.consensus.core import AppendEntries, Entry, Heartbeat
+from nborch.runtime.consensus.core import AppendEntries, Entry, Heartbeat, checksum
 from nborch.runtime.process import ChildHandle, ChildStartError
 from nborch.runtime.worker_spec import WorkerSpec
 from tests.integration.helpers import Ledger, read_history
@@ -182,3 +184,29 @@ def test_a_restart_with_another_replica_count_is_refused_before_anything_starts(
             three.post('/count', None, parameters={'read_consistency': 'linearizable'},
                        on_done=lambda r: counts.append(r.parameters['__results__']['ledger']))
     assert [c['n'] for c in counts] == [30, 30, 30]
+
+
+def test_a_persisted_out_of_bound_term_is_one_clear_error_then_the_replica_is_rebuilt(tmp_path):
+    dep = Deployment(name='ledger', uses=Ledger, replicas=3, stateful=True,
+                     workspace=str(tmp_path), raft_configuration=FAST, quiet=True)
+    with dep:
+        dep.post('/index', docs(12, 'w'), request_size=3)
+    hardstate = tmp_path / 'raft' / '1' / 'hardstate'
+    body = struct.pack('<4sQQQ', b'NBHS', 2**64 - 1, 0, 0)  # what an older version persisted
+    hardstate.write_bytes(body + struct.pack('<I', checksum(body)))
+    try:
+        with pytest.raises(ChildStartError, match=rf'{hardstate}: term 18446744073709551615 / '
+                                                  r'commit 0 is beyond'):
+            dep.start()
+    finally:
+        dep.close()  # only does something when the start wrongly succeeded
+    shutil.move(str(tmp_path / 'raft' / '1'), str(tmp_path / 'replica-1-aside'))
+    with dep:  # as the error advises: the replica is rebuilt from its peers
+        counts = []
+        for _ in range(3):
+            dep.post('/count', None, parameters={'read_consistency': 'linearizable'},
+                     on_done=lambda r: counts.append(r.parameters['__results__']['ledger']))
+        poll(lambda: converged(dep, 5), 'the rebuilt replica catches up')
+        histories = [read_history(str(tmp_path), 'ledger', i) for i in range(3)]
+    assert [c['n'] for c in counts] == [12, 12, 12]
+    assert histories[0] == histories[1] == histories[2]
