@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import logging
 import time
+from typing import Callable
 
 LOG_EVERY_S = 10.0
 DETAIL_CHARS = 200  # a message's description can hold a peer's data: keep the line short
@@ -23,14 +24,16 @@ class DropCounter:
         self._clock = clock
         self._logged_at: dict[str, float] = {}
 
-    def drop(self, reason: str, detail: str) -> None:
+    def drop(self, reason: str, detail: Callable[[], str]) -> None:
+        """Count one refused message; `detail` describes it, called only when logging (a
+        flood of big messages costs no formatting)."""
         self.counts[reason] += 1
         now = self._clock()
         last = self._logged_at.get(reason)
         if last is None or now - last >= LOG_EVERY_S:
             self._logged_at[reason] = now
             log.warning('dropped a raft message (%s, %d so far): %s', reason,
-                        self.counts[reason], detail[:DETAIL_CHARS])
+                        self.counts[reason], detail()[:DETAIL_CHARS])
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.counts)
