@@ -18,3 +18,9 @@ class PortInUseError(OSError):
 class ExportError(ValueError):
     """An orchestration cannot be exported as it is (`nborch export`, `to_kubernetes_yaml`);
     the message says what to change. Nothing is written when it is raised."""
+
+
+class MembershipError(ValueError):
+    """A stateful executor's workspace holds a Raft group other than the one being started
+    (another replica count, or a replica folder of another group); raised before anything
+    starts. The message names the workspace, what it records and what was asked for."""

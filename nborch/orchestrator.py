@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from nborch.ports import check_port_free, free_port
+from nborch.runtime.consensus.membership import check_workspace
 from nborch.runtime.gpu import CUDA_VISIBLE_DEVICES, detect_device_count, replica_environments
 from nborch.runtime.process import ChildHandle
 from nborch.runtime.supervisor import ReplicaId, Supervisor, WorkerHandle
@@ -103,6 +104,10 @@ class Orchestrator:
         echo = None if self.quiet else _echo
         device_count = None
         threads = _threads_per_worker(self.plans)
+        # Before any process: a workspace recording another replica count is refused.
+        groups = {p.spec.name: check_workspace(p.spec.name, p.spec.workspace, p.spec.shards,
+                                               p.spec.replicas)
+                  for p in self.plans if p.spec.stateful and not p.spec.external}
         for plan in self.plans:
             spec = plan.spec
             if spec.external:
@@ -131,6 +136,7 @@ class Orchestrator:
                                peers=[f'{self.host}:{p}' for p in peer_ports.get(shard, [])],
                                raft_dir=(raft_dir(spec.workspace, spec.shards, shard, replica)
                                          if spec.stateful else None),
+                               raft_group=groups[spec.name][shard] if spec.stateful else None,
                                raft_configuration=spec.raft_configuration,
                                read_consistency=spec.read_consistency).dump(stem + '.json')
                     replicas.append(WorkerHandle(rid, stem + '.json', env=environments[replica],
@@ -217,7 +223,7 @@ class Orchestrator:
             return [[{'replica': i, 'address': str(a), 'external': True, 'state': 'external'}
                      for i, a in enumerate(spec.external_addresses)]]
         return [[{'replica': w.id.replica, 'pid': w.pid, 'port': w.port, 'state': w.state,
-                  'restarts': w.restarts,
+                  'restarts': w.restarts, 'last_exit': w.last_exit,
                   'gpu': {'assigned': w.env.get(CUDA_VISIBLE_DEVICES) if spec.round_robin else None,
                           'seen': w.seen_devices}}
                  for w in replicas] for replicas in self.workers.get(spec.name, [])]

@@ -13,6 +13,12 @@ import logging
 import os
 import sys
 import threading
+from typing import Iterable, NoReturn
+
+EXIT_REASON = 'nborch: exit: '
+"""Starts the last line a process prints when it ends itself; its owner shows that line."""
+FAILED = 3
+"""The exit status of a process that ended itself because it can no longer serve."""
 
 
 def add_process_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,3 +59,18 @@ def configure_logging(level: str = 'INFO') -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+def exit_because(reason: str) -> NoReturn:
+    """End this process with status `FAILED` and, as its last line, why (see `exit_reason`)."""
+    sys.stdout.write(f'{EXIT_REASON}{reason}\n')
+    sys.stdout.flush()
+    sys.exit(FAILED)
+
+
+def exit_reason(lines: Iterable[str]) -> str | None:
+    """The reason a process gave with `exit_because`, found in its last output lines."""
+    for line in reversed(list(lines)):
+        if line.startswith(EXIT_REASON):
+            return line[len(EXIT_REASON):].strip()
+    return None

@@ -29,15 +29,17 @@ def draining() -> asyncio.Event:
     return event
 
 
-async def serve_until_stopped(server, ready_fd: int | None, **ready_info) -> None:
+async def serve_until_stopped(server, ready_fd: int | None, *, stop: asyncio.Event | None = None,
+                              **ready_info) -> None:
     """Start `server` (its services and ports already added), report ready, and return once
-    a stop signal came and the server drained; the caller then closes what it owns."""
+    a stop signal came (or `stop` was set) and the server drained; the caller then closes
+    what it owns."""
     servicer = health.aio.HealthServicer()  # NOT_SERVING until set below
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     await server.start()
     for name in (health.OVERALL_HEALTH, EXECUTOR_SERVICE):
         await servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    stop = asyncio.Event()
+    stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
+from nborch.runtime.child import exit_reason
 from nborch.runtime.process import ChildHandle, ChildStartError
 
 BACKOFF_FIRST = 0.2
@@ -48,6 +49,12 @@ class WorkerHandle:
         self.consecutive_failures = 0
         self.state = 'new'
         self.child: ChildHandle | None = None
+        self.last_exit: dict | None = None  # {'code', 'reason'} of the last unexpected end
+
+    def note_exit(self) -> None:
+        """Record how the process ended (its status, and the reason it gave, if any)."""
+        self.child.stop()  # reaps it, closes its pipes, reads its output to the end
+        self.last_exit = {'code': self.child.returncode, 'reason': exit_reason(self.child.tail)}
 
     def spawn(self) -> None:
         args = ['--spec', self.spec_path]
@@ -110,6 +117,7 @@ class Supervisor:
                 if worker.alive or worker.state == 'stopped':
                     continue
                 if worker.id not in next_try:
+                    worker.note_exit()
                     if worker.child and now - worker.child.started_at > STABLE_AFTER:
                         worker.consecutive_failures = 0
                     worker.state = 'restarting'

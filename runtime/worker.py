@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import concurrent.futures
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -20,9 +21,12 @@ import grpc
 from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
 from nborch.runtime import child
+from nborch.errors import MembershipError
 from nborch.runtime.codec import decode_docs, encode_docs
+from nborch.runtime.consensus import membership
 from nborch.runtime.consensus.replica import ConsensusReplica
 from nborch.runtime.consensus.settings import RaftSettings
+from nborch.runtime.consensus.storage import StorageError
 from nborch.runtime.consensus.transport import RaftServicer
 from nborch.runtime.grpc_options import SERVER_OPTIONS, bind
 from nborch.runtime.health import serve_until_stopped
@@ -189,29 +193,45 @@ class WorkerServicer(pb_grpc.ExecutorServicer):
         return pb.StatusReply(json=json.dumps(status).encode())
 
 
-async def serve(spec: WorkerSpec, ready_fd: int | None) -> None:
+async def serve(spec: WorkerSpec, ready_fd: int | None) -> str | None:
+    """Serve until stopped; returns why the process must end as failed (a Raft driver that
+    stopped), or None after a normal stop."""
+    if spec.stateful:  # before the executor loads: a wrong group is refused at once
+        membership.record(spec.raft_dir, spec.replica_id + 1,
+                          tuple(range(1, len(spec.peers) + 1)), spec.raft_group,
+                          label=f'{spec.name} (workspace {spec.workspace or spec.raft_dir})')
     executor = spec.build_executor()
     servicer = WorkerServicer(ExecutorRunner(executor, spec.name), spec)
     server = grpc.aio.server(options=SERVER_OPTIONS)
     pb_grpc.add_ExecutorServicer_to_server(servicer, server)
     port = bind(server, spec.host, spec.port)
+    stop = asyncio.Event()
     if spec.stateful:
         servicer.consensus = ConsensusReplica(
             node_id=spec.replica_id + 1,
             peers={i + 1: address for i, address in enumerate(spec.peers)},
             directory=spec.raft_dir, settings=RaftSettings.parse(spec.raft_configuration),
             state_machine=ExecutorStateMachine(servicer.runner, servicer.pool))
+        servicer.consensus.on_failure = lambda reason: stop.set()
         pb_grpc.add_RaftServicer_to_server(RaftServicer(servicer.consensus), server)
         # Listen where the peers reach this replica (NBORCH_HOSTS may map its name locally).
         raft_address = dial_target(spec.peers[spec.replica_id])
         bind(server, spec.host, int(raft_address.rpartition(':')[2]))
         await servicer.consensus.start()
-    await serve_until_stopped(server, ready_fd, port=port,
+    await serve_until_stopped(server, ready_fd, stop=stop, port=port,
                               cuda_visible_devices=os.environ.get('CUDA_VISIBLE_DEVICES'))
-    if servicer.consensus is not None:
-        await servicer.consensus.close()
-    servicer.pool.shutdown(wait=True)
-    executor.close()
+    failure = servicer.consensus.failure if servicer.consensus is not None else None
+    try:
+        if servicer.consensus is not None:
+            await servicer.consensus.close()
+        servicer.pool.shutdown(wait=True)
+        executor.close()
+    except Exception:
+        if failure is None:
+            raise
+        # What broke the driver may break closing too; the failure is what to report.
+        logging.getLogger('nborch.worker').exception('closing after the failure failed')
+    return failure
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -226,7 +246,12 @@ def main(argv: list[str] | None = None) -> None:
         spec.port = args.port
     sys.path[:0] = [p for p in spec.sys_path if p not in sys.path]
     child.configure_logging(spec.log_level)
-    asyncio.run(serve(spec, args.ready_fd))
+    try:
+        failure = asyncio.run(serve(spec, args.ready_fd))
+    except (MembershipError, StorageError) as exc:  # this folder cannot serve as it is
+        child.exit_because(str(exc))
+    if failure is not None:
+        child.exit_because(f'{failure}; exiting so that the replica is restarted from its log')
 
 
 if __name__ == '__main__':

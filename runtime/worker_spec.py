@@ -80,6 +80,7 @@ class WorkerSpec:
     stateful: bool = False
     peers: list[str] = field(default_factory=list)
     raft_dir: str | None = None
+    raft_group: str | None = None  # the group id the orchestrator found or drew (membership.py)
     raft_configuration: dict = field(default_factory=dict)
     read_consistency: str = 'eventual'
 

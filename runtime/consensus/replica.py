@@ -22,11 +22,12 @@ import struct
 import time
 import uuid
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 from nborch.protos import nborch_pb2 as pb
 from nborch.runtime.consensus.core import (Message, MessageDecodeError, NotLeaderError, RaftNode,
                                            Role)
+from nborch.runtime.consensus.drops import DropCounter
 from nborch.runtime.consensus.settings import RaftSettings
 from nborch.runtime.consensus.storage import DiskStorage
 from nborch.runtime.consensus.transport import PeerLink
@@ -81,6 +82,9 @@ class ConsensusReplica:
         self._tasks: list[asyncio.Task] = []
         self._last_compact_check = 0.0
         self._forwards_in_flight = 0  # while > 0 a forward's reply may name an index applied here
+        self.drops = DropCounter()
+        self.failure: str | None = None  # why the driver stopped, once it has
+        self.on_failure: Callable[[str], None] | None = None  # the owner exits the process
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -107,13 +111,21 @@ class ConsensusReplica:
 
     # -- inputs ----------------------------------------------------------------------------
     def receive(self, data: bytes) -> None:
+        """Step one peer message; anything an honest peer of this group cannot have sent is
+        a counted drop, never an error that reaches the driver."""
         try:
             message = Message.from_bytes(data)
         except MessageDecodeError as exc:
-            log.warning('dropped a malformed raft message: %s', exc)
-            return
-        self.node.step(message)
-        self._wake.set()
+            return self.drops.drop('malformed', lambda: str(exc))
+        if message.dst != self.node_id:
+            return self.drops.drop('wrong_dst', message.describe)
+        if message.src == self.node_id or message.src not in self.peers:
+            return self.drops.drop('unknown_src', message.describe)
+        try:
+            self.node.step(message)
+        except Exception as exc:  # the core refused it (e.g. a commit past our log)
+            self.drops.drop('refused', lambda: f'{message.describe()}: {exc}')
+        self._wake.set()  # a refused message may have changed the term before it failed
 
     def propose_here(self, request: pb.DataRequest) -> pb.ProposeReply:
         """A write forwarded by a follower (or taken here): append it if this replica leads."""
@@ -161,7 +173,7 @@ class ConsensusReplica:
         s = self.node.status()
         return {'id': self.node_id, 'role': str(s.role), 'term': s.term, 'leader': s.leader,
                 'commit': s.commit, 'applied': self.applied, 'snapshot_index': self.snapshot_index,
-                'peers': len(self.peers)}
+                'peers': len(self.peers), 'dropped': self.drops.as_dict()}
 
     # -- placing and awaiting writes -------------------------------------------------------
     async def _place(self, request: pb.DataRequest, deadline: float) -> tuple[int, int]:
@@ -240,24 +252,34 @@ class ConsensusReplica:
     # -- the driver loop -------------------------------------------------------------------
     async def _tick(self) -> None:
         interval = self.settings.heartbeat_ms / 1000
-        while True:
-            await asyncio.sleep(interval)
-            self.node.tick()
-            self._wake.set()
+        try:
+            while True:
+                await asyncio.sleep(interval)
+                self.node.tick()
+                self._wake.set()
+        except Exception as exc:
+            self._fail('ticking', exc)
 
     async def _drive(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            try:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
                 while self.node.has_ready():
                     await self._handle_ready(self.node.ready())
                 await self._maybe_compact()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception('raft driver failed; the replica stops serving')
-                raise
+        except Exception as exc:
+            self._fail('handling a Ready', exc)
+
+    def _fail(self, doing: str, exc: Exception) -> None:
+        """A replica whose driver stopped cannot commit or apply again: say why and let the
+        owner end the process, so its supervisor restarts it from storage."""
+        if self.failure is not None:
+            return
+        self.failure = f'the Raft driver failed while {doing}: {type(exc).__name__}: {exc}'
+        log.error('%s', self.failure, exc_info=exc)
+        if self.on_failure is not None:
+            self.on_failure(self.failure)
 
     async def _handle_ready(self, rd) -> None:
         # 1. persist, durably, in this order (core/node.py: Ready)

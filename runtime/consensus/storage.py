@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .core.memory import MemoryStorage
+from .core.messages import MAX_COUNTER
 from .core.types import EMPTY_SNAPSHOT, Entry, HardState, Snapshot, SnapshotMeta, checksum
 
 try:
@@ -361,6 +362,11 @@ def _read_hard_state(path: Path) -> HardState:
     magic, term, vote, commit = _HARD_STATE.unpack(body)
     if magic != _HARD_STATE_MAGIC or checksum(body) != crc:
         raise HardStateCorruptError(f"{path}: bad magic or checksum")
+    if term > MAX_COUNTER or commit > MAX_COUNTER:  # older versions took forged terms
+        raise HardStateCorruptError(
+            f"{path}: term {term} / commit {commit} is beyond {MAX_COUNTER}, which no peer "
+            "may send: this replica took a forged message. If its peers are sane, move this "
+            "replica's folder aside and it is rebuilt from them")
     return HardState(term, vote, commit)
 
 

@@ -8,7 +8,10 @@ pickle, because these bytes cross the network (gRPC ``bytes`` fields later)::
 
 Integers are little-endian u64 (booleans u8), byte strings and entries are u32-length-prefixed,
 id tuples are a u32 count then u64s. ``from_bytes`` rejects unknown versions/tags, truncated
-input and trailing bytes with :class:`MessageDecodeError`.
+input and trailing bytes with :class:`MessageDecodeError`, and also values no honest peer
+sends: any number above :data:`MAX_COUNTER`, node ids of 0, counts that cannot fit in the
+buffer, and fields that contradict each other (see each type's ``_check``). A peer is a
+network input like any other: one bad message must cost a dropped message, nothing more.
 """
 
 from __future__ import annotations
@@ -20,6 +23,12 @@ from typing import ClassVar
 from .types import Entry
 
 WIRE_VERSION = 1
+
+MAX_COUNTER = 2**53 - 1
+"""The largest term, index, node id, offset or size a message may carry. Far below 2**64, so
+``term + 1`` and sums of two such values never overflow the u64 encoders; and it is the
+largest integer a JSON status reader in a browser (a double) shows exactly. Unreachable by
+honest use: a million entries a second for 285 years, an election a millisecond for 285 000."""
 
 
 class MessageDecodeError(ValueError):
@@ -56,12 +65,26 @@ class Message:
         cls = _BY_TAG.get(tag)
         if cls is None:
             raise MessageDecodeError(f"unknown message type tag {tag}")
+        if not (0 < dst <= MAX_COUNTER and 0 < src <= MAX_COUNTER):
+            raise MessageDecodeError(f"node id out of range ({src}->{dst})")
+        if term > MAX_COUNTER:
+            raise MessageDecodeError(f"{cls.__name__}.term={term} is beyond {MAX_COUNTER}")
         r.pos = _HEADER.size
         kwargs = {"dst": dst, "src": src, "term": term}
         for name, kind in cls.WIRE:
-            kwargs[name] = getattr(r, kind)()
+            value = kwargs[name] = getattr(r, kind)()
+            if kind == "u64" and value > MAX_COUNTER:
+                raise MessageDecodeError(f"{cls.__name__}.{name}={value} is beyond {MAX_COUNTER}")
         r.finish()
-        return cls(**kwargs)
+        message = cls(**kwargs)
+        problem = message._check()
+        if problem:
+            raise MessageDecodeError(f"{cls.__name__}: {problem}")
+        return message
+
+    def _check(self) -> str | None:
+        """Why these (in-range) fields cannot come from an honest peer, or None."""
+        return None
 
     def describe(self) -> str:
         """One stable line for logs and the scenario scripts."""
@@ -86,6 +109,20 @@ class AppendEntries(Message):
     TAG: ClassVar[int] = 1
     WIRE: ClassVar = (("prev_index", "u64"), ("prev_term", "u64"), ("commit", "u64"),
                       ("entries", "entries"))
+
+    def _check(self) -> str | None:
+        # A leader's log: indices follow prev_index one by one, terms never decrease along
+        # it and none is newer than the leader's own term.
+        if self.prev_term > self.term:
+            return f"prev_term {self.prev_term} is newer than term {self.term}"
+        index, term = self.prev_index, self.prev_term
+        for e in self.entries:
+            if e.index != index + 1:
+                return f"entry index {e.index} does not follow {index}"
+            if not term <= e.term <= self.term:
+                return f"entry {e.index} has term {e.term} outside [{term}, {self.term}]"
+            index, term = e.index, e.term
+        return None
 
     def _describe_fields(self) -> list[str]:
         out = [f"prev={self.prev_term}/{self.prev_index}", f"commit={self.commit}"]
@@ -113,6 +150,12 @@ class AppendEntriesResponse(Message):
     WIRE: ClassVar = (("index", "u64"), ("reject", "flag"), ("reject_hint", "u64"),
                       ("hint_term", "u64"))
 
+    def _check(self) -> str | None:
+        # The hint is at or before the rejected index, from a log no newer than our term.
+        if self.reject_hint > self.index or self.hint_term > self.term:
+            return f"hint {self.hint_term}/{self.reject_hint} for index {self.index}"
+        return None
+
     def _describe_fields(self) -> list[str]:
         if self.reject:
             return [f"index={self.index}", f"rejected(hint={self.hint_term}/{self.reject_hint})"]
@@ -130,6 +173,11 @@ class RequestVote(Message):
 
     TAG: ClassVar[int] = 3
     WIRE: ClassVar = (("last_index", "u64"), ("last_term", "u64"), ("pre_vote", "flag"))
+
+    def _check(self) -> str | None:
+        if self.last_term > self.term:  # a candidate's log holds no entry of a later term
+            return f"last_term {self.last_term} is newer than term {self.term}"
+        return None
 
     def describe(self) -> str:
         name = "PreVote" if self.pre_vote else "Vote"
@@ -202,6 +250,18 @@ class InstallSnapshot(Message):
     @property
     def is_last(self) -> bool:
         return self.offset + len(self.data) >= self.total_size
+
+    def _check(self) -> str | None:
+        if self.snap_index == 0 or self.snap_term > self.term:
+            return f"snapshot {self.snap_term}/{self.snap_index} at term {self.term}"
+        if self.offset + len(self.data) > self.total_size:
+            return f"bytes [{self.offset}, {self.offset + len(self.data)}) past {self.total_size}"
+        if self.checksum > 0xFFFFFFFF:
+            return f"checksum {self.checksum} is not a CRC-32"
+        if len(set(self.voters)) != len(self.voters) or \
+                not all(0 < v <= MAX_COUNTER for v in self.voters):
+            return f"voters {self.voters}"
+        return None
 
     def _describe_fields(self) -> list[str]:
         return [f"snap={self.snap_term}/{self.snap_index}",
@@ -351,15 +411,23 @@ class _Reader:
     def blob(self) -> bytes:
         return self._bytes(self._unpack(_U32)[0])
 
-    def ids(self) -> tuple[int, ...]:
+    def _count(self, item_size: int) -> int:
+        """A u32 count of items of at least ``item_size`` bytes that must fit what is left."""
         (n,) = self._unpack(_U32)
-        return tuple(self._unpack(_U64)[0] for _ in range(n))
+        if n * item_size > len(self.buf) - self.pos:
+            raise MessageDecodeError(f"count {n} does not fit the {len(self.buf) - self.pos} "
+                                     "bytes left")
+        return n
+
+    def ids(self) -> tuple[int, ...]:
+        return tuple(self._unpack(_U64)[0] for _ in range(self._count(_U64.size)))
 
     def entries(self) -> tuple[Entry, ...]:
-        (n,) = self._unpack(_U32)
         out = []
-        for _ in range(n):
+        for _ in range(self._count(_ENTRY_HEAD.size)):
             term, index, size = self._unpack(_ENTRY_HEAD)
+            if term > MAX_COUNTER or index > MAX_COUNTER:
+                raise MessageDecodeError(f"entry {term}/{index} is beyond {MAX_COUNTER}")
             out.append(Entry(term, index, self._bytes(size)))
         return tuple(out)
 
