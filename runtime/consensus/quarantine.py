@@ -39,6 +39,7 @@ class Rejoin:
     term: int  # the highest term seen before the loss
     vote: int  # the vote cast in that term, if known (0 otherwise)
     until_commit: int  # the highest index it may have acknowledged before the loss
+    corrupt_file: str = ""  # the file that failed its checks, where it is kept now
     moved: bool = False  # whether every file is in `quarantined` yet
 
 
@@ -77,10 +78,16 @@ def remove_rejoin(root: Path) -> None:
     fsync_dir(root)
 
 
-def start_move(root: Path, rejoin_without_folder: Rejoin) -> Rejoin:
-    """Record the intent (REJOIN names the destination), then move the Raft files there."""
+def start_move(root: Path, rejoin_without_folder: Rejoin, corrupt: Path) -> Rejoin:
+    """Record the intent (REJOIN names the destination), then move the Raft files there.
+    ``corrupt`` is the file that failed its checks."""
     folder = root / QUARANTINE / f"{stamp()}-corrupt"
-    rejoin = replace(rejoin_without_folder, quarantined=str(folder), moved=False)
+    try:
+        kept = folder / corrupt.relative_to(root)
+    except ValueError:
+        kept = corrupt
+    rejoin = replace(rejoin_without_folder, quarantined=str(folder), corrupt_file=str(kept),
+                     moved=False)
     write_rejoin(root, rejoin)
     return finish_move(root, rejoin)
 

@@ -487,7 +487,11 @@ class _RawLog:
         if self.base is None:
             self.base = e.index - 1
         if e.index <= self.base:
-            return  # covered by the snapshot a RESET installed
+            if self.base_term is not None:
+                return  # covered by the snapshot a RESET installed
+            # The leader overwrote the log from before the oldest entry still on disk (the
+            # segments before it were compacted away): the log now ends with this entry.
+            self.base, self.entries = e.index - 1, []
         if e.index > self.last + 1:
             raise WALCorruptError(path, offset, f"entry {e.index} leaves a gap after {self.last}")
         del self.entries[e.index - self.base - 1:]
@@ -615,7 +619,8 @@ def quarantine_corrupt(path: str | os.PathLike[str], error: StorageCorruptError)
                                f"{error}")
         term, vote, until = _salvage(root)
         return quarantine.start_move(root, Rejoin(quarantined="", reason=str(error),
-                                                  term=term, vote=vote, until_commit=until))
+                                                  term=term, vote=vote, until_commit=until),
+                                     Path(error.path))
     finally:
         _unlock(lock_fd)
 

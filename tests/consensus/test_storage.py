@@ -489,3 +489,28 @@ def test_salvage_reads_past_the_damage(tmp_path: Path) -> None:
     assert seg.exists()
     rejoin = quarantine_corrupt(tmp_path, StorageCorruptError(tmp_path, "test"))
     assert (rejoin.term, rejoin.vote, rejoin.until_commit) == (1, 0, 10)
+
+
+def test_the_rejoin_names_where_the_corrupt_file_is_kept(tmp_path: Path) -> None:
+    seg = corrupt_middle(tmp_path)
+    with pytest.raises(WALCorruptError) as err:
+        DiskStorage.open(tmp_path)
+    rejoin = quarantine_corrupt(tmp_path, err.value)
+    assert rejoin.corrupt_file == str(Path(rejoin.quarantined) / "wal" / seg.name)
+    assert Path(rejoin.corrupt_file).is_file()
+
+
+def test_an_overwrite_reaching_before_the_oldest_segment_survives_reopen(tmp_path) -> None:
+    """Found by the model test: the oldest segment left after compaction starts at entry 5;
+    the leader then overwrote from entry 4. Replay used to keep the replaced entry 5."""
+    with DiskStorage.open(tmp_path, segment_bytes=96) as s:
+        s.append(ents(1, 1, term=2))
+        s.append(ents(2, 4, term=3))
+        s.create_snapshot(3, b"s3")
+        s.compact(3)
+        s.append(ents(5, 5, term=4))
+        s.append(ents(4, 4, term=5))  # replaces 4 and 5
+        s.create_snapshot(4, b"s4")
+        s.compact(4)
+    with DiskStorage.open(tmp_path, segment_bytes=96) as s:
+        assert (s.first_index(), s.last_index()) == (5, 4) and log_of(s) == []
