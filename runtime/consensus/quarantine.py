@@ -58,6 +58,11 @@ def keep_bytes(root: Path, name: str, data: bytes) -> Path:
     return path
 
 
+def listing(root: Path) -> tuple[str, ...]:
+    folder = root / QUARANTINE
+    return tuple(sorted(p.name for p in folder.iterdir())) if folder.is_dir() else ()
+
+
 def read_rejoin(root: Path) -> Rejoin | None:
     path = root / REJOIN
     try:

@@ -120,6 +120,7 @@ class OpenReport:
     torn_bytes: int = 0  # bytes of torn tails cut off
     torn_kept: tuple[str, ...] = ()  # the quarantine files holding them
     rejoin: Rejoin | None = None  # set while the replica rejoins after losing its log
+    quarantine: tuple[str, ...] = ()  # what quarantine/ holds (kept until the user deletes it)
 
     def summary(self) -> str:
         text = (f"{self.path}: {self.segments} segment(s), {self.entries} entries "
@@ -131,6 +132,9 @@ class OpenReport:
         if self.rejoin is not None:
             text += (f"; rejoining after its log was quarantined in {self.rejoin.quarantined} "
                      f"(until commit {self.rejoin.until_commit})")
+        if self.quarantine:
+            text += (f"; {self.path}/{quarantine.QUARANTINE}/ holds {len(self.quarantine)} "
+                     "item(s) set aside (see the docs: Raft storage)")
         return text
 
     def as_dict(self) -> dict:
@@ -138,6 +142,7 @@ class OpenReport:
                                             "snapshot_index", "commit", "torn_bytes")}
         d["torn_kept"] = list(self.torn_kept)
         d["quarantined"] = self.rejoin.quarantined if self.rejoin is not None else None
+        d["quarantine"] = list(self.quarantine)
         return d
 
 
@@ -205,7 +210,7 @@ class DiskStorage:
             report = OpenReport(
                 str(root), len(segments), mem.last_index() - mem.first_index() + 1,
                 mem.first_index(), mem.last_index(), snap.meta.index, mem.hard_state.commit,
-                torn_bytes, tuple(str(p) for p in kept), rejoin)
+                torn_bytes, tuple(str(p) for p in kept), rejoin, quarantine.listing(root))
             return cls(root, mem, segments, segment_bytes, lock_fd, report)
         except BaseException:
             _unlock(lock_fd)

@@ -378,6 +378,8 @@ def test_a_torn_tail_is_kept_in_quarantine_then_cut(tmp_path: Path, tear) -> Non
     assert "torn tail" in report.summary() and str(kept) in report.summary()
     with DiskStorage.open(tmp_path) as s:  # repaired once: the next open finds nothing
         assert s.report.torn_bytes == 0 and len(kept_files(tmp_path)) == 1
+        assert s.report.quarantine == (kept.name,)  # but says what is set aside
+        assert "holds 1 item(s) set aside" in s.report.summary()
 
 
 def test_the_open_report_describes_the_log(tmp_path: Path) -> None:
