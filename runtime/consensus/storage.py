@@ -619,10 +619,12 @@ def quarantine_corrupt(path: str | os.PathLike[str], error: StorageCorruptError)
     root = Path(path)
     lock_fd = _lock(root / "LOCK")
     try:
-        if _read_rejoin(root) is not None:
-            raise StorageError(f"{root} already rejoins after a quarantine; the new error: "
-                               f"{error}")
+        prior = _read_rejoin(root)
         term, vote, until = _salvage(root)
+        if prior is not None:  # lost its log again while rejoining: keep what it knew then
+            if prior.term > term or (prior.term == term and not vote):
+                term, vote = prior.term, prior.vote
+            until = max(until, prior.until_commit)
         return quarantine.start_move(root, Rejoin(quarantined="", reason=str(error),
                                                   term=term, vote=vote, until_commit=until),
                                      Path(error.path))

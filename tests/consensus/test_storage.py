@@ -516,3 +516,22 @@ def test_an_overwrite_reaching_before_the_oldest_segment_survives_reopen(tmp_pat
         s.compact(4)
     with DiskStorage.open(tmp_path, segment_bytes=96) as s:
         assert (s.first_index(), s.last_index()) == (5, 4) and log_of(s) == []
+
+
+def test_a_replica_that_loses_its_log_again_while_rejoining_keeps_the_first_promises(tmp_path):
+    corrupt_middle(tmp_path)
+    with pytest.raises(WALCorruptError) as err:
+        DiskStorage.open(tmp_path)
+    first = quarantine_corrupt(tmp_path, err.value)
+    with DiskStorage.open(tmp_path) as s:
+        s.append(ents(1, 3))
+    seg = segments(tmp_path)[-1]
+    raw = bytearray(seg.read_bytes())
+    raw[record_offsets(seg)[0] + RECORD_HEAD.size + 1] ^= 0x02
+    seg.write_bytes(bytes(raw))
+    with pytest.raises(WALCorruptError) as err:
+        DiskStorage.open(tmp_path)
+    second = quarantine_corrupt(tmp_path, err.value)
+    assert second.quarantined != first.quarantined
+    assert (second.term, second.vote, second.until_commit) == (1, 1, 10)
+    assert Path(first.quarantined, "wal").is_dir() and Path(second.quarantined, "wal").is_dir()
