@@ -53,7 +53,7 @@ from .core.types import EMPTY_SNAPSHOT, Entry, HardState, Snapshot, SnapshotMeta
 from .durable_files import atomic_write, fsync_dir, make_dir, truncate
 from .quarantine import Rejoin
 from .wal_format import (ENTRY_HEAD, KIND_ENTRY, KIND_RESET, RESET, SEGMENT_MAGIC,
-                         classify_bad_record, encode_record, read_records, survey)
+                         classify_bad_record, read_records, record_header, survey)
 
 try:
     import fcntl
@@ -291,9 +291,11 @@ class DiskStorage:
             raise StorageError(f"append at {entries[0].index} leaves a gap after "
                                f"{self.memory.last_index()}")
         self._maybe_rotate()
-        self._write_durably(b"".join(
-            encode_record(ENTRY_HEAD.pack(KIND_ENTRY, e.term, e.index) + e.data)
-            for e in entries))
+        parts = []
+        for e in entries:
+            payload = ENTRY_HEAD.pack(KIND_ENTRY, e.term, e.index) + e.data
+            parts += (record_header(payload), payload)
+        self._write_durably(b"".join(parts))
         seg = self._segments[-1]
         seg.max_index = max(seg.max_index, entries[-1].index)
         self.memory.append(entries)
@@ -318,8 +320,8 @@ class DiskStorage:
         self._write_snapshot(snap)
         # The RESET record opens a fresh segment, so every older segment is obsolete.
         self._rotate()
-        self._write_durably(encode_record(RESET.pack(KIND_RESET, snap.meta.index,
-                                                     snap.meta.term)))
+        payload = RESET.pack(KIND_RESET, snap.meta.index, snap.meta.term)
+        self._write_durably(record_header(payload) + payload)
         self._segments[-1].max_index = snap.meta.index
         for seg in self._segments[:-1]:
             seg.path.unlink(missing_ok=True)
@@ -341,13 +343,16 @@ class DiskStorage:
         return snap
 
     def compact(self, index: int) -> None:
-        """Drop log entries up to ``index`` (<= the snapshot index) and delete the WAL
-        segments that only hold such entries."""
+        """Drop log entries up to ``index`` (<= the snapshot index) and delete the oldest WAL
+        segments that only hold such entries. Only a prefix goes: a later segment may hold
+        the overwrite of an entry that an older, kept one still holds, and replay needs it."""
         self.memory.compact(index)
         if self._segments[-1].max_index <= index:
             self._rotate()
-        keep = [s for s in self._segments[:-1] if s.max_index > index] + [self._segments[-1]]
-        dropped = [s for s in self._segments if s not in keep]
+        cut = 0
+        while cut < len(self._segments) - 1 and self._segments[cut].max_index <= index:
+            cut += 1
+        dropped, keep = self._segments[:cut], self._segments[cut:]
         for seg in dropped:
             seg.path.unlink(missing_ok=True)
         if dropped:

@@ -47,8 +47,8 @@ class BadRecord:
     stop: int | None  # where the record would end by its length field (None: no header)
 
 
-def encode_record(payload: bytes) -> bytes:
-    return RECORD_HEAD.pack(len(payload), checksum(payload)) + payload
+def record_header(payload: bytes) -> bytes:
+    return RECORD_HEAD.pack(len(payload), checksum(payload))
 
 
 def parse_record(buf: bytes | memoryview, pos: int) -> Record | BadRecord:

@@ -535,3 +535,17 @@ def test_a_replica_that_loses_its_log_again_while_rejoining_keeps_the_first_prom
     assert second.quarantined != first.quarantined
     assert (second.term, second.vote, second.until_commit) == (1, 1, 10)
     assert Path(first.quarantined, "wal").is_dir() and Path(second.quarantined, "wal").is_dir()
+
+
+def test_compaction_keeps_a_segment_whose_overwrite_an_older_kept_one_needs(tmp_path) -> None:
+    """Found by the model test: the segment holding the overwrite of entry 3 went, the older
+    one holding the replaced entry 3 stayed, and the reopened log lost entry 4."""
+    with DiskStorage.open(tmp_path, segment_bytes=96) as s:
+        s.append(ents(1, 1, term=2))
+        s.append(ents(2, 4, term=3))
+        s.append(ents(3, 3, term=4))  # replaces 3 and 4, in the next segment
+        s.create_snapshot(3, b"s3")
+        s.compact(3)
+        s.append(ents(4, 4, term=5))
+    with DiskStorage.open(tmp_path, segment_bytes=96) as s:
+        assert log_of(s) == ents(4, 4, term=5)
