@@ -549,3 +549,35 @@ def test_compaction_keeps_a_segment_whose_overwrite_an_older_kept_one_needs(tmp_
         s.append(ents(4, 4, term=5))
     with DiskStorage.open(tmp_path, segment_bytes=96) as s:
         assert log_of(s) == ents(4, 4, term=5)
+
+
+@settings(max_examples=150, deadline=None)
+@given(n=st.integers(2, 8), which=st.integers(0, 7), where=st.integers(0, 40),
+       flip=st.integers(1, 255), cut=st.booleans())
+def test_damage_anywhere_never_loses_a_record_before_it(tmp_path_factory, n, which, where,
+                                                        flip, cut) -> None:
+    """One damaged byte in record ``which``, or the file cut there (a crash mid-append): the
+    open either raises and changes nothing, or keeps the dropped bytes in quarantine and
+    every record before them. A damaged record followed by intact ones always raises."""
+    path = tmp_path_factory.mktemp("damage")
+    seg = ten_entries_committed(path, commit=0)
+    records = read_records(seg.read_bytes())[0][:n]
+    os.truncate(seg, records[-1].stop)  # n records
+    k = min(which, n - 1)
+    at = min(records[k].offset + where, records[k].stop - 1)
+    raw = bytearray(seg.read_bytes())
+    if cut:
+        raw = raw[:at]
+    else:
+        raw[at] ^= flip
+    seg.write_bytes(bytes(raw))
+    try:
+        s = DiskStorage.open(path)
+    except WALCorruptError as err:
+        assert not cut and err.offset <= records[k].offset and seg.read_bytes() == bytes(raw)
+        return
+    with s:
+        assert cut or k == n - 1, "a damaged record before intact ones was repaired away"
+        assert log_of(s) == [Entry(1, i, b"w%d" % i) for i in range(1, k + 1)]
+    dropped = bytes(raw[records[k].offset:])
+    assert [p.read_bytes() for p in kept_files(path)] == ([dropped] if dropped else [])
