@@ -89,3 +89,20 @@ def test_a_rejoining_node_never_campaigns():
     c.add_nodes(3, rejoin_commit=0)
     assert not c.run_until(lambda: c.leader() is not None, 500)
     assert all(sn.node.term == 0 for sn in c.nodes.values())
+
+
+def test_in_a_group_of_two_the_rejoining_node_votes_for_the_other():
+    """Every commit of a two-node group needed both nodes, so the other node holds every
+    committed entry: the rejoining node's vote is safe, and without it nobody is elected."""
+    c = Cluster(seed="pair")
+    c.add_nodes(2)
+    c.nodes[1].node.campaign()
+    assert c.run_until(lambda: c.leader() == 1, 200)
+    for value in VALUES:
+        c.nodes[1].node.propose(value)
+    assert c.run_until(lambda: c.nodes[2].app.values == VALUES, 200)
+    c.crash(1)
+    lose_the_log(c, 2, rule=True)
+    c.restart(1)
+    assert c.run_until(lambda: c.leader() == 1 and not c.nodes[2].node.rejoining
+                       and c.nodes[2].app.values == VALUES, 2000)

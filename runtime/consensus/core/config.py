@@ -45,8 +45,9 @@ class RaftConfig:
     rejoin_commit: int | None = None
     """Set when this node lost its log (its storage was quarantined as corrupt) and rejoins
     with an empty one: the highest index it may have acknowledged before the loss. Until a
-    leader has caught it up (see ``Raft.rejoining``) it grants no vote or pre-vote and never
-    campaigns, since acknowledgements it can no longer back may have counted for commits."""
+    leader has caught it up (see ``Raft.rejoining``) it grants no vote or pre-vote (but in a
+    group of two) and never campaigns: acknowledgements it can no longer back may have
+    counted for commits."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "peers", tuple(sorted(int(p) for p in self.peers)))

@@ -258,9 +258,10 @@ class Raft:
             self._step_candidate(m)
 
     def _handle_vote_request(self, m: RequestVote) -> None:
-        if self.rejoining:
+        if self.rejoining and len(self.tracker.voters) > 2:
             # Our lost log may have held committed entries the candidate lacks: a vote now
-            # could elect a leader without them (and a vote cast before the loss is unknown).
+            # could elect a leader without them. (In a group of two every commit needed the
+            # other voter, so it holds them all: our vote is safe, and needed.)
             self._send(RequestVoteResponse(dst=m.src, src=self.id, term=self.term, reject=True,
                                            pre_vote=m.pre_vote))
             return
@@ -363,7 +364,7 @@ class Raft:
     # before may have counted for commits, so until it holds those entries again:
     #
     # * it grants no vote or pre-vote (§5.4.1's guarantee rests on voters keeping what they
-    #   acknowledged) and never campaigns;
+    #   acknowledged; a group of two excepted) and never campaigns;
     # * it fences leaders that may still count its lost acknowledgements — the first leader
     #   it hears from, and any whose heartbeat claims it holds more than it does: it moves to
     #   that leader's term + 1 and answers, so the leader steps down (its progress says we
