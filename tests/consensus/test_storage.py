@@ -1,4 +1,5 @@
-"""DiskStorage: durability, recovery from torn writes, truncation, snapshots, compaction."""
+"""DiskStorage: durability, torn writes told from corruption (nothing valid is ever cut),
+quarantine and rejoin, truncation, snapshots, compaction."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nborch.runtime.consensus import quarantine
 from nborch.runtime.consensus import storage as storage_mod
 from nborch.runtime.consensus.core import (Entry, HardState, MemoryStorage, Snapshot,
                                            SnapshotMeta, SnapshotOutOfDateError)
 from nborch.runtime.consensus.storage import (DiskStorage, HardStateCorruptError,
-                                              SnapshotCorruptError, StorageError,
-                                              WALCorruptError)
+                                              SnapshotCorruptError, StorageCorruptError,
+                                              StorageError, WALCorruptError,
+                                              quarantine_corrupt)
+from nborch.runtime.consensus.wal_format import RECORD_HEAD, read_records
 
 
 def ents(first: int, last: int, term: int = 1, tag: str = "v") -> list[Entry]:
@@ -281,12 +285,6 @@ def test_reopen_always_matches_an_in_memory_model(tmp_path_factory, ops) -> None
 
 
 # -- recovery never destroys a valid record (torn tail vs corruption) ------------------------
-
-from nborch.runtime.consensus import quarantine  # noqa: E402
-from nborch.runtime.consensus.storage import (StorageCorruptError,  # noqa: E402
-                                              quarantine_corrupt)
-from nborch.runtime.consensus.wal_format import RECORD_HEAD, read_records  # noqa: E402
-
 
 def record_offsets(seg: Path) -> list[int]:
     records, bad = read_records(seg.read_bytes())
