@@ -22,7 +22,7 @@ from pathlib import Path
 
 from nborch.errors import MembershipError
 from nborch.runtime.consensus.core import checksum
-from nborch.runtime.consensus.storage import _atomic_write, _fsync_dir
+from nborch.runtime.consensus.durable_files import atomic_write, make_dir
 from nborch.runtime.worker_spec import raft_dir
 
 FILE = 'membership'
@@ -68,12 +68,10 @@ def read(directory: str | os.PathLike) -> Membership | None:
 
 def write(directory: str | os.PathLike, membership: Membership) -> None:
     root = Path(directory)
-    if not root.is_dir():
-        root.mkdir(parents=True, exist_ok=True)
-        _fsync_dir(root.parent)
+    make_dir(root)
     body = membership.to_json()
     data = json.dumps({'membership': body, 'crc32': checksum(_canonical(body))})
-    _atomic_write(root / FILE, data.encode())
+    atomic_write(root / FILE, data.encode())
 
 
 def record(directory: str | os.PathLike, node: int, voters: tuple[int, ...],

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import json
 import logging
 import random
@@ -29,7 +30,7 @@ from nborch.runtime.consensus.core import (Message, MessageDecodeError, NotLeade
                                            Role)
 from nborch.runtime.consensus.drops import DropCounter
 from nborch.runtime.consensus.settings import RaftSettings
-from nborch.runtime.consensus.storage import DiskStorage
+from nborch.runtime.consensus.storage import DiskStorage, StorageCorruptError, quarantine_corrupt
 from nborch.runtime.consensus.transport import PeerLink
 
 WRITE_TIMEOUT_S = 30.0
@@ -88,13 +89,32 @@ class ConsensusReplica:
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
-        """Open storage, restore the latest snapshot, and start driving (replay follows)."""
-        self.storage = DiskStorage.open(self.directory)
+        """Open storage, restore the latest snapshot, and start driving (replay follows).
+
+        Storage that fails its checks is set aside, not repaired: with peers to rebuild it,
+        the replica moves its Raft files into `quarantine/` (kept), starts empty and
+        rejoins (the core keeps it out of elections until a leader has caught it up); the
+        executor, still as constructed, then gets the group's snapshot and log like a new
+        member, so it ends with exactly its peers' state. Alone, the error stands."""
+        try:
+            self.storage = DiskStorage.open(self.directory)
+        except StorageCorruptError as exc:
+            if len(self.peers) < 2:
+                raise  # nobody to rebuild it from: the user decides (the error names the file)
+            rejoin = quarantine_corrupt(self.directory, exc)
+            log.warning('raft replica %d: %s. Its Raft files were moved to %s (kept; the '
+                        'corrupt file is now %s) and it rejoins empty: its peers rebuild it '
+                        'from a snapshot and the log. Delete that folder once the group is '
+                        'healthy.', self.node_id, exc, rejoin.quarantined, rejoin.corrupt_file)
+            self.storage = DiskStorage.open(self.directory)
+        log.info('raft replica %d storage: %s', self.node_id, self.storage.report.summary())
         snapshot = self.storage.snapshot()
         if not snapshot.is_empty:
             await self._restore(snapshot.data)
             self.applied = self.snapshot_index = snapshot.meta.index
         config = self.settings.core_config(self.node_id, tuple(sorted(self.peers)), self.applied)
+        if self.storage.rejoin is not None:
+            config = dataclasses.replace(config, rejoin_commit=self.storage.rejoin.until_commit)
         self.node = RaftNode(config, self.storage, rng=random.Random())
         self._links = {peer: PeerLink(peer, address, self._unreachable)
                        for peer, address in self.peers.items() if peer != self.node_id}
@@ -173,7 +193,8 @@ class ConsensusReplica:
         s = self.node.status()
         return {'id': self.node_id, 'role': str(s.role), 'term': s.term, 'leader': s.leader,
                 'commit': s.commit, 'applied': self.applied, 'snapshot_index': self.snapshot_index,
-                'peers': len(self.peers), 'dropped': self.drops.as_dict()}
+                'peers': len(self.peers), 'dropped': self.drops.as_dict(),
+                'rejoining': s.rejoining, 'storage': self.storage.report.as_dict()}
 
     # -- placing and awaiting writes -------------------------------------------------------
     async def _place(self, request: pb.DataRequest, deadline: float) -> tuple[int, int]:
@@ -291,6 +312,10 @@ class ConsensusReplica:
             # Term and vote are always written durably by the storage; a commit index alone
             # is re-learned from the leader, so it need not cost three more fsyncs per round.
             self.storage.set_hard_state(rd.hard_state, durable=False)
+        if self.storage.rejoin is not None and not self.node.rejoining:
+            # Caught up, and what it was caught up with is on disk now (no await since ready()).
+            self.storage.finish_rejoin()
+            log.info('raft replica %d is caught up after its rejoin', self.node_id)
         # 2. send, only after the writes above are on disk
         for message in rd.messages:
             link = self._links.get(message.dst)

@@ -4,21 +4,35 @@ Layout under the replica's directory (``<workspace>/raft/[<shard>/]<replica>/``)
 
     LOCK                       flock'ed while open: one process per directory
     hardstate                  term, vote, commit + CRC; replaced atomically
-    wal/<seq:016x>.wal         segments: 8-byte magic, then records
+    wal/<seq:016x>.wal         segments: 8-byte magic, then records (:mod:`.wal_format`)
     snap/<index:016x>-<term:016x>.data   the application's snapshot bytes
     snap/<index:016x>-<term:016x>.meta   JSON {index, term, voters, size, crc32}
+    quarantine/, REJOIN        data set aside, and a replica that lost its log (:mod:`.quarantine`)
 
-A WAL record is ``u32 length | u32 crc32(payload) | payload``; the payload is an ENTRY
-(``u8 1 | u64 term | u64 index | data``) or a RESET (``u8 2 | u64 index | u64 term``: the log
-was replaced by a snapshot received from the leader). The log is append-only: an entry whose
-index is at or below the current last index overwrites the suffix from there (the leader
-replaced a conflicting suffix, §5.3) — replay applies the same rule, so no file is ever
-rewritten in place. Compaction deletes whole segments that a snapshot covers.
+A WAL record holds an ENTRY or a RESET (the log was replaced by a snapshot received from the
+leader). The log is append-only: an entry whose index is at or below the current last index
+overwrites the suffix from there (the leader replaced a conflicting suffix, §5.3) — replay
+applies the same rule, so no file is ever rewritten in place. Compaction deletes whole
+segments that a snapshot covers.
 
 Durability: ``append`` and ``set_hard_state`` fsync before returning; files that appear or
-are renamed are followed by an fsync of their directory. Recovery on open: a torn last record
-of the last segment (short, zero-filled, or failing its CRC at the very end of the file) is
-dropped and the file truncated; any other bad record raises :class:`WALCorruptError`.
+are renamed are followed by an fsync of their directory.
+
+Recovery on open never destroys a record that passes its checks. Everything is read and
+checked first; only then is anything repaired:
+
+* A **torn tail** — the last record(s) of the last segment, cut short by a crash before their
+  fsync (short, zero-filled, or failing its CRC at the very end of the file, with no valid
+  record after it) — is copied to ``quarantine/`` and then cut off. Such records were never
+  acknowledged, so dropping them loses nothing anyone was promised.
+* **Corruption** — any other bad record (for instance a length field that runs past the end
+  of the file while valid records follow it), a corrupt hard state or snapshot, or files that
+  contradict each other — raises a :class:`StorageCorruptError` subclass naming the file
+  (and the byte offset in a segment); nothing on disk is changed.
+
+:func:`quarantine_corrupt` then lets a replica with healthy peers set the whole log aside
+(kept) and rejoin empty; its peers rebuild it (see ``ConsensusReplica.start``). Every open
+describes what it found in :attr:`DiskStorage.report`.
 
 :class:`DiskStorage` offers the core's read interface (``StorageView``) by delegating to an
 in-memory :class:`MemoryStorage` it keeps in step with the files; ``DiskStorage.open``
@@ -30,12 +44,17 @@ from __future__ import annotations
 import json
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from . import quarantine
 from .core.memory import MemoryStorage
 from .core.messages import MAX_COUNTER
 from .core.types import EMPTY_SNAPSHOT, Entry, HardState, Snapshot, SnapshotMeta, checksum
+from .durable_files import atomic_write, fsync_dir, make_dir, truncate
+from .quarantine import Rejoin
+from .wal_format import (ENTRY_HEAD, KIND_ENTRY, KIND_RESET, RESET, SEGMENT_MAGIC,
+                         classify_bad_record, read_records, record_header, survey)
 
 try:
     import fcntl
@@ -45,17 +64,15 @@ except ImportError:  # pragma: no cover - non-POSIX
 __all__ = [
     "DiskStorage",
     "HardStateCorruptError",
+    "OpenReport",
+    "Rejoin",
     "SnapshotCorruptError",
+    "StorageCorruptError",
     "StorageError",
     "WALCorruptError",
+    "quarantine_corrupt",
 ]
 
-SEGMENT_MAGIC = b"NBRAFTW1"
-_RECORD_HEAD = struct.Struct("<II")  # length, crc32
-_ENTRY_HEAD = struct.Struct("<BQQ")  # kind, term, index
-_RESET = struct.Struct("<BQQ")  # kind, index, term
-_KIND_ENTRY = 1
-_KIND_RESET = 2
 _HARD_STATE = struct.Struct("<4sQQQ")
 _HARD_STATE_MAGIC = b"NBHS"
 DEFAULT_SEGMENT_BYTES = 64 << 20
@@ -65,21 +82,69 @@ class StorageError(Exception):
     """Base class of storage failures."""
 
 
-class WALCorruptError(StorageError):
+class StorageCorruptError(StorageError):
+    """Data on disk failed its checks: the stored state cannot be trusted as it is."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class WALCorruptError(StorageCorruptError):
     """A WAL record that is not a torn tail failed its checks: the log cannot be trusted."""
 
     def __init__(self, path: Path, offset: int, reason: str) -> None:
-        self.path = path
         self.offset = offset
-        super().__init__(f"{path}: corrupt WAL record at byte {offset}: {reason}")
+        super().__init__(path, f"corrupt WAL record at byte {offset}: {reason}")
 
 
-class HardStateCorruptError(StorageError):
+class HardStateCorruptError(StorageCorruptError):
     """The hard state file fails its checksum."""
 
 
-class SnapshotCorruptError(StorageError):
+class SnapshotCorruptError(StorageCorruptError):
     """A snapshot's metadata or data fails its checks."""
+
+
+@dataclass(frozen=True)
+class OpenReport:
+    """What ``DiskStorage.open`` found (logged once at start, shown in the replica status)."""
+
+    path: str
+    segments: int
+    entries: int
+    first_index: int
+    last_index: int
+    snapshot_index: int
+    commit: int
+    torn_bytes: int = 0  # bytes of torn tails cut off
+    torn_kept: tuple[str, ...] = ()  # the quarantine files holding them
+    rejoin: Rejoin | None = None  # set while the replica rejoins after losing its log
+    quarantine: tuple[str, ...] = ()  # what quarantine/ holds (kept until the user deletes it)
+
+    def summary(self) -> str:
+        text = (f"{self.path}: {self.segments} segment(s), {self.entries} entries "
+                f"[{self.first_index}..{self.last_index}], snapshot {self.snapshot_index}, "
+                f"commit {self.commit}")
+        if self.torn_bytes:
+            text += (f"; dropped a torn tail of {self.torn_bytes} bytes (kept in "
+                     f"{', '.join(self.torn_kept)})")
+        if self.rejoin is not None:
+            text += (f"; rejoining after its log was quarantined in {self.rejoin.quarantined} "
+                     f"(until commit {self.rejoin.until_commit})")
+        if self.quarantine:
+            text += (f"; {self.path}/{quarantine.QUARANTINE}/ holds {len(self.quarantine)} "
+                     "item(s) set aside (see the docs: Raft storage)")
+        return text
+
+    def as_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in ("segments", "entries", "first_index", "last_index",
+                                            "snapshot_index", "commit", "torn_bytes")}
+        d["torn_kept"] = list(self.torn_kept)
+        d["quarantined"] = self.rejoin.quarantined if self.rejoin is not None else None
+        d["quarantine"] = list(self.quarantine)
+        return d
 
 
 @dataclass
@@ -89,13 +154,24 @@ class _Segment:
     max_index: int = 0  # highest entry (or RESET) index written into it
 
 
+@dataclass
+class _Repairs:
+    """Changes an open makes once everything it read passed its checks."""
+
+    torn: list[tuple[Path, int]] = field(default_factory=list)  # (segment, cut at)
+    rewrite_magic: list[Path] = field(default_factory=list)  # crashed while creating
+    obsolete: list[Path] = field(default_factory=list)  # segments before the last RESET
+    leftovers: list[Path] = field(default_factory=list)  # unfinished or older snapshot files
+
+
 class DiskStorage:
     """A replica's durable Raft state. Not thread-safe: the driver loop owns it."""
 
     def __init__(self, path: Path, memory: MemoryStorage, segments: list[_Segment],
-                 segment_bytes: int, lock_fd: int | None) -> None:
+                 segment_bytes: int, lock_fd: int | None, report: OpenReport) -> None:
         self.path = path
         self.memory = memory
+        self.report = report
         self._segments = segments
         self._segment_bytes = segment_bytes
         self._lock_fd = lock_fd
@@ -107,21 +183,36 @@ class DiskStorage:
     @classmethod
     def open(cls, path: str | os.PathLike[str], *,
              segment_bytes: int = DEFAULT_SEGMENT_BYTES) -> "DiskStorage":
-        """Open (or create) the storage under ``path`` and rebuild the in-memory view."""
+        """Open (or create) the storage under ``path`` and rebuild the in-memory view.
+
+        Raises a :class:`StorageCorruptError` (and changes nothing) when the data fails its
+        checks; a torn tail is kept in ``quarantine/`` and cut off (see the module doc)."""
         root = Path(path)
-        for sub in (root, root / "wal", root / "snap"):
-            if not sub.is_dir():
-                sub.mkdir(parents=True, exist_ok=True)
-                _fsync_dir(sub.parent)
+        make_dir(root)
         lock_fd = _lock(root / "LOCK")
         try:
+            rejoin = _read_rejoin(root)
+            if rejoin is not None:
+                rejoin = quarantine.finish_move(root, rejoin)  # a crash may have cut it short
+            for sub in (root / "wal", root / "snap"):
+                make_dir(sub)
             hs = _read_hard_state(root / "hardstate")
+            if rejoin is not None and hs.term < rejoin.term:
+                # What the lost log's replica had promised still binds it (no second vote).
+                hs = HardState(rejoin.term, rejoin.vote, hs.commit)
             snap = _load_snapshot(root / "snap")
-            segments, entries = _replay_wal(root / "wal")
-            mem = _build_view(snap, entries, hs)
+            segments, entries, repairs = _replay_wal(root / "wal")
+            repairs.leftovers = _snapshot_leftovers(root / "snap", snap.meta)
+            mem = _build_view(root, snap, entries, hs)
+            torn_bytes, kept = _repair(root, repairs)
+            segments = [s for s in segments if s.path not in repairs.obsolete]
             if not segments:
                 segments = [_create_segment(root / "wal", 1)]
-            return cls(root, mem, segments, segment_bytes, lock_fd)
+            report = OpenReport(
+                str(root), len(segments), mem.last_index() - mem.first_index() + 1,
+                mem.first_index(), mem.last_index(), snap.meta.index, mem.hard_state.commit,
+                torn_bytes, tuple(str(p) for p in kept), rejoin, quarantine.listing(root))
+            return cls(root, mem, segments, segment_bytes, lock_fd, report)
         except BaseException:
             _unlock(lock_fd)
             raise
@@ -173,6 +264,19 @@ class DiskStorage:
             return None
         return self.path / "snap" / f"{_snap_name(meta.index, meta.term)}.data"
 
+    @property
+    def rejoin(self) -> Rejoin | None:
+        """Set while this replica rejoins its group after its log was quarantined."""
+        return self.report.rejoin
+
+    def finish_rejoin(self) -> None:
+        """A leader caught this replica up again: it is an ordinary member from now on."""
+        if self.report.rejoin is None:
+            return
+        self._write_hard_state(self.memory.hard_state)  # the term floor now lives here
+        quarantine.remove_rejoin(self.path)
+        self.report = replace(self.report, rejoin=None)
+
     # -- writes ------------------------------------------------------------------------------
 
     def append(self, entries: list[Entry] | tuple[Entry, ...]) -> None:
@@ -190,9 +294,8 @@ class DiskStorage:
         self._maybe_rotate()
         parts = []
         for e in entries:
-            payload = _ENTRY_HEAD.pack(_KIND_ENTRY, e.term, e.index) + e.data
-            parts.append(_RECORD_HEAD.pack(len(payload), checksum(payload)))
-            parts.append(payload)
+            payload = ENTRY_HEAD.pack(KIND_ENTRY, e.term, e.index) + e.data
+            parts += (record_header(payload), payload)
         self._write_durably(b"".join(parts))
         seg = self._segments[-1]
         seg.max_index = max(seg.max_index, entries[-1].index)
@@ -218,13 +321,13 @@ class DiskStorage:
         self._write_snapshot(snap)
         # The RESET record opens a fresh segment, so every older segment is obsolete.
         self._rotate()
-        payload = _RESET.pack(_KIND_RESET, snap.meta.index, snap.meta.term)
-        self._write_durably(_RECORD_HEAD.pack(len(payload), checksum(payload)) + payload)
+        payload = RESET.pack(KIND_RESET, snap.meta.index, snap.meta.term)
+        self._write_durably(record_header(payload) + payload)
         self._segments[-1].max_index = snap.meta.index
         for seg in self._segments[:-1]:
             seg.path.unlink(missing_ok=True)
         del self._segments[:-1]
-        _fsync_dir(self.path / "wal")
+        fsync_dir(self.path / "wal")
         self.memory.apply_snapshot(snap)
         self._remove_older_snapshots(snap.meta)
 
@@ -241,17 +344,20 @@ class DiskStorage:
         return snap
 
     def compact(self, index: int) -> None:
-        """Drop log entries up to ``index`` (<= the snapshot index) and delete the WAL
-        segments that only hold such entries."""
+        """Drop log entries up to ``index`` (<= the snapshot index) and delete the oldest WAL
+        segments that only hold such entries. Only a prefix goes: a later segment may hold
+        the overwrite of an entry that an older, kept one still holds, and replay needs it."""
         self.memory.compact(index)
         if self._segments[-1].max_index <= index:
             self._rotate()
-        keep = [s for s in self._segments[:-1] if s.max_index > index] + [self._segments[-1]]
-        dropped = [s for s in self._segments if s not in keep]
+        cut = 0
+        while cut < len(self._segments) - 1 and self._segments[cut].max_index <= index:
+            cut += 1
+        dropped, keep = self._segments[:cut], self._segments[cut:]
         for seg in dropped:
             seg.path.unlink(missing_ok=True)
         if dropped:
-            _fsync_dir(self.path / "wal")
+            fsync_dir(self.path / "wal")
         self._segments = keep
 
     # -- internals ---------------------------------------------------------------------------
@@ -275,17 +381,17 @@ class DiskStorage:
 
     def _write_hard_state(self, hs: HardState) -> None:
         body = _HARD_STATE.pack(_HARD_STATE_MAGIC, hs.term, hs.vote, hs.commit)
-        _atomic_write(self.path / "hardstate", body + struct.pack("<I", checksum(body)))
+        atomic_write(self.path / "hardstate", body + struct.pack("<I", checksum(body)))
         self._hard_dirty = False
 
     def _write_snapshot(self, snap: Snapshot) -> None:
         base = self.path / "snap" / _snap_name(snap.meta.index, snap.meta.term)
-        _atomic_write(base.with_suffix(".data"), snap.data, sync_dir=False)
+        atomic_write(base.with_suffix(".data"), snap.data, sync_dir=False)
         meta = {"index": snap.meta.index, "term": snap.meta.term,
                 "voters": list(snap.meta.voters), "size": len(snap.data),
                 "crc32": checksum(snap.data)}
         # The meta file appears only once the data is durable: it marks a complete snapshot.
-        _atomic_write(base.with_suffix(".meta"), json.dumps(meta).encode())
+        atomic_write(base.with_suffix(".meta"), json.dumps(meta).encode())
 
     def _remove_older_snapshots(self, keep: SnapshotMeta) -> None:
         keep_name = _snap_name(keep.index, keep.term)
@@ -295,29 +401,10 @@ class DiskStorage:
                 p.unlink(missing_ok=True)
                 removed = True
         if removed:
-            _fsync_dir(self.path / "snap")
+            fsync_dir(self.path / "snap")
 
 
 # -- file helpers -------------------------------------------------------------------------------
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, data: bytes, *, sync_dir: bool = True) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    if sync_dir:
-        _fsync_dir(path.parent)
-
 
 def _lock(path: Path) -> int | None:
     if fcntl is None:  # pragma: no cover
@@ -346,35 +433,36 @@ def _create_segment(wal: Path, seq: int) -> _Segment:
         f.write(SEGMENT_MAGIC)
         f.flush()
         os.fsync(f.fileno())
-    _fsync_dir(wal)
+    fsync_dir(wal)
     return _Segment(path, seq)
 
 
+def _read_rejoin(root: Path) -> Rejoin | None:
+    try:
+        return quarantine.read_rejoin(root)
+    except ValueError as exc:
+        raise StorageCorruptError(root / quarantine.REJOIN, str(exc)) from exc
+
+
 def _read_hard_state(path: Path) -> HardState:
-    for leftover in path.parent.glob("hardstate.tmp"):
-        leftover.unlink()
     if not path.exists():
         return HardState()
     raw = path.read_bytes()
     if len(raw) != _HARD_STATE.size + 4:
-        raise HardStateCorruptError(f"{path}: {len(raw)} bytes")
+        raise HardStateCorruptError(path, f"{len(raw)} bytes, expected {_HARD_STATE.size + 4}")
     body, (crc,) = raw[:-4], struct.unpack("<I", raw[-4:])
     magic, term, vote, commit = _HARD_STATE.unpack(body)
     if magic != _HARD_STATE_MAGIC or checksum(body) != crc:
-        raise HardStateCorruptError(f"{path}: bad magic or checksum")
+        raise HardStateCorruptError(path, "bad magic or checksum")
     if term > MAX_COUNTER or commit > MAX_COUNTER:  # older versions took forged terms
         raise HardStateCorruptError(
-            f"{path}: term {term} / commit {commit} is beyond {MAX_COUNTER}, which no peer "
-            "may send: this replica took a forged message. If its peers are sane, move this "
-            "replica's folder aside and it is rebuilt from them")
+            path, f"term {term} / commit {commit} is beyond {MAX_COUNTER}, which no peer may "
+            "send: this replica took a forged message")
     return HardState(term, vote, commit)
 
 
 def _load_snapshot(snap_dir: Path) -> Snapshot:
-    """The newest complete snapshot (one with a meta file); leftovers are removed."""
-    for p in snap_dir.iterdir():
-        if p.suffix == ".tmp" or (p.suffix == ".data" and not p.with_suffix(".meta").exists()):
-            p.unlink()
+    """The newest complete snapshot (one with a meta file)."""
     metas = sorted(snap_dir.glob("*.meta"))
     if not metas:
         return EMPTY_SNAPSHOT
@@ -385,13 +473,16 @@ def _load_snapshot(snap_dir: Path) -> Snapshot:
         index, term, voters = int(meta["index"]), int(meta["term"]), tuple(meta["voters"])
         size, crc = int(meta["size"]), int(meta["crc32"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise SnapshotCorruptError(f"{newest}: {exc}") from exc
+        raise SnapshotCorruptError(newest, str(exc)) from exc
     if len(data) != size or checksum(data) != crc:
-        raise SnapshotCorruptError(f"{newest}: data does not match its size/checksum")
-    for older in metas[:-1]:
-        older.unlink()
-        older.with_suffix(".data").unlink(missing_ok=True)
+        raise SnapshotCorruptError(newest, "data does not match its size/checksum")
     return Snapshot(SnapshotMeta(index, term, voters), data)
+
+
+def _snapshot_leftovers(snap_dir: Path, keep: SnapshotMeta) -> list[Path]:
+    """Temp files, data without its meta (an unfinished snapshot) and older snapshots."""
+    keep_name = _snap_name(keep.index, keep.term) if keep.index else None
+    return [p for p in snap_dir.iterdir() if p.stem != keep_name]
 
 
 class _RawLog:
@@ -411,7 +502,11 @@ class _RawLog:
         if self.base is None:
             self.base = e.index - 1
         if e.index <= self.base:
-            return  # covered by the snapshot a RESET installed
+            if self.base_term is not None:
+                return  # covered by the snapshot a RESET installed
+            # The leader overwrote the log from before the oldest entry still on disk (the
+            # segments before it were compacted away): the log now ends with this entry.
+            self.base, self.entries = e.index - 1, []
         if e.index > self.last + 1:
             raise WALCorruptError(path, offset, f"entry {e.index} leaves a gap after {self.last}")
         del self.entries[e.index - self.base - 1:]
@@ -428,87 +523,54 @@ class _RawLog:
         return self.entries[index - self.base - 1].term
 
 
-def _replay_wal(wal: Path) -> tuple[list[_Segment], _RawLog]:
-    for leftover in wal.glob("*.tmp"):
-        leftover.unlink()
+def _replay_wal(wal: Path) -> tuple[list[_Segment], _RawLog, _Repairs]:
+    """Read every segment (changing nothing) into the log they describe."""
+    repairs = _Repairs()
     paths = sorted(wal.glob("*.wal"))
     raw = _RawLog()
     segments: list[_Segment] = []
     last_reset = 0
     for n, path in enumerate(paths):
         seg = _Segment(path, int(path.stem, 16))
-        for kind, a, b, data, offset in _read_segment(path, is_last=n == len(paths) - 1):
-            if kind == _KIND_ENTRY:
-                raw.add(Entry(a, b, data), path, offset)
-                seg.max_index = max(seg.max_index, b)
+        for rec in _read_segment(path, repairs, is_last=n == len(paths) - 1):
+            if rec.kind == KIND_ENTRY:
+                raw.add(Entry(rec.a, rec.b, rec.data), path, rec.offset)
+                seg.max_index = max(seg.max_index, rec.b)
             else:
-                raw.reset(a, b)
-                seg.max_index = max(seg.max_index, a)
+                raw.reset(rec.a, rec.b)
+                seg.max_index = max(seg.max_index, rec.a)
                 last_reset = n
         segments.append(seg)
     # Segments before the last RESET describe a log the snapshot replaced.
-    for seg in segments[:last_reset]:
-        seg.path.unlink()
-    if last_reset:
-        _fsync_dir(wal)
-    return segments[last_reset:], raw
+    repairs.obsolete = [seg.path for seg in segments[:last_reset]]
+    return segments, raw, repairs
 
 
-def _read_segment(path: Path, *, is_last: bool):
-    """Yield (kind, a, b, data, offset) per record; drop a torn tail of the last segment."""
+def _read_segment(path: Path, repairs: _Repairs, *, is_last: bool):
     buf = path.read_bytes()
-    if len(buf) < len(SEGMENT_MAGIC) or buf[:len(SEGMENT_MAGIC)] != SEGMENT_MAGIC:
-        if is_last and SEGMENT_MAGIC.startswith(buf[:len(SEGMENT_MAGIC)]):
-            _truncate(path, 0)  # crashed while creating it
-            with open(path, "ab") as f:
-                f.write(SEGMENT_MAGIC)
-                f.flush()
-                os.fsync(f.fileno())
-            return
+    magic = SEGMENT_MAGIC
+    if len(buf) < len(magic) or buf[:len(magic)] != magic:
+        if is_last and magic.startswith(buf[:len(magic)]):
+            repairs.rewrite_magic.append(path)  # crashed while creating it: holds no record
+            return []
         raise WALCorruptError(path, 0, "bad segment header")
-    pos = len(SEGMENT_MAGIC)
-    end = len(buf)
-    while pos < end:
-        reason = None
-        if pos + _RECORD_HEAD.size > end:
-            reason = "truncated record header"
-        else:
-            length, crc = _RECORD_HEAD.unpack_from(buf, pos)
-            stop = pos + _RECORD_HEAD.size + length
-            if stop > end:
-                reason = "truncated record"
-            else:
-                payload = buf[pos + _RECORD_HEAD.size:stop]
-                if checksum(payload) != crc:
-                    reason = "checksum mismatch"
-                elif length < _ENTRY_HEAD.size or payload[0] not in (_KIND_ENTRY, _KIND_RESET):
-                    reason = "malformed payload"
-        if reason is not None:
-            torn = reason.startswith("truncated") or not any(buf[pos:]) or (
-                reason == "checksum mismatch" and stop == end)
-            if is_last and torn:
-                _truncate(path, pos)
-                return
-            raise WALCorruptError(path, pos, reason)
-        kind, a, b = _ENTRY_HEAD.unpack_from(payload, 0)
-        yield kind, a, b, bytes(payload[_ENTRY_HEAD.size:]), pos
-        pos = stop
+    records, bad = read_records(buf)
+    if bad is not None:
+        corruption = classify_bad_record(buf, bad, is_last=is_last)
+        if corruption is not None:
+            raise WALCorruptError(path, bad.offset, corruption)
+        repairs.torn.append((path, bad.offset))
+    return records
 
 
-def _truncate(path: Path, size: int) -> None:
-    with open(path, "r+b") as f:
-        f.truncate(size)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _build_view(snap: Snapshot, raw: _RawLog, hs: HardState) -> MemoryStorage:
+def _build_view(root: Path, snap: Snapshot, raw: _RawLog, hs: HardState) -> MemoryStorage:
     mem = MemoryStorage()
     s = snap.meta.index
     entries = raw.entries
     if raw.base is not None and s > 0:
         if raw.base > s:
-            raise StorageError(f"the log starts at {raw.base + 1} but the snapshot ends at {s}")
+            raise StorageCorruptError(root, f"the log starts at {raw.base + 1} but the "
+                                            f"snapshot ends at {s}")
         at_s = raw.term_at(s)
         if at_s == snap.meta.term or (s == raw.base and at_s is None):
             entries = entries[s - raw.base:]
@@ -517,13 +579,93 @@ def _build_view(snap: Snapshot, raw: _RawLog, hs: HardState) -> MemoryStorage:
             # leader and replaced the log, but we crashed before the RESET record (§7).
             entries = []
     elif raw.base is not None and raw.base > 0:
-        raise StorageError(f"the log starts at {raw.base + 1} but there is no snapshot")
+        raise StorageCorruptError(root, f"the log starts at {raw.base + 1} but there is no "
+                                        "snapshot")
     if s > 0:
         mem.apply_snapshot(snap)
     mem.append(entries)
     commit = max(hs.commit, s)
     if commit > mem.last_index():
-        raise StorageError(f"hard state commit {hs.commit} is past the last entry "
-                           f"{mem.last_index()}")
+        raise StorageCorruptError(root, f"hard state commit {hs.commit} is past the last "
+                                        f"entry {mem.last_index()}")
     mem.set_hard_state(HardState(hs.term, hs.vote, commit))
     return mem
+
+
+def _repair(root: Path, repairs: _Repairs) -> tuple[int, list[Path]]:
+    """Apply what an open found to repair; returns the torn bytes cut and where they are kept."""
+    torn_bytes, kept = 0, []
+    for path, offset in repairs.torn:
+        tail = path.read_bytes()[offset:]
+        kept.append(quarantine.keep_bytes(root, f"{path.name}-torn-at-{offset}", tail))
+        truncate(path, offset)  # only once the bytes are safe elsewhere
+        torn_bytes += len(tail)
+    for path in repairs.rewrite_magic:
+        truncate(path, 0)
+        with open(path, "ab") as f:
+            f.write(SEGMENT_MAGIC)
+            f.flush()
+            os.fsync(f.fileno())
+    for path in repairs.obsolete:
+        path.unlink()
+    if repairs.obsolete:
+        fsync_dir(root / "wal")
+    for leftover in repairs.leftovers:
+        leftover.unlink()
+    if repairs.leftovers:
+        fsync_dir(root / "snap")
+    for tmp in [*(root / "wal").glob("*.tmp"), *root.glob("hardstate.tmp")]:
+        tmp.unlink()  # a write that never completed
+    return torn_bytes, kept
+
+
+# -- a corrupt replica rejoins empty ------------------------------------------------------------
+
+def quarantine_corrupt(path: str | os.PathLike[str], error: StorageCorruptError) -> Rejoin:
+    """Move a corrupt replica's Raft files (hard state, WAL, snapshots) into
+    ``quarantine/<stamp>-corrupt/`` — kept, never deleted — and mark it as rejoining: the
+    next ``DiskStorage.open`` starts empty, and the Raft core keeps the replica out of
+    elections until a leader has caught it up (``RaftConfig.rejoin_commit``)."""
+    root = Path(path)
+    lock_fd = _lock(root / "LOCK")
+    try:
+        prior = _read_rejoin(root)
+        term, vote, until = _salvage(root)
+        if prior is not None:  # lost its log again while rejoining: keep what it knew then
+            if prior.term > term or (prior.term == term and not vote):
+                term, vote = prior.term, prior.vote
+            until = max(until, prior.until_commit)
+        return quarantine.start_move(root, Rejoin(quarantined="", reason=str(error),
+                                                  term=term, vote=vote, until_commit=until),
+                                     Path(error.path))
+    finally:
+        _unlock(lock_fd)
+
+
+def _salvage(root: Path) -> tuple[int, int, int]:
+    """From a corrupt replica's files, as far as they can be read: the highest term it saw,
+    its vote in that term, and the highest index it may have acknowledged."""
+    hs_term = vote = index = 0
+    try:
+        hs = _read_hard_state(root / "hardstate")
+        hs_term, vote, index = hs.term, hs.vote, hs.commit
+    except (StorageCorruptError, OSError):
+        pass
+    term = hs_term
+    for meta in (root / "snap").glob("*.meta"):
+        try:
+            snap_index, snap_term = (int(x, 16) for x in meta.stem.split("-"))
+        except ValueError:
+            continue
+        index, term = max(index, snap_index), max(term, snap_term)
+    for segment in (root / "wal").glob("*.wal"):
+        try:
+            records = survey(segment.read_bytes())
+        except OSError:
+            continue
+        for rec in records:
+            rec_term, rec_index = (rec.a, rec.b) if rec.kind == KIND_ENTRY else (rec.b, rec.a)
+            index, term = max(index, rec_index), max(term, rec_term)
+    if term != hs_term:
+        vote = 0  # the vote we know of was cast in an older term than the highest seen
+    return term, vote, index

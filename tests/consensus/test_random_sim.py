@@ -12,13 +12,14 @@ for a long run. ``NBORCH_RAFT_SEED=<n>`` replays a single seed.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 from pathlib import Path
 
 import pytest
 
-from nborch.runtime.consensus.core import NotLeaderError, Role
+from nborch.runtime.consensus.core import HardState, MemoryStorage, NotLeaderError, Role
 
 from .sim import Cluster
 
@@ -41,7 +42,10 @@ def random_config(rng: random.Random) -> dict:
     }
 
 
-def run_seed(seed: int, ticks: int = TICKS, storage_dir: Path | None = None) -> Cluster:
+def run_seed(seed: int, ticks: int = TICKS, storage_dir: Path | None = None,
+             log_loss: float = 0.0) -> Cluster:
+    """``log_loss``: per tick, the odds that a node loses its whole log and rejoins empty
+    (one at a time: only once no other node still rejoins)."""
     rng = random.Random(seed)
     cluster = Cluster(rng, seed=f"seed{seed}", storage_dir=storage_dir)
     n = rng.choice((3, 3, 5))
@@ -74,6 +78,10 @@ def run_seed(seed: int, ticks: int = TICKS, storage_dir: Path | None = None) -> 
             cluster.isolate(rng.choice(ids))
         elif r < 0.06:
             cluster.heal()
+        if log_loss and rng.random() < log_loss and not any(
+                sn.config.rejoin_commit is not None and (sn.node is None or sn.node.rejoining)
+                for sn in cluster.nodes.values()):
+            lose_the_log(cluster, rng.choice(ids))
 
         # Client traffic: proposals (forwarded to the known leader), reads, compaction.
         for sn in cluster.live():
@@ -108,9 +116,32 @@ def run_seed(seed: int, ticks: int = TICKS, storage_dir: Path | None = None) -> 
         cluster.deliver_due()
         cluster.drain(crash_rate)
         cluster.checker.check_leaders(cluster.nodes)
+        if log_loss:
+            forget_finished_rejoins(cluster)
 
     check_liveness(cluster, seed)
     return cluster
+
+
+def lose_the_log(cluster: Cluster, i: int) -> None:
+    """Node ``i`` restarts on empty storage, as after its log was quarantined as corrupt: it
+    keeps only what the quarantine marker carries (term, vote, highest index held)."""
+    sn = cluster.nodes[i]
+    old = sn.storage
+    if sn.node is not None:
+        cluster.crash(i)
+    hs = old.initial_state()
+    sn.storage = MemoryStorage()
+    sn.storage.set_hard_state(HardState(hs.term, hs.vote, 0))
+    sn.config = dataclasses.replace(sn.config, rejoin_commit=old.last_index())
+    cluster.restart(i)
+
+
+def forget_finished_rejoins(cluster: Cluster) -> None:
+    """The driver removes the rejoin marker once the node is caught up (and persisted)."""
+    for sn in cluster.live():
+        if sn.config.rejoin_commit is not None and not sn.node.rejoining:
+            sn.config = dataclasses.replace(sn.config, rejoin_commit=None)
 
 
 def check_liveness(cluster: Cluster, seed: int) -> None:
@@ -166,3 +197,11 @@ def test_random_faults_with_file_storage(seed: int, tmp_path: Path) -> None:
     """The same simulation on the real write-ahead log, hard state and snapshot files."""
     cluster = run_seed(10_000 + seed, ticks=150, storage_dir=tmp_path)
     cluster.close()
+
+
+@pytest.mark.parametrize("lo,hi", CASES[:5], ids=[f"seeds{lo}-{hi - 1}" for lo, hi in CASES[:5]])
+def test_random_faults_with_lost_logs_keep_raft_safe_and_live(lo: int, hi: int) -> None:
+    """Nodes also lose their whole log now and then and rejoin empty (the storage
+    quarantined it): the rejoin rule keeps every safety property."""
+    for seed in range(lo, hi):
+        run_seed(20_000 + seed, log_loss=0.01)

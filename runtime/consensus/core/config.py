@@ -42,6 +42,12 @@ class RaftConfig:
     """Index the application has already applied when the node starts. The default (0)
     means "the storage's snapshot index": the application restores the snapshot, then
     applies the committed entries the first Readys hand it."""
+    rejoin_commit: int | None = None
+    """Set when this node lost its log (its storage was quarantined as corrupt) and rejoins
+    with an empty one: the highest index it may have acknowledged before the loss. Until a
+    leader has caught it up (see ``Raft.rejoining``) it grants no vote or pre-vote (but in a
+    group of two) and never campaigns: acknowledgements it can no longer back may have
+    counted for commits."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "peers", tuple(sorted(int(p) for p in self.peers)))
@@ -61,3 +67,5 @@ class RaftConfig:
                 raise ValueError(f"{name} must be > 0")
         if self.max_inflight_bytes < 0 or self.applied < 0:
             raise ValueError("max_inflight_bytes and applied must be >= 0")
+        if self.rejoin_commit is not None and self.rejoin_commit < 0:
+            raise ValueError("rejoin_commit must be >= 0")

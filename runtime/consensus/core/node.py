@@ -105,6 +105,7 @@ class Status:
     first_index: int
     last_index: int
     progress: dict[int, PeerStatus] = field(default_factory=dict)  # on the leader only
+    rejoining: bool = False  # lost its log; kept out of elections until caught up
 
 
 class RaftNode:
@@ -241,6 +242,12 @@ class RaftNode:
         return self._raft.lead
 
     @property
+    def rejoining(self) -> bool:
+        """Whether this node, rejoining after its log was lost, still waits for a leader to
+        catch it up (``RaftConfig.rejoin_commit``); meanwhile it neither votes nor campaigns."""
+        return self._raft.rejoining
+
+    @property
     def raft(self) -> Raft:
         """The protocol state, for tests and status displays. Do not mutate."""
         return self._raft
@@ -254,4 +261,4 @@ class RaftNode:
                 progress[peer] = PeerStatus(pr.match, pr.next, pr.state, pr.recent_active,
                                             len(pr.inflights), snap)
         return Status(r.id, r.term, r.vote, r.log.committed, r.log.applied, r.role, r.lead,
-                      r.log.first_index(), r.log.last_index(), progress)
+                      r.log.first_index(), r.log.last_index(), progress, r.rejoining)

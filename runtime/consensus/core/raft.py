@@ -51,6 +51,11 @@ class Raft:
             raise RaftError(f"applied {applied} is past the commit index {self.log.committed}")
         self.log.applied_to(applied)
 
+        # A node that lost its log rejoins (see "rejoining after a lost log" below).
+        self.rejoining = config.rejoin_commit is not None
+        self._fenced = False
+        self._accepted_from_leader = False
+
         self.tracker = ProgressTracker(config.peers)
         self.read_only = ReadOnly()
         self.pending_reads: list[tuple[int, bytes]] = []  # waiting for a current-term commit
@@ -128,7 +133,7 @@ class Raft:
 
     def campaign(self) -> None:
         """Start an election now (the tick does this on election timeout)."""
-        if self.role is Role.LEADER:
+        if self.role is Role.LEADER or self.rejoining:
             return
         self._campaign(pre_vote=self.config.pre_vote)
 
@@ -216,6 +221,8 @@ class Raft:
     def step(self, m: Message) -> None:
         if m.src not in self.tracker.progress or m.src == self.id:
             return  # not a member of this group
+        if self.rejoining and self._fence(m):
+            return
         if m.term > self.term:
             if isinstance(m, RequestVote):
                 in_lease = (self.config.check_quorum and self.lead != NONE
@@ -251,6 +258,13 @@ class Raft:
             self._step_candidate(m)
 
     def _handle_vote_request(self, m: RequestVote) -> None:
+        if self.rejoining and len(self.tracker.voters) > 2:
+            # Our lost log may have held committed entries the candidate lacks: a vote now
+            # could elect a leader without them. (In a group of two every commit needed the
+            # other voter, so it holds them all: our vote is safe, and needed.)
+            self._send(RequestVoteResponse(dst=m.src, src=self.id, term=self.term, reject=True,
+                                           pre_vote=m.pre_vote))
+            return
         # §5.2: one vote per term, first come first served; §5.4.1: only for an up-to-date log.
         can_vote = (self.vote == m.src
                     or (self.vote == NONE and self.lead == NONE)
@@ -299,6 +313,8 @@ class Raft:
                                              context=m.context))
             else:
                 self._handle_snapshot_chunk(m)
+            if self.rejoining:
+                self._maybe_end_rejoin()
         elif isinstance(m, ReadIndexResponse):
             self.read_states.append(ReadState(m.index, m.context))
 
@@ -311,6 +327,7 @@ class Raft:
             return
         last_new = self.log.maybe_append(m.prev_index, m.prev_term, m.commit, m.entries)
         if last_new is not None:
+            self._accepted_from_leader = True
             self._send(AppendEntriesResponse(dst=m.src, src=self.id, term=self.term,
                                              index=last_new))
             return
@@ -338,7 +355,41 @@ class Raft:
                                                reject=result.reject))
             return
         index = self.log.last_index() if self.restore(result.snapshot) else self.log.committed
+        self._accepted_from_leader = True
         self._send(AppendEntriesResponse(dst=m.src, src=self.id, term=self.term, index=index))
+
+    # -- rejoining after a lost log -----------------------------------------------------------
+    #
+    # A node whose log was lost (quarantined as corrupt) restarts empty. What it acknowledged
+    # before may have counted for commits, so until it holds those entries again:
+    #
+    # * it grants no vote or pre-vote (§5.4.1's guarantee rests on voters keeping what they
+    #   acknowledged; a group of two excepted) and never campaigns;
+    # * it fences leaders that may still count its lost acknowledgements — the first leader
+    #   it hears from, and any whose heartbeat claims it holds more than it does: it moves to
+    #   that leader's term + 1 and answers, so the leader steps down (its progress says we
+    #   hold entries it will never resend; a new leader probes us from scratch);
+    # * it is caught up once it accepted an append or snapshot from a leader it did not fence
+    #   and its commit index reached ``rejoin_commit``, the highest index it may have
+    #   acknowledged: commit indexes are always true, so it then holds every committed entry
+    #   it ever acknowledged.
+
+    def _fence(self, m: Message) -> bool:
+        """Fence ``m``'s sender if it is a leader that may count our lost acknowledgements."""
+        if not isinstance(m, _LEADER_MESSAGES) or m.term < self.term:
+            return False
+        claims_more = isinstance(m, Heartbeat) and m.commit > self.log.last_index()
+        if self._fenced and not claims_more:
+            return False
+        self._fenced = True
+        self.become_follower(m.term + 1, NONE)
+        self._send(AppendEntriesResponse(dst=m.src, src=self.id, term=self.term))
+        return True
+
+    def _maybe_end_rejoin(self) -> None:
+        assert self.config.rejoin_commit is not None
+        if self._accepted_from_leader and self.log.committed >= self.config.rejoin_commit:
+            self.rejoining = False
 
     def restore(self, snap: Snapshot) -> bool:
         """§7: keep our log if it already holds the snapshot's last entry, else replace it."""
