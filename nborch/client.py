@@ -23,6 +23,7 @@ from nborch.errors import ExecutorError
 from nborch.executor import doc_type_of
 from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
+from nborch.runtime.auth import PROCESS_METHOD, STATUS_METHOD, AuthError, LinkAuth, call_unary
 from nborch.runtime.codec import decode_docs, encode_docs
 from nborch.runtime.grpc_options import CHANNEL_OPTIONS
 from nborch.runtime.mux import StreamError, StreamMux
@@ -67,8 +68,12 @@ def _batches(inputs, request_size: int) -> Iterator[list]:
 class AsyncClient:
     """Talks to one gateway (or worker) over gRPC. Channels are made per event loop."""
 
-    def __init__(self, host: str = 'localhost', port: int | str | None = None, **kwargs):
+    def __init__(self, host: str = 'localhost', port: int | str | None = None, *,
+                 secret: bytes | None = None, **kwargs):
+        """`secret`: the deployment secret (`Deployment.secret`, a `nborch executor`'s
+        --secret-file): sent to the server, which must prove it holds it too."""
         self.host, self.port, self.tls = parse_address(host, port)
+        self._auth = LinkAuth(secret) if secret is not None else None
         self._stubs: dict[int, tuple[pb_grpc.ExecutorStub, StreamMux]] = {}
         self._channels: list[tuple[asyncio.AbstractEventLoop, grpc.aio.Channel]] = []
 
@@ -87,7 +92,7 @@ class AsyncClient:
             else:
                 channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
             self._channels.append((loop, channel))
-            pair = self._stubs[id(loop)] = (pb_grpc.ExecutorStub(channel), StreamMux(channel))
+            pair = self._stubs[id(loop)] = (pb_grpc.ExecutorStub(channel), StreamMux(channel, auth=self._auth, target=self.address))
         return pair
 
     async def _send(self, request: pb.DataRequest, stream: bool,
@@ -97,8 +102,9 @@ class AsyncClient:
             if stream:
                 reply = await mux.call(request, timeout)
             else:
-                reply = await stub.Process(request, timeout=timeout)
-        except StreamError as exc:
+                reply = await call_unary(self._auth, PROCESS_METHOD, self.address, stub.Process,
+                                         request, timeout=timeout)
+        except (StreamError, AuthError) as exc:
             raise ConnectionError(f'cannot reach {self.address}: {exc}') from None
         except asyncio.TimeoutError:
             raise TimeoutError(f'{self.address} did not answer in {timeout} s') from None
@@ -197,9 +203,12 @@ class AsyncClient:
     async def status(self, timeout: float = 5.0) -> dict:
         """The gateway's (or worker's) status report."""
         try:
-            reply = await self._stub()[0].Status(pb.StatusRequest(), timeout=timeout)
+            reply = await call_unary(self._auth, STATUS_METHOD, self.address,
+                                     self._stub()[0].Status, pb.StatusRequest(), timeout=timeout)
         except grpc.aio.AioRpcError as exc:
             raise _transport_error(exc, self.address) from None
+        except AuthError as exc:
+            raise ConnectionError(str(exc)) from None
         return json.loads(reply.json)
 
     async def is_ready(self, timeout: float = 2.0) -> bool:

@@ -48,6 +48,8 @@ class DeploymentSpec:
     raft_configuration: dict = field(default_factory=dict)
     read_consistency: str = 'eventual' # or 'linearizable' (also per request: parameters)
     gpus: int = 0                      # per replica, in exported manifests (nvidia.com/gpu)
+    require_secret: bool = False       # the gateway's public port refuses callers without the
+                                       # deployment secret too (internal ports always do)
 
     # Resolved by validate():
     executor_class: type[Executor] | None = field(default=None, repr=False)

@@ -17,6 +17,7 @@ import grpc
 
 from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
+from nborch.runtime.auth import STATUS_METHOD, AuthError, LinkAuth, call_unary
 from nborch.runtime.grpc_options import CHANNEL_OPTIONS
 from nborch.runtime.mux import StreamError, StreamMux
 from nborch.runtime.resolve import dial_target, resolve_replicas
@@ -67,11 +68,13 @@ class Served:
 class _Replica:
     """One replica's connection and counters."""
 
-    def __init__(self, address: str):
+    def __init__(self, address: str, auth: LinkAuth | None = None):
         self.address = address
+        self.auth = auth
+        self.target = dial_target(address.removeprefix('grpcs://').removeprefix('grpc://'))
         self.channel = _channel(address)
         self.stub = pb_grpc.ExecutorStub(self.channel)
-        self.stream = StreamMux(self.channel)
+        self.stream = StreamMux(self.channel, auth=auth, target=self.target)
         self.outstanding = 0
         self.served = 0
         self.failures = 0
@@ -92,11 +95,12 @@ class ReplicaPool:
 
     def __init__(self, executor: str, addresses: Sequence[str], *, discover: bool = False,
                  refresh_s: float = DISCOVERY_REFRESH_S,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, auth: LinkAuth | None = None):
         self.executor = executor
+        self.auth = auth  # the deployment's secret: its own replicas must prove it
         self.discover = discover
         self.names = list(addresses)  # what the topology says (DNS names when discovering)
-        self.replicas = [] if discover else [_Replica(a) for a in addresses]
+        self.replicas = [] if discover else [_Replica(a, auth) for a in addresses]
         self._refresh_s = refresh_s
         self._resolved_at: float | None = None
         self._rotation = 0
@@ -123,7 +127,7 @@ class ReplicaPool:
         if found == self.addresses:
             return
         current = {r.address: r for r in self.replicas}
-        self.replicas = [current.pop(a, None) or _Replica(a) for a in found]
+        self.replicas = [current.pop(a, None) or _Replica(a, self.auth) for a in found]
         for gone in current.values():  # in-flight calls on it fail over to the others
             await gone.close()
 
@@ -175,8 +179,9 @@ class ReplicaPool:
     async def status(replica: _Replica, timeout: float = 2.0) -> dict | None:
         """The replica's own status report, or None when it does not answer."""
         try:
-            reply = await replica.stub.Status(pb.StatusRequest(), timeout=timeout)
-        except grpc.aio.AioRpcError:
+            reply = await call_unary(replica.auth, STATUS_METHOD, replica.target,
+                                     replica.stub.Status, pb.StatusRequest(), timeout=timeout)
+        except (grpc.aio.AioRpcError, AuthError):
             return None
         return json.loads(reply.json)
 

@@ -19,7 +19,7 @@ import grpc
 
 from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
-from nborch.runtime import child
+from nborch.runtime import auth, child
 from nborch.runtime.codec import decode_docs, encode_docs
 from nborch.runtime.consensus.replica import ConsensusReplica
 from nborch.runtime.consensus.settings import RaftSettings
@@ -185,6 +185,7 @@ class WorkerServicer(pb_grpc.ExecutorServicer):
             'cuda_visible_devices': os.environ.get('CUDA_VISIBLE_DEVICES'),
             'endpoints': sorted(type(self.runner.executor).endpoints()),
             'raft': self.consensus.status() if self.consensus is not None else None,
+            'auth_refused': auth.refused_count(),
         }
         return pb.StatusReply(json=json.dumps(status).encode())
 
@@ -192,9 +193,10 @@ class WorkerServicer(pb_grpc.ExecutorServicer):
 async def serve(spec: WorkerSpec, ready_fd: int | None) -> None:
     executor = spec.build_executor()
     servicer = WorkerServicer(ExecutorRunner(executor, spec.name), spec)
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+    guard = auth.guard_of(auth.installed(), required=True)
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=auth.interceptors(guard))
     pb_grpc.add_ExecutorServicer_to_server(servicer, server)
-    port = bind(server, spec.host, spec.port)
+    port = bind(server, spec.host, spec.port, guard=guard)
     if spec.stateful:
         servicer.consensus = ConsensusReplica(
             node_id=spec.replica_id + 1,
@@ -204,7 +206,7 @@ async def serve(spec: WorkerSpec, ready_fd: int | None) -> None:
         pb_grpc.add_RaftServicer_to_server(RaftServicer(servicer.consensus), server)
         # Listen where the peers reach this replica (NBORCH_HOSTS may map its name locally).
         raft_address = dial_target(spec.peers[spec.replica_id])
-        bind(server, spec.host, int(raft_address.rpartition(':')[2]))
+        bind(server, spec.host, int(raft_address.rpartition(':')[2]), guard=guard)
         await servicer.consensus.start()
     await serve_until_stopped(server, ready_fd, port=port,
                               cuda_visible_devices=os.environ.get('CUDA_VISIBLE_DEVICES'))
@@ -220,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument('--port', type=int, default=None, help="overrides the spec's port")
     child.add_process_arguments(parser)
     args = parser.parse_args(argv)
-    child.watch_parent(args.parent_fd)
+    child.enter_role(args)
     spec = WorkerSpec.load(args.spec)
     if args.port is not None:
         spec.port = args.port

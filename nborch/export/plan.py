@@ -183,7 +183,7 @@ def build_plan(label: str, plans, gateway_port: int | None, naming: Naming) -> E
             workloads += own
         executors.append(ExecutorTopology(
             name=spec.name, shards=shards, polling=spec.polling,
-            needs=list(plan.needs), stateful=spec.stateful,
+            needs=list(plan.needs), stateful=spec.stateful, external=spec.external,
             discover=not spec.external and not spec.stateful))
     taken: dict[str, str] = {}
     for w in workloads:
