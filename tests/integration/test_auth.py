@@ -151,6 +151,9 @@ def test_an_impostor_on_a_dead_replicas_port_never_answers_users():
         server = _bind_as_soon_as_free(victim['port'], impostor)
         try:
             served = dep.post('/', docs(40), request_size=1)
+            assert len(served) == 40
+            assert all(d.text != 'forged' and '|rep-1|' in d.text for d in served), \
+                [d.text for d in served if '|rep-1|' not in d.text]
             wait_for(lambda: impostor.seen_metadata, 'the gateway to call the impostor')
             # What the impostor saw cannot open a call on the surviving replica either.
             captured = [(k, v) for k, v in impostor.seen_metadata[0].items() if k == CALLER_KEY]
@@ -160,9 +163,6 @@ def test_an_impostor_on_a_dead_replicas_port_never_answers_users():
                     metadata=captured, timeout=10)))
         finally:
             server.stop(None)
-    assert len(served) == 40
-    assert all(d.text != 'forged' and '|rep-1|' in d.text for d in served), \
-        [d.text for d in served if '|rep-1|' not in d.text]
     assert captured  # the gateway did offer a handshake, and nothing more
     assert code == grpc.StatusCode.UNAUTHENTICATED
 
