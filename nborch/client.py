@@ -26,6 +26,7 @@ from nborch.protos import nborch_pb2_grpc as pb_grpc
 from nborch.runtime.auth import PROCESS_METHOD, STATUS_METHOD, AuthError, LinkAuth, call_unary
 from nborch.runtime.codec import decode_docs, encode_docs
 from nborch.runtime.grpc_options import CHANNEL_OPTIONS
+from nborch.runtime.tls import TlsFiles
 from nborch.runtime.mux import StreamError, StreamMux
 
 DEFAULT_PREFETCH = 100
@@ -69,10 +70,15 @@ class AsyncClient:
     """Talks to one gateway (or worker) over gRPC. Channels are made per event loop."""
 
     def __init__(self, host: str = 'localhost', port: int | str | None = None, *,
-                 secret: bytes | None = None, **kwargs):
+                 secret: bytes | None = None, tls=False, **kwargs):
         """`secret`: the deployment secret (`Deployment.secret`, a `nborch executor`'s
-        --secret-file): sent to the server, which must prove it holds it too."""
-        self.host, self.port, self.tls = parse_address(host, port)
+        --secret-file): sent to the server, which must prove it holds it too.
+        `tls=True` (or a `grpcs://` host): TLS with the system's roots; a dict
+        {'ca', 'cert', 'key'}: these roots, and this certificate for mutual TLS."""
+        self.host, self.port, scheme_tls = parse_address(host, port)
+        self._tls = tls if isinstance(tls, TlsFiles) else \
+            TlsFiles.parse(tls or scheme_tls, server=False)
+        self.tls = self._tls is not None
         self._auth = LinkAuth(secret) if secret is not None else None
         self._stubs: dict[int, tuple[pb_grpc.ExecutorStub, StreamMux]] = {}
         self._channels: list[tuple[asyncio.AbstractEventLoop, grpc.aio.Channel]] = []
@@ -86,8 +92,8 @@ class AsyncClient:
         loop = asyncio.get_running_loop()
         pair = self._stubs.get(id(loop))
         if pair is None:
-            if self.tls:
-                channel = grpc.aio.secure_channel(self.address, grpc.ssl_channel_credentials(),
+            if self._tls is not None:
+                channel = grpc.aio.secure_channel(self.address, self._tls.channel_credentials(),
                                                   options=CHANNEL_OPTIONS)
             else:
                 channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)

@@ -22,7 +22,8 @@ class Deployment(Serving):
         self._orchestrator = Orchestrator(
             self.spec.name, [ExecutorPlan(self.spec, [GATEWAY])], host=self.spec.host,
             port=self.spec.port, ready_timeout=self.spec.ready_seconds, quiet=self.spec.quiet,
-            require_secret=self.spec.require_secret)
+            require_secret=self.spec.require_secret, secret=self.spec.secret,
+            tls=self.spec.tls_files)
         self._given_port = self.spec.port if self.spec.port_given else None
 
     @classmethod

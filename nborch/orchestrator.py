@@ -18,6 +18,7 @@ from nborch.ports import check_port_free, free_port
 from nborch.runtime.auth import new_secret
 from nborch.runtime.gpu import CUDA_VISIBLE_DEVICES, detect_device_count, replica_environments
 from nborch.runtime.process import ChildHandle
+from nborch.runtime.tls import TlsFiles
 from nborch.runtime.supervisor import ReplicaId, Supervisor, WorkerHandle
 from nborch.runtime.topology import ExecutorTopology, Topology
 from nborch.runtime.worker_spec import WorkerSpec, raft_dir
@@ -63,9 +64,12 @@ class Orchestrator:
     """Owns every process of one Deployment or Flow. Not reentrant; start() once."""
 
     def __init__(self, label: str, plans: list[ExecutorPlan], *, host: str, port: int,
-                 ready_timeout: float, quiet: bool = False, require_secret: bool = False):
+                 ready_timeout: float, quiet: bool = False, require_secret: bool = False,
+                 secret: bytes | None = None, tls: TlsFiles | None = None):
         self.label = label
+        self.tls = tls  # the gateway's public port
         self.require_secret = require_secret
+        self.given_secret = secret  # then external executors hold it too
         self.secret: bytes | None = None  # this run's deployment secret (runtime/auth.py)
         self.plans = plans
         self.host = host
@@ -92,7 +96,7 @@ class Orchestrator:
                 return
             check_port_free(self.host, self.port, f'{self.label} gateway')
             self.run_dir = tempfile.mkdtemp(prefix=f'nborch-{self.label}-')  # 0700
-            self.secret = new_secret()
+            self.secret = self.given_secret or new_secret()
             _live.add(self)
             try:
                 self._start_workers()
@@ -152,9 +156,11 @@ class Orchestrator:
     def _start_gateway(self) -> None:
         topology = Topology(host=self.host, port=self.port, executors=[
             ExecutorTopology(name=plan.spec.name, polling=plan.spec.polling, needs=plan.needs,
-                             stateful=plan.spec.stateful, external=plan.spec.external,
+                             stateful=plan.spec.stateful,
+                             external=plan.spec.external and self.given_secret is None,
                              shards=self._addresses(plan.spec))
-            for plan in self.plans], require_secret=self.require_secret)
+            for plan in self.plans], require_secret=self.require_secret,
+            tls=self.tls.to_dict() if self.tls else None)
         path = os.path.join(self.run_dir, 'topology.json')
         with open(path, 'w') as f:
             f.write(topology.to_json())

@@ -143,8 +143,10 @@ class Serving:
     def client(self) -> Client:
         if self._client is None:
             # It proves the deployment secret, and the gateway must prove it back.
+            tls = self._orchestrator.tls
             self._client = Client(host=self.host, port=self.port,
-                                  secret=self._orchestrator.secret)
+                                  secret=self._orchestrator.secret,
+                                  tls=tls.for_own_client() if tls else False)
         return self._client
 
     def post(self, on: str, inputs=None, **kwargs) -> DocList:

@@ -26,6 +26,7 @@ from nborch.runtime.mux import serve_stream
 from nborch.runtime.polling import Polling, PollingTable, choose_shards
 from nborch.runtime.reduce import reduce_docs
 from nborch.runtime.router import ReplicaPool
+from nborch.runtime.tls import TlsFiles
 from nborch.runtime.topology import GATEWAY, ExecutorTopology, Topology
 
 RECENT_ROUTES = 32
@@ -208,7 +209,9 @@ async def serve(topology: Topology, ready_fd: int | None) -> None:
     guard = auth.guard_of(auth.installed(), required=topology.require_secret)
     server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=auth.interceptors(guard))
     pb_grpc.add_ExecutorServicer_to_server(GatewayServicer(gateway), server)
-    port = bind(server, topology.host, topology.port, guard=guard)
+    tls = TlsFiles(**topology.tls) if topology.tls else None
+    port = bind(server, topology.host, topology.port, guard=guard,
+                credentials=tls.server_credentials() if tls else None)
     await serve_until_stopped(server, ready_fd, port=port)
     await gateway.close()
 

@@ -33,7 +33,7 @@ class StreamError(ConnectionError):
 
 class _OpenStream:
     def __init__(self, stub: pb_grpc.ExecutorStub, handshake: Handshake | None):
-        self.call = stub.Stream(metadata=handshake.metadata if handshake else None)
+        self.call = stub.Stream(metadata=handshake.metadata) if handshake else stub.Stream()
         self.pending: dict[str, asyncio.Future] = {}
         self.write_lock = asyncio.Lock()
         self.broken: StreamError | None = None
@@ -75,7 +75,14 @@ class _OpenStream:
 
 
 class StreamMux:
-    """Requests to one address over one stream at a time. Use from one event loop only."""
+    """Requests to one address over one stream at a time. Use from one event loop only.
+
+    With `auth`, each new stream first proves the deployment secret to `target` (host:port
+    as dialed) and waits for the server's proof (runtime/auth.py); then messages flow as
+    without it."""
+
+    _auth: LinkAuth | None = None
+    _target = ''
 
     def __init__(self, channel: grpc.aio.Channel, *, auth: LinkAuth | None = None,
                  target: str = ''):

@@ -30,6 +30,7 @@ class Topology:
     host: str = '127.0.0.1'
     port: int = 0
     require_secret: bool = False      # the public port, too, refuses callers without the secret
+    tls: dict | None = None           # the public port's certificate files (runtime/tls.py)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -39,7 +40,7 @@ class Topology:
         raw = json.loads(text)
         return cls(executors=[ExecutorTopology(**e) for e in raw['executors']],
                    host=raw.get('host', '127.0.0.1'), port=raw.get('port', 0),
-                   require_secret=raw.get('require_secret', False))
+                   require_secret=raw.get('require_secret', False), tls=raw.get('tls'))
 
     @classmethod
     def load(cls, source: str) -> 'Topology':
