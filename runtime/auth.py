@@ -65,7 +65,9 @@ class AuthError(ConnectionError):
 
 
 def new_secret() -> bytes:
-    return secrets.token_bytes(SECRET_BYTES)
+    """32 random bytes, as hex text: a secret survives every way it travels (a pipe, a file, an
+    env var, `secret_from_text`'s stripping) unchanged, and can be written where text goes."""
+    return secrets.token_hex(SECRET_BYTES).encode()
 
 
 def secret_from_text(text: str | bytes, where: str) -> bytes:
@@ -140,8 +142,9 @@ class Handshake:
 class LinkAuth:
     """One deployment's secret: makes callers' handshakes and guards servers."""
 
-    def __init__(self, secret: bytes, *, clock=time.time):
-        self._secret = secret
+    def __init__(self, secret: bytes | str, *, clock=time.time):
+        # Normalised as every reader of a file or variable does, so all sides agree.
+        self._secret = secret_from_text(secret, 'the deployment secret')
         self._clock = clock
         self._seen: dict[str, float] = {}
         self._seen_order: collections.deque[tuple[float, str]] = collections.deque()

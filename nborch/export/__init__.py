@@ -125,7 +125,7 @@ def _secret_file_once(path: str) -> list[str]:
     except FileExistsError:
         return []
     with os.fdopen(fd, 'w') as f:
-        f.write(new_secret().hex() + '\n')
+        f.write(new_secret().decode() + '\n')
     return [path]
 
 

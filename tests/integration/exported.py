@@ -53,7 +53,7 @@ def _kubernetes_secret(directory: str, name: str) -> str:
     path = os.path.join(os.path.dirname(os.path.abspath(directory)), f'{name}.txt')
     if not os.path.exists(path):
         with open(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), 'w') as f:
-            f.write(new_secret().hex())
+            f.write(new_secret().decode())
     return path
 
 
