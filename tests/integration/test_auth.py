@@ -6,10 +6,10 @@ replica's port cannot answer users; files on disk are the user's alone.
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import signal
 import stat
-import threading
 import time
 
 import grpc
@@ -17,7 +17,7 @@ import pytest
 from docarray import DocList
 from docarray.documents import TextDoc
 
-from nborch import Deployment
+from nborch import Client, Deployment
 from nborch.ports import free_port
 from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
@@ -185,3 +185,28 @@ def test_workspace_files_and_folders_are_private(tmp_path):
     assert len(raft_files) > 6
     loose = {p: oct(m) for p, m in modes.items() if m & 0o077}
     assert not loose
+
+
+def test_the_public_port_is_open_unless_the_secret_is_required():
+    with Deployment(uses=WhoAmI, quiet=True) as open_dep:
+        assert len(Client(port=open_dep.port).post('/', docs(2))) == 2  # the front door
+    with Deployment(uses=WhoAmI, quiet=True, require_secret=True) as dep:
+        assert len(dep.post('/', docs(2))) == 2  # its own client carries the secret
+        stranger = Client(port=dep.port)
+        with pytest.raises(ConnectionError, match='UNAUTHENTICATED'):
+            stranger.post('/', docs(1))
+        stranger.close()
+        friend = Client(port=dep.port, secret=dep.secret)
+        assert len(friend.post('/', docs(1))) == 1
+        status = friend.status()
+        friend.close()
+        worker = replicas(dep)[0]['port']
+        with grpc.insecure_channel(f'127.0.0.1:{worker}') as channel:
+            refused(lambda: pb_grpc.ExecutorStub(channel).Status(pb.StatusRequest(), timeout=10))
+            handshake = LinkAuth(dep.secret).handshake('/nborch.Executor/Status',
+                                                       f'127.0.0.1:{worker}')
+            reply, call = pb_grpc.ExecutorStub(channel).Status.with_call(
+                pb.StatusRequest(), metadata=handshake.metadata, timeout=10)
+            handshake.check(call.initial_metadata())  # the worker proved the secret back
+    assert status['auth_refused'] == 1  # the gateway counted the stranger
+    assert json.loads(reply.json)['auth_refused'] == 1  # and the worker its own refusal
