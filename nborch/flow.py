@@ -17,14 +17,14 @@ class Flow(Serving):
                  quiet: bool = False, timeout_ready: int = 60_000, protocol: str = 'grpc',
                  require_secret: bool = False, secret: bytes | str | None = None,
                  tls: dict | None = None, ssl_certfile: str | None = None,
-                 ssl_keyfile: str | None = None):
+                 ssl_keyfile: str | None = None, tls_internal: bool = False):
         if str(protocol).lower() != 'grpc':
             raise ValueError(f'protocol={protocol!r}: nborch serves gRPC only')
         gateway = DeploymentSpec.from_kwargs(name=name, port=port, host=host,
                                              timeout_ready=timeout_ready, quiet=quiet,
                                              require_secret=require_secret, secret=secret,
                                              tls=tls, ssl_certfile=ssl_certfile,
-                                             ssl_keyfile=ssl_keyfile)
+                                             ssl_keyfile=ssl_keyfile, tls_internal=tls_internal)
         self.name = gateway.name
         self._given_port = gateway.port if gateway.port_given else None
         self.quiet = quiet
@@ -32,7 +32,8 @@ class Flow(Serving):
         self._orchestrator = Orchestrator(name, self._plans, host=gateway.host, port=gateway.port,
                                           ready_timeout=gateway.ready_seconds, quiet=quiet,
                                           require_secret=gateway.require_secret,
-                                          secret=gateway.secret, tls=gateway.tls_files)
+                                          secret=gateway.secret, tls=gateway.tls_files,
+                                          tls_internal=gateway.tls_internal)
 
     @classmethod
     def load_config(cls, path: str, **overrides) -> 'Flow':

@@ -65,9 +65,11 @@ class Orchestrator:
 
     def __init__(self, label: str, plans: list[ExecutorPlan], *, host: str, port: int,
                  ready_timeout: float, quiet: bool = False, require_secret: bool = False,
-                 secret: bytes | None = None, tls: TlsFiles | None = None):
+                 secret: bytes | None = None, tls: TlsFiles | None = None,
+                 tls_internal: bool = False):
         self.label = label
         self.tls = tls  # the gateway's public port
+        self.internal_tls = tls.to_dict() if tls and tls_internal else None
         self.require_secret = require_secret
         self.given_secret = secret  # then external executors hold it too
         self.secret: bytes | None = None  # this run's deployment secret (runtime/auth.py)
@@ -140,7 +142,8 @@ class Orchestrator:
                                raft_dir=(raft_dir(spec.workspace, spec.shards, shard, replica)
                                          if spec.stateful else None),
                                raft_configuration=spec.raft_configuration,
-                               read_consistency=spec.read_consistency).dump(stem + '.json')
+                               read_consistency=spec.read_consistency,
+                               tls=self.internal_tls).dump(stem + '.json')
                     replicas.append(WorkerHandle(rid, stem + '.json', env=environments[replica],
                                                  log_path=stem + '.log', echo=echo,
                                                  secret=self.secret))
@@ -160,7 +163,7 @@ class Orchestrator:
                              external=plan.spec.external and self.given_secret is None,
                              shards=self._addresses(plan.spec))
             for plan in self.plans], require_secret=self.require_secret,
-            tls=self.tls.to_dict() if self.tls else None)
+            tls=self.tls.to_dict() if self.tls else None, internal_tls=self.internal_tls)
         path = os.path.join(self.run_dir, 'topology.json')
         with open(path, 'w') as f:
             f.write(topology.to_json())

@@ -60,6 +60,7 @@ class DeploymentSpec:
     tls: Any = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
+    tls_internal: bool = False         # the same files as mutual TLS on every internal link
 
     # Resolved by validate():
     executor_class: type[Executor] | None = field(default=None, repr=False)
@@ -99,6 +100,9 @@ class DeploymentSpec:
             self.secret = secret_from_text(self.secret, 'secret=')
         self.tls_files = TlsFiles.parse(self.tls, ssl_certfile=self.ssl_certfile,
                                         ssl_keyfile=self.ssl_keyfile, server=True)
+        if self.tls_internal and (self.tls_files is None or self.tls_files.ca is None):
+            raise ValueError("tls_internal=True needs tls={'cert', 'key', 'ca'}: internal links "
+                             'are mutual TLS, each side checked against the ca')
         if self.external:
             self._validate_external()
         else:

@@ -27,6 +27,8 @@ from nborch.runtime.polling import Polling, PollingTable, choose_shards
 from nborch.runtime.reduce import reduce_docs
 from nborch.runtime.router import ReplicaPool
 from nborch.runtime.tls import TlsFiles
+from nborch.runtime.tls import install as install_internal_tls
+from nborch.runtime.tls import internal as internal_tls
 from nborch.runtime.topology import GATEWAY, ExecutorTopology, Topology
 
 RECENT_ROUTES = 32
@@ -65,7 +67,8 @@ class ExecutorNode:
         self.polling = PollingTable.parse(spec.polling)
         # External executors are not this deployment's: they do not hold its secret.
         self.pools = [ReplicaPool(spec.name, addresses, discover=spec.discover,
-                                  auth=None if spec.external else auth.installed())
+                                  auth=None if spec.external else auth.installed(),
+                                  tls=None if spec.external else internal_tls())
                       for addresses in spec.shards]
         self._rotation = 0
 
@@ -204,6 +207,8 @@ class GatewayServicer(pb_grpc.ExecutorServicer):
 
 
 async def serve(topology: Topology, ready_fd: int | None) -> None:
+    if topology.internal_tls:  # before the replica pools make their channels
+        install_internal_tls(TlsFiles(**topology.internal_tls))
     gateway = Gateway(topology)
     # The public port: open unless the topology asks for the secret (docs/security.md).
     guard = auth.guard_of(auth.installed(), required=topology.require_secret)

@@ -30,3 +30,9 @@ def bind(server, host: str, port: int, *, guard=None, credentials=None) -> int:
     if guard is not None:
         guard.listen_on(bound)
     return bound
+
+
+def secure_channel(target: str, tls) -> 'grpc.aio.Channel':
+    """A channel to `target` with `tls` (runtime/tls.TlsFiles) credentials."""
+    import grpc
+    return grpc.aio.secure_channel(target, tls.channel_credentials(), options=CHANNEL_OPTIONS)

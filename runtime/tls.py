@@ -4,6 +4,10 @@
 the reference system's `ssl_certfile` / `ssl_keyfile`): with `ca` the server also asks every
 caller for a certificate signed by it (mutual TLS). The deployment secret's handshake
 (runtime/auth.py) still runs inside the TLS session where the caller has the secret.
+
+With `tls_internal=True` the same files secure the internal links too (mutual TLS between
+the gateway and the workers, and between Raft peers): each runtime process `install()`s them
+and its servers and channels to the deployment's own processes use them.
 """
 from __future__ import annotations
 
@@ -70,3 +74,16 @@ class TlsFiles:
         if self.ca is None:
             return TlsFiles(ca=self.cert)
         return TlsFiles(cert=self.cert, key=self.key, ca=self.ca)
+
+
+_internal: TlsFiles | None = None
+
+
+def install(files: TlsFiles | None) -> None:
+    """The TLS files this runtime process uses on its internal links (None: plaintext)."""
+    global _internal
+    _internal = files
+
+
+def internal() -> TlsFiles | None:
+    return _internal

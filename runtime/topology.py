@@ -31,6 +31,7 @@ class Topology:
     port: int = 0
     require_secret: bool = False      # the public port, too, refuses callers without the secret
     tls: dict | None = None           # the public port's certificate files (runtime/tls.py)
+    internal_tls: dict | None = None  # mutual TLS to the deployment's own replicas
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -40,7 +41,8 @@ class Topology:
         raw = json.loads(text)
         return cls(executors=[ExecutorTopology(**e) for e in raw['executors']],
                    host=raw.get('host', '127.0.0.1'), port=raw.get('port', 0),
-                   require_secret=raw.get('require_secret', False), tls=raw.get('tls'))
+                   require_secret=raw.get('require_secret', False), tls=raw.get('tls'),
+                   internal_tls=raw.get('internal_tls'))
 
     @classmethod
     def load(cls, source: str) -> 'Topology':

@@ -19,7 +19,7 @@ import grpc
 
 from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
-from nborch.runtime import auth, child
+from nborch.runtime import auth, child, tls
 from nborch.runtime.codec import decode_docs, encode_docs
 from nborch.runtime.consensus.replica import ConsensusReplica
 from nborch.runtime.consensus.settings import RaftSettings
@@ -196,7 +196,10 @@ async def serve(spec: WorkerSpec, ready_fd: int | None) -> None:
     guard = auth.guard_of(auth.installed(), required=True)
     server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=auth.interceptors(guard))
     pb_grpc.add_ExecutorServicer_to_server(servicer, server)
-    port = bind(server, spec.host, spec.port, guard=guard)
+    internal = tls.TlsFiles(**spec.tls) if spec.tls else None
+    tls.install(internal)  # the Raft links to the peers, too
+    credentials = internal.server_credentials() if internal else None
+    port = bind(server, spec.host, spec.port, guard=guard, credentials=credentials)
     if spec.stateful:
         servicer.consensus = ConsensusReplica(
             node_id=spec.replica_id + 1,
@@ -206,7 +209,8 @@ async def serve(spec: WorkerSpec, ready_fd: int | None) -> None:
         pb_grpc.add_RaftServicer_to_server(RaftServicer(servicer.consensus), server)
         # Listen where the peers reach this replica (NBORCH_HOSTS may map its name locally).
         raft_address = dial_target(spec.peers[spec.replica_id])
-        bind(server, spec.host, int(raft_address.rpartition(':')[2]), guard=guard)
+        bind(server, spec.host, int(raft_address.rpartition(':')[2]), guard=guard,
+             credentials=credentials)
         await servicer.consensus.start()
     await serve_until_stopped(server, ready_fd, port=port,
                               cuda_visible_devices=os.environ.get('CUDA_VISIBLE_DEVICES'))

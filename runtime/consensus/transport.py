@@ -13,8 +13,8 @@ import grpc
 
 from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
-from nborch.runtime import auth
-from nborch.runtime.grpc_options import CHANNEL_OPTIONS
+from nborch.runtime import auth, tls
+from nborch.runtime.grpc_options import CHANNEL_OPTIONS, secure_channel
 from nborch.runtime.resolve import dial_target
 
 QUEUE_LIMIT = 10_000  # messages held for a slow peer before new ones are dropped
@@ -31,7 +31,9 @@ class PeerLink:
         self.address = address
         self.target = dial_target(address)
         self.auth = auth.installed()  # peers prove the deployment secret, and so must we
-        self.channel = grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
+        files = tls.internal()
+        self.channel = secure_channel(self.target, files) if files is not None else \
+            grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
         self.stub = pb_grpc.RaftStub(self.channel)
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(QUEUE_LIMIT)
         self._on_unreachable = on_unreachable

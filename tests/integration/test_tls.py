@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 
 import pytest
 
 from nborch import Client, Deployment
-from tests.integration.helpers import Echo, text_docs
+from tests.integration.helpers import Echo, Ledger, read_history, text_docs
 
 pytestmark = [pytest.mark.timeout(120),
               pytest.mark.skipif(shutil.which('openssl') is None, reason='needs openssl')]
@@ -70,6 +71,33 @@ def test_mutual_tls_asks_every_caller_for_a_certificate_of_the_ca(certs):
         with pytest.raises(ConnectionError):  # a certificate the CA did not sign
             post(Client(port=dep.port, tls={'ca': certs['ca.crt'], 'cert': certs['self.crt'],
                                             'key': certs['self.key']}))
+
+
+def test_internal_links_in_mutual_tls(certs, tmp_path):
+    """Gateway → workers and Raft peers, all mutual TLS with the deployment's files."""
+    tls = {'cert': certs['server.crt'], 'key': certs['server.key'], 'ca': certs['ca.crt']}
+    with Deployment(name='ledger', uses=Ledger, replicas=3, stateful=True, quiet=True,
+                    workspace=str(tmp_path), tls=tls, tls_internal=True,
+                    raft_configuration={'heartbeat_timeout': 50, 'election_timeout': 300}) as dep:
+        dep.post('/index', text_docs(6), request_size=1)
+        reps = dep.status()['executors'][0]['shards'][0]['replicas']
+        assert sum(r['served'] for r in reps) == 6
+        assert {r['raft']['role'] for r in reps} == {'leader', 'follower'}  # peers talk
+        port = reps[0]['port']
+        for client_tls in (False, {'ca': certs['ca.crt']}):  # plaintext; TLS, no certificate
+            with pytest.raises(ConnectionError):
+                Client(port=port, tls=client_tls, secret=dep.secret).status(timeout=10)
+        ok = Client(port=port, secret=dep.secret, tls={'ca': certs['ca.crt'],
+                    'cert': certs['client.crt'], 'key': certs['client.key']})
+        assert ok.status(timeout=10)['role'] == 'worker'
+        ok.close()
+        deadline = time.monotonic() + 60  # every replica applies the writes, through its peers
+        while not all(len(read_history(str(tmp_path), 'ledger', i)) == 6 for i in range(3)):
+            assert time.monotonic() < deadline, 'the followers never applied the writes'
+            time.sleep(0.05)
+    with pytest.raises(ValueError, match='tls_internal=True needs'):
+        Deployment(uses=Echo, tls={'cert': certs['self.crt'], 'key': certs['self.key']},
+                   tls_internal=True)
 
 
 def test_missing_certificate_files_are_an_error_before_anything_starts(tmp_path):
