@@ -18,7 +18,7 @@ import grpc
 
 from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
-from nborch.runtime import auth, child
+from nborch.runtime import auth, child, tls
 from nborch.runtime.codec import decode_docs, encode_docs
 from nborch.runtime.grpc_options import SERVER_OPTIONS, bind
 from nborch.runtime.health import serve_until_stopped
@@ -26,9 +26,6 @@ from nborch.runtime.mux import serve_stream
 from nborch.runtime.polling import Polling, PollingTable, choose_shards
 from nborch.runtime.reduce import reduce_docs
 from nborch.runtime.router import ReplicaPool
-from nborch.runtime.tls import TlsFiles
-from nborch.runtime.tls import install as install_internal_tls
-from nborch.runtime.tls import internal as internal_tls
 from nborch.runtime.topology import GATEWAY, ExecutorTopology, Topology
 
 RECENT_ROUTES = 32
@@ -68,7 +65,7 @@ class ExecutorNode:
         # External executors are not this deployment's: they do not hold its secret.
         self.pools = [ReplicaPool(spec.name, addresses, discover=spec.discover,
                                   auth=None if spec.external else auth.installed(),
-                                  tls=None if spec.external else internal_tls())
+                                  tls=None if spec.external else tls.internal())
                       for addresses in spec.shards]
         self._rotation = 0
 
@@ -208,15 +205,15 @@ class GatewayServicer(pb_grpc.ExecutorServicer):
 
 async def serve(topology: Topology, ready_fd: int | None) -> None:
     if topology.internal_tls:  # before the replica pools make their channels
-        install_internal_tls(TlsFiles(**topology.internal_tls))
+        tls.install(tls.TlsFiles(**topology.internal_tls))
     gateway = Gateway(topology)
     # The public port: open unless the topology asks for the secret (docs/security.md).
     guard = auth.guard_of(auth.installed(), required=topology.require_secret)
     server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=auth.interceptors(guard))
     pb_grpc.add_ExecutorServicer_to_server(GatewayServicer(gateway), server)
-    tls = TlsFiles(**topology.tls) if topology.tls else None
+    public = tls.TlsFiles(**topology.tls) if topology.tls else None
     port = bind(server, topology.host, topology.port, guard=guard,
-                credentials=tls.server_credentials() if tls else None)
+                credentials=public.server_credentials() if public else None)
     await serve_until_stopped(server, ready_fd, port=port)
     await gateway.close()
 
