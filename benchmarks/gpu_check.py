@@ -43,7 +43,7 @@ def probe(spec: str, replicas: int) -> None:
         print(f"{'replica':>8} {'assigned':>44} {'seen by process':>44} {'driver devices':>15}")
         for row in rows:
             answers = []
-            client = Client(port=row['port'])  # straight to this replica
+            client = Client(port=row['port'], secret=dep.secret)  # straight to this replica
             client.post('/', None, on_done=lambda r: answers.append(
                 r.parameters['__results__']['gpu']))
             client.close()

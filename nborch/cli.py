@@ -7,6 +7,10 @@
     nborch export kubernetes|compose FLOW_OR_DEP.yml OUT  manifests for a cluster (nborch.export)
     nborch ping HOST:PORT                                Client(HOST:PORT).status()
 
+`executor` and `gateway` take the deployment secret from `--secret-file PATH` or the
+`NBORCH_SECRET` variable (removed from the environment once read) and refuse to start
+without one unless told `--insecure` (docs/security.md).
+
 The options of `deployment` are generated from `DeploymentSpec`'s fields, those of `flow` from
 `Flow`'s signature and those of `executor` from `WorkerSpec`'s fields, so a field added there
 is an option here. Bad input is one line on stderr, `nborch: error: ...`, exit code 2, and
@@ -260,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_options(sub, options, name, 'options (override the YAML)' if name != 'executor'
                     else 'options (uses_with is merged over the YAML\'s with:)')
         sub.set_defaults(handler=handler, options=options)
+        if name == 'executor':
+            _add_secret_options(sub, serving=True)
     gateway = commands.add_parser('gateway', help=_DESCRIPTIONS['gateway'],
                                   description=_DESCRIPTIONS['gateway'])
     gateway.add_argument('--topology', required=True, metavar='JSON|FILE',
@@ -269,6 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="port to serve on; default: the topology's")
     gateway.add_argument('--host', default=None, metavar='TEXT',
                          help="address to bind; default: the topology's")
+    gateway.add_argument('--require-secret', action='store_true', default=None,
+                         help='the public port, too, refuses callers without the secret; '
+                              "default: the topology's (open)")
+    _add_secret_options(gateway, serving=True)
     gateway.set_defaults(handler=_gateway, options=[])
     export = commands.add_parser('export', help=_DESCRIPTIONS['export'],
                                  description=_DESCRIPTIONS['export'])
@@ -288,8 +298,37 @@ def build_parser() -> argparse.ArgumentParser:
     ping.add_argument('address', metavar='HOST:PORT', help="also grpc://HOST:PORT")
     ping.add_argument('--timeout', type=_number(float), default=5.0, metavar='S',
                       help='seconds to wait for the answer; default: 5')
+    _add_secret_options(ping, serving=False)
     ping.set_defaults(handler=_ping, options=[])
     return parser
+
+
+def _add_secret_options(parser: argparse.ArgumentParser, *, serving: bool) -> None:
+    from nborch.runtime.auth import SECRET_ENV
+    group = parser.add_argument_group('the deployment secret (docs/security.md)')
+    group.add_argument('--secret-file', default=None, metavar='PATH',
+                       help=f'a file holding the deployment secret, the same for every process '
+                            f'of the deployment; or set {SECRET_ENV}' +
+                            ('' if serving else ' (needed to ping a worker)'))
+    if serving:
+        group.add_argument('--insecure', action='store_true',
+                           help='serve without a secret: anyone who reaches the port can call it')
+
+
+def _secret_of(args: argparse.Namespace, what: str, *, required: bool) -> bytes | None:
+    """The secret from --secret-file or the environment; a _Failure when a server has none
+    and was not told --insecure."""
+    from nborch.runtime import auth
+    try:
+        from_env = auth.pop_secret_env()
+        secret = auth.read_secret_file(args.secret_file) if args.secret_file else from_env
+    except ValueError as exc:
+        raise _Failure(2, str(exc)) from None
+    if secret is None and required and not getattr(args, 'insecure', False):
+        raise _Failure(2, f'{what} has no deployment secret: give --secret-file PATH or set '
+                          f'{auth.SECRET_ENV} (the same on every process of the deployment), or '
+                          '--insecure to let anyone who reaches its ports call it')
+    return None if getattr(args, 'insecure', False) else secret
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -392,15 +431,19 @@ def _executor(args: argparse.Namespace) -> int:
             check_port_free(spec.host, spec.port, f'executor {spec.name}')
     except (ConfigError, ValueError, TypeError, PortInUseError) as exc:
         raise _Failure(2, str(exc)) from None
-
+    secret = _secret_of(args, f'executor {spec.name}', required=True)
     return _run_role(lambda: serve(spec, ready_fd=None), f'executor {spec.name}',
-                     spec.log_level)
+                     spec.log_level, secret=secret)
 
 
-def _run_role(serve: Callable, what: str, log_level: str = 'INFO') -> int:
+def _run_role(serve: Callable, what: str, log_level: str = 'INFO', *,
+              secret: bytes | None) -> int:
     """Run one runtime role's `serve()` in this process until Ctrl-C/SIGTERM; it prints
     `{"pid": ..., "port": ...}` once it serves."""
-    from nborch.runtime import child
+    from nborch.runtime import auth, child
+
+    child.keep_files_private()
+    auth.install(auth.LinkAuth(secret) if secret is not None else None)
 
     def stop_requested(*_):
         raise _StopRequested
@@ -428,12 +471,17 @@ def _gateway(args: argparse.Namespace) -> int:
             topology.port = args.port
         if args.host is not None:
             topology.host = args.host
+        if args.require_secret is not None:
+            topology.require_secret = args.require_secret
         if topology.port:
             check_port_free(topology.host, topology.port, 'gateway')
     except (ValueError, PortInUseError) as exc:
         raise _Failure(2, str(exc)) from None
-
-    return _run_role(lambda: serve(topology, ready_fd=None), 'gateway')
+    secret = _secret_of(args, 'the gateway', required=True)
+    if secret is None and topology.require_secret:
+        raise _Failure(2, '--require-secret needs the secret (--secret-file or '
+                          'NBORCH_SECRET), not --insecure')
+    return _run_role(lambda: serve(topology, ready_fd=None), 'gateway', secret=secret)
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -453,8 +501,9 @@ def _export(args: argparse.Namespace) -> int:
 def _ping(args: argparse.Namespace) -> int:
     from nborch.client import Client
 
+    secret = _secret_of(args, 'ping', required=False)
     try:
-        client = Client(args.address)
+        client = Client(args.address, secret=secret)
     except (ValueError, TypeError) as exc:
         raise _Failure(2, str(exc)) from None
     try:

@@ -23,8 +23,10 @@ from nborch.errors import ExecutorError
 from nborch.executor import doc_type_of
 from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
+from nborch.runtime.auth import PROCESS_METHOD, STATUS_METHOD, AuthError, LinkAuth, call_unary
 from nborch.runtime.codec import decode_docs, encode_docs
 from nborch.runtime.grpc_options import CHANNEL_OPTIONS
+from nborch.runtime.tls import TlsFiles
 from nborch.runtime.mux import StreamError, StreamMux
 
 DEFAULT_PREFETCH = 100
@@ -67,8 +69,17 @@ def _batches(inputs, request_size: int) -> Iterator[list]:
 class AsyncClient:
     """Talks to one gateway (or worker) over gRPC. Channels are made per event loop."""
 
-    def __init__(self, host: str = 'localhost', port: int | str | None = None, **kwargs):
-        self.host, self.port, self.tls = parse_address(host, port)
+    def __init__(self, host: str = 'localhost', port: int | str | None = None, *,
+                 secret: bytes | None = None, tls=False, **kwargs):
+        """`secret`: the deployment secret (`Deployment.secret`, a `nborch executor`'s
+        --secret-file): sent to the server, which must prove it holds it too.
+        `tls=True` (or a `grpcs://` host): TLS with the system's roots; a dict
+        {'ca', 'cert', 'key'}: these roots, and this certificate for mutual TLS."""
+        self.host, self.port, scheme_tls = parse_address(host, port)
+        self._tls = tls if isinstance(tls, TlsFiles) else \
+            TlsFiles.parse(tls or scheme_tls, server=False)
+        self.tls = self._tls is not None
+        self._auth = LinkAuth(secret) if secret is not None else None
         self._stubs: dict[int, tuple[pb_grpc.ExecutorStub, StreamMux]] = {}
         self._channels: list[tuple[asyncio.AbstractEventLoop, grpc.aio.Channel]] = []
 
@@ -81,13 +92,13 @@ class AsyncClient:
         loop = asyncio.get_running_loop()
         pair = self._stubs.get(id(loop))
         if pair is None:
-            if self.tls:
-                channel = grpc.aio.secure_channel(self.address, grpc.ssl_channel_credentials(),
+            if self._tls is not None:
+                channel = grpc.aio.secure_channel(self.address, self._tls.channel_credentials(),
                                                   options=CHANNEL_OPTIONS)
             else:
                 channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
             self._channels.append((loop, channel))
-            pair = self._stubs[id(loop)] = (pb_grpc.ExecutorStub(channel), StreamMux(channel))
+            pair = self._stubs[id(loop)] = (pb_grpc.ExecutorStub(channel), StreamMux(channel, auth=self._auth, target=self.address))
         return pair
 
     async def _send(self, request: pb.DataRequest, stream: bool,
@@ -97,8 +108,9 @@ class AsyncClient:
             if stream:
                 reply = await mux.call(request, timeout)
             else:
-                reply = await stub.Process(request, timeout=timeout)
-        except StreamError as exc:
+                reply = await call_unary(self._auth, PROCESS_METHOD, self.address, stub.Process,
+                                         request, timeout=timeout)
+        except (StreamError, AuthError) as exc:
             raise ConnectionError(f'cannot reach {self.address}: {exc}') from None
         except asyncio.TimeoutError:
             raise TimeoutError(f'{self.address} did not answer in {timeout} s') from None
@@ -197,9 +209,12 @@ class AsyncClient:
     async def status(self, timeout: float = 5.0) -> dict:
         """The gateway's (or worker's) status report."""
         try:
-            reply = await self._stub()[0].Status(pb.StatusRequest(), timeout=timeout)
+            reply = await call_unary(self._auth, STATUS_METHOD, self.address,
+                                     self._stub()[0].Status, pb.StatusRequest(), timeout=timeout)
         except grpc.aio.AioRpcError as exc:
             raise _transport_error(exc, self.address) from None
+        except AuthError as exc:
+            raise ConnectionError(str(exc)) from None
         return json.loads(reply.json)
 
     async def is_ready(self, timeout: float = 2.0) -> bool:

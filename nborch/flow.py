@@ -14,17 +14,26 @@ from nborch.spec import DeploymentSpec
 
 class Flow(Serving):
     def __init__(self, *, port: int | None = None, host: str = '127.0.0.1', name: str = 'flow',
-                 quiet: bool = False, timeout_ready: int = 60_000, protocol: str = 'grpc'):
+                 quiet: bool = False, timeout_ready: int = 60_000, protocol: str = 'grpc',
+                 require_secret: bool = False, secret: bytes | str | None = None,
+                 tls: dict | None = None, ssl_certfile: str | None = None,
+                 ssl_keyfile: str | None = None, tls_internal: bool = False):
         if str(protocol).lower() != 'grpc':
             raise ValueError(f'protocol={protocol!r}: nborch serves gRPC only')
         gateway = DeploymentSpec.from_kwargs(name=name, port=port, host=host,
-                                             timeout_ready=timeout_ready, quiet=quiet)
+                                             timeout_ready=timeout_ready, quiet=quiet,
+                                             require_secret=require_secret, secret=secret,
+                                             tls=tls, ssl_certfile=ssl_certfile,
+                                             ssl_keyfile=ssl_keyfile, tls_internal=tls_internal)
         self.name = gateway.name
         self._given_port = gateway.port if gateway.port_given else None
         self.quiet = quiet
         self._plans: list[ExecutorPlan] = []
         self._orchestrator = Orchestrator(name, self._plans, host=gateway.host, port=gateway.port,
-                                          ready_timeout=gateway.ready_seconds, quiet=quiet)
+                                          ready_timeout=gateway.ready_seconds, quiet=quiet,
+                                          require_secret=gateway.require_secret,
+                                          secret=gateway.secret, tls=gateway.tls_files,
+                                          tls_internal=gateway.tls_internal)
 
     @classmethod
     def load_config(cls, path: str, **overrides) -> 'Flow':

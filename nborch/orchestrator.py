@@ -15,9 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from nborch.ports import check_port_free, free_port
+from nborch.runtime.auth import new_secret
 from nborch.runtime.consensus.membership import check_workspace
 from nborch.runtime.gpu import CUDA_VISIBLE_DEVICES, detect_device_count, replica_environments
 from nborch.runtime.process import ChildHandle
+from nborch.runtime.tls import TlsFiles
 from nborch.runtime.supervisor import ReplicaId, Supervisor, WorkerHandle
 from nborch.runtime.topology import ExecutorTopology, Topology
 from nborch.runtime.worker_spec import WorkerSpec, raft_dir
@@ -63,8 +65,15 @@ class Orchestrator:
     """Owns every process of one Deployment or Flow. Not reentrant; start() once."""
 
     def __init__(self, label: str, plans: list[ExecutorPlan], *, host: str, port: int,
-                 ready_timeout: float, quiet: bool = False):
+                 ready_timeout: float, quiet: bool = False, require_secret: bool = False,
+                 secret: bytes | None = None, tls: TlsFiles | None = None,
+                 tls_internal: bool = False):
         self.label = label
+        self.tls = tls  # the gateway's public port
+        self.internal_tls = tls.to_dict() if tls and tls_internal else None
+        self.require_secret = require_secret
+        self.given_secret = secret  # then external executors hold it too
+        self.secret: bytes | None = None  # this run's deployment secret (runtime/auth.py)
         self.plans = plans
         self.host = host
         self.port = port
@@ -89,7 +98,8 @@ class Orchestrator:
             if self.running:
                 return
             check_port_free(self.host, self.port, f'{self.label} gateway')
-            self.run_dir = tempfile.mkdtemp(prefix=f'nborch-{self.label}-')
+            self.run_dir = tempfile.mkdtemp(prefix=f'nborch-{self.label}-')  # 0700
+            self.secret = self.given_secret or new_secret()
             _live.add(self)
             try:
                 self._start_workers()
@@ -138,9 +148,11 @@ class Orchestrator:
                                          if spec.stateful else None),
                                raft_group=groups[spec.name][shard] if spec.stateful else None,
                                raft_configuration=spec.raft_configuration,
-                               read_consistency=spec.read_consistency).dump(stem + '.json')
+                               read_consistency=spec.read_consistency,
+                               tls=self.internal_tls).dump(stem + '.json')
                     replicas.append(WorkerHandle(rid, stem + '.json', env=environments[replica],
-                                                 log_path=stem + '.log', echo=echo))
+                                                 log_path=stem + '.log', echo=echo,
+                                                 secret=self.secret))
                 shards.append(replicas)
             self.workers[spec.name] = shards
         workers = self.all_workers()
@@ -154,15 +166,17 @@ class Orchestrator:
         topology = Topology(host=self.host, port=self.port, executors=[
             ExecutorTopology(name=plan.spec.name, polling=plan.spec.polling, needs=plan.needs,
                              stateful=plan.spec.stateful,
+                             external=plan.spec.external and self.given_secret is None,
                              shards=self._addresses(plan.spec))
-            for plan in self.plans])
+            for plan in self.plans], require_secret=self.require_secret,
+            tls=self.tls.to_dict() if self.tls else None, internal_tls=self.internal_tls)
         path = os.path.join(self.run_dir, 'topology.json')
         with open(path, 'w') as f:
             f.write(topology.to_json())
         self.gateway = ChildHandle(f'{self.label}/gateway', 'nborch.runtime.gateway',
                                    ['--topology', path],
                                    log_path=os.path.join(self.run_dir, 'gateway.log'),
-                                   echo=None if self.quiet else _echo)
+                                   echo=None if self.quiet else _echo, secret=self.secret)
         self.gateway.spawn()
         self.gateway.wait_ready(self.ready_timeout)
 

@@ -36,6 +36,12 @@ class Serving:
     def running(self) -> bool:
         return self._orchestrator.running
 
+    @property
+    def secret(self) -> bytes | None:
+        """This run's deployment secret (new at each start): `Client(..., secret=...)` from
+        another process of this user, where `require_secret=True` closes the gateway."""
+        return self._orchestrator.secret
+
     # -- export (SPEC §9) ------------------------------------------------------------------
     def to_kubernetes_yaml(self, output_base_path: str, *, namespace: str = 'default',
                            image: str | None = None, k8s_namespace: str | None = None) -> list[str]:
@@ -136,7 +142,11 @@ class Serving:
     @property
     def client(self) -> Client:
         if self._client is None:
-            self._client = Client(host=self.host, port=self.port)
+            # It proves the deployment secret, and the gateway must prove it back.
+            tls = self._orchestrator.tls
+            self._client = Client(host=self.host, port=self.port,
+                                  secret=self._orchestrator.secret,
+                                  tls=tls.for_own_client() if tls else False)
         return self._client
 
     def post(self, on: str, inputs=None, **kwargs) -> DocList:

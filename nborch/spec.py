@@ -19,12 +19,13 @@ from nborch.ports import free_port
 from nborch.runtime.consensus.settings import RaftSettings
 from nborch.runtime.gpu import CUDA_VISIBLE_DEVICES, RoundRobinSpec, parse_rr
 from nborch.runtime.polling import PollingTable
+from nborch.runtime.tls import TlsFiles
 from nborch.uses import resolve_uses_and_defaults
 
 _NAME = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_.\-]*$')
 _IGNORED = {'install_requirements'}  # reference-system options with nothing to do here
 _RESOLVED = ('executor_class', 'polling_table', 'external_addresses', 'round_robin',
-             'raft_settings', 'peer_port_table', 'port_given')
+             'raft_settings', 'peer_port_table', 'port_given', 'tls_files')
 
 
 @dataclass
@@ -48,6 +49,18 @@ class DeploymentSpec:
     raft_configuration: dict = field(default_factory=dict)
     read_consistency: str = 'eventual' # or 'linearizable' (also per request: parameters)
     gpus: int = 0                      # per replica, in exported manifests (nvidia.com/gpu)
+    require_secret: bool = False       # the gateway's public port refuses callers without the
+                                       # deployment secret too (internal ports always do)
+    # The deployment secret to use instead of a fresh one per start (bytes or text, >= 16):
+    # external executors started with it (`nborch executor --secret-file`) are then dialed
+    # with it. Never a CLI option, never in the repr.
+    secret: Any = field(default=None, repr=False)
+    # TLS on the gateway's public port: {'cert', 'key'[, 'ca': mutual TLS]} (runtime/tls.py),
+    # or the reference system's ssl_certfile / ssl_keyfile.
+    tls: Any = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    tls_internal: bool = False         # the same files as mutual TLS on every internal link
 
     # Resolved by validate():
     executor_class: type[Executor] | None = field(default=None, repr=False)
@@ -57,6 +70,7 @@ class DeploymentSpec:
     raft_settings: RaftSettings | None = field(default=None, repr=False)
     peer_port_table: dict[int, list[int]] | None = field(default=None, repr=False)
     port_given: bool = field(default=False, repr=False)  # False: port was picked free
+    tls_files: TlsFiles | None = field(default=None, repr=False)
 
     @classmethod
     def from_kwargs(cls, **kwargs) -> 'DeploymentSpec':
@@ -81,6 +95,14 @@ class DeploymentSpec:
         if not isinstance(self.uses_with, dict):
             raise TypeError(f'uses_with must be a dict, got {type(self.uses_with).__name__}')
         self.polling_table = PollingTable.parse(self.polling)
+        if self.secret is not None:
+            from nborch.runtime.auth import secret_from_text
+            self.secret = secret_from_text(self.secret, 'secret=')
+        self.tls_files = TlsFiles.parse(self.tls, ssl_certfile=self.ssl_certfile,
+                                        ssl_keyfile=self.ssl_keyfile, server=True)
+        if self.tls_internal and (self.tls_files is None or self.tls_files.ca is None):
+            raise ValueError("tls_internal=True needs tls={'cert', 'key', 'ca'}: internal links "
+                             'are mutual TLS, each side checked against the ca')
         if self.external:
             self._validate_external()
         else:

@@ -3,7 +3,8 @@
 Every nborch background process is started as `python -m nborch.runtime.<role>` with
 `--ready-fd` (write one JSON line `{pid, port, ...}` when serving) and `--parent-fd` (the read
 end of a pipe whose write end only the owner holds: EOF means the owner is gone, whatever
-killed it, so the child exits at once).
+killed it, so the child exits at once), and `--secret-fd` (a pipe holding the deployment
+secret, runtime/auth.py; without it the child's links are not authenticated).
 """
 from __future__ import annotations
 
@@ -24,6 +25,23 @@ FAILED = 3
 def add_process_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--ready-fd', type=int, default=None)
     parser.add_argument('--parent-fd', type=int, default=None)
+    parser.add_argument('--secret-fd', type=int, default=None)
+
+
+def enter_role(args: argparse.Namespace) -> None:
+    """What every runtime process does first: die with its owner, keep its files private,
+    take the deployment secret."""
+    watch_parent(args.parent_fd)
+    keep_files_private()
+    if args.secret_fd is not None:
+        from nborch.runtime import auth
+        auth.install(auth.LinkAuth(auth.read_secret_fd(args.secret_fd)))
+
+
+def keep_files_private() -> None:
+    """Files and folders this process makes (Raft logs, hard state, snapshots, the executor's
+    own files) are its user's alone: 0600 / 0700. They hold the posted docs in clear."""
+    os.umask(0o077)
 
 
 def watch_parent(fd: int | None) -> None:

@@ -18,7 +18,7 @@ import grpc
 
 from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
-from nborch.runtime import child
+from nborch.runtime import auth, child, tls
 from nborch.runtime.codec import decode_docs, encode_docs
 from nborch.runtime.grpc_options import SERVER_OPTIONS, bind
 from nborch.runtime.health import serve_until_stopped
@@ -62,7 +62,10 @@ class ExecutorNode:
         self.needs = list(spec.needs)
         self.stateful = spec.stateful
         self.polling = PollingTable.parse(spec.polling)
-        self.pools = [ReplicaPool(spec.name, addresses, discover=spec.discover)
+        # External executors are not this deployment's: they do not hold its secret.
+        self.pools = [ReplicaPool(spec.name, addresses, discover=spec.discover,
+                                  auth=None if spec.external else auth.installed(),
+                                  tls=None if spec.external else tls.internal())
                       for addresses in spec.shards]
         self._rotation = 0
 
@@ -164,6 +167,7 @@ class Gateway:
 
     async def status(self) -> dict:
         return {'role': 'gateway', 'pid': os.getpid(), 'requests': self.requests,
+                'auth_refused': auth.refused_count(),
                 'executors': list(await asyncio.gather(*(n.status() for n in self.nodes.values()))),
                 'recent_routes': list(self.recent)}
 
@@ -200,10 +204,16 @@ class GatewayServicer(pb_grpc.ExecutorServicer):
 
 
 async def serve(topology: Topology, ready_fd: int | None) -> None:
+    if topology.internal_tls:  # before the replica pools make their channels
+        tls.install(tls.TlsFiles(**topology.internal_tls))
     gateway = Gateway(topology)
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+    # The public port: open unless the topology asks for the secret (docs/security.md).
+    guard = auth.guard_of(auth.installed(), required=topology.require_secret)
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=auth.interceptors(guard))
     pb_grpc.add_ExecutorServicer_to_server(GatewayServicer(gateway), server)
-    port = bind(server, topology.host, topology.port)
+    public = tls.TlsFiles(**topology.tls) if topology.tls else None
+    port = bind(server, topology.host, topology.port, guard=guard,
+                credentials=public.server_credentials() if public else None)
     await serve_until_stopped(server, ready_fd, port=port)
     await gateway.close()
 
@@ -213,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument('--topology', required=True, help='a JSON file or a JSON string')
     child.add_process_arguments(parser)
     args = parser.parse_args(argv)
-    child.watch_parent(args.parent_fd)
+    child.enter_role(args)
     child.configure_logging()
     asyncio.run(serve(Topology.load(args.topology), args.ready_fd))
 

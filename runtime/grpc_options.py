@@ -16,12 +16,23 @@ CHANNEL_OPTIONS = [
 ]
 
 
-def bind(server, host: str, port: int) -> int:
-    """Bind `server` to host:port; return the bound port or raise a clear OSError."""
+def bind(server, host: str, port: int, *, guard=None, credentials=None) -> int:
+    """Bind `server` to host:port (TLS with `credentials`); return the bound port or raise a
+    clear OSError. A `guard` (runtime/auth.py) learns the port: handshakes name it."""
     try:
-        bound = server.add_insecure_port(f'{host}:{port}')
+        address = f'{host}:{port}'
+        bound = server.add_secure_port(address, credentials) if credentials is not None \
+            else server.add_insecure_port(address)
     except RuntimeError as exc:  # grpc raises RuntimeError("Failed to bind ...")
         raise OSError(f'cannot listen on {host}:{port}: port in use or address unavailable') from exc
     if not bound:
         raise OSError(f'cannot listen on {host}:{port}: port in use or address unavailable')
+    if guard is not None:
+        guard.listen_on(bound)
     return bound
+
+
+def secure_channel(target: str, tls) -> 'grpc.aio.Channel':
+    """A channel to `target` with `tls` (runtime/tls.TlsFiles) credentials."""
+    import grpc
+    return grpc.aio.secure_channel(target, tls.channel_credentials(), options=CHANNEL_OPTIONS)

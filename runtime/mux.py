@@ -17,6 +17,7 @@ import grpc
 
 from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
+from nborch.runtime.auth import STREAM_METHOD, AuthError, Handshake, LinkAuth
 from nborch.runtime.health import draining
 
 
@@ -32,15 +33,20 @@ class StreamError(ConnectionError):
 
 
 class _OpenStream:
-    def __init__(self, stub: pb_grpc.ExecutorStub):
-        self.call = stub.Stream()
+    def __init__(self, stub: pb_grpc.ExecutorStub, handshake: Handshake | None):
+        self.call = stub.Stream(metadata=handshake.metadata) if handshake else stub.Stream()
         self.pending: dict[str, asyncio.Future] = {}
         self.write_lock = asyncio.Lock()
         self.broken: StreamError | None = None
-        self.reader = asyncio.ensure_future(self._read())
+        # Nothing is written to, or read from, a server before it proved the secret.
+        self.trusted = asyncio.get_running_loop().create_future()
+        self.reader = asyncio.ensure_future(self._read(handshake))
 
-    async def _read(self) -> None:
+    async def _read(self, handshake: Handshake | None) -> None:
         try:
+            if handshake is not None:
+                await handshake.verify(self.call)
+            self.trusted.set_result(None)
             while True:
                 reply = await self.call.read()
                 if reply is grpc.aio.EOF:
@@ -54,9 +60,15 @@ class _OpenStream:
             self.fail(StreamError(f'{exc.code().name}: {exc.details()}', exc.code()))
         except StreamError as exc:
             self.fail(exc)
+        except AuthError as exc:
+            self.call.cancel()
+            self.fail(StreamError(str(exc), grpc.StatusCode.UNAUTHENTICATED))
 
     def fail(self, error: StreamError) -> None:
         self.broken = error
+        if not self.trusted.done():
+            self.trusted.set_exception(error)
+            self.trusted.exception()  # retrieved: a stream nobody wrote to must not warn
         pending, self.pending = self.pending, {}
         for future in pending.values():
             if not future.done():
@@ -64,10 +76,19 @@ class _OpenStream:
 
 
 class StreamMux:
-    """Requests to one address over one stream at a time. Use from one event loop only."""
+    """Requests to one address over one stream at a time. Use from one event loop only.
 
-    def __init__(self, channel: grpc.aio.Channel):
+    With `auth`, each new stream first proves the deployment secret to `target` (host:port
+    as dialed) and waits for the server's proof (runtime/auth.py); then messages flow as
+    without it."""
+
+    _auth: LinkAuth | None = None
+    _target = ''
+
+    def __init__(self, channel: grpc.aio.Channel, *, auth: LinkAuth | None = None,
+                 target: str = ''):
         self._stub = pb_grpc.ExecutorStub(channel)
+        self._auth, self._target = auth, target
         self._stream: _OpenStream | None = None
         self._ids = itertools.count()
 
@@ -79,7 +100,11 @@ class StreamMux:
         """
         stream = self._stream
         if stream is None or stream.broken is not None:
-            stream = self._stream = _OpenStream(self._stub)
+            stream = self._stream = _OpenStream(
+                self._stub, self._auth.handshake(STREAM_METHOD, self._target)
+                if self._auth is not None else None)
+        if not stream.trusted.done():  # the first request on a new stream: the handshake
+            await asyncio.wait_for(asyncio.shield(stream.trusted), timeout)
         request_id = str(next(self._ids))
         tagged = pb.DataRequest()
         tagged.CopyFrom(request)

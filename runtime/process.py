@@ -3,6 +3,11 @@
 Children are started with `subprocess` (never fork: a notebook kernel holds threads and ZMQ
 sockets). Their output is read by one thread per child into a log file, a tail kept for
 error messages, and an optional echo (the user sees executor prints and logs live).
+
+The deployment secret (runtime/auth.py) reaches a child through an inherited pipe, read once
+and closed (`--secret-fd`): not on a command line (`ps` shows those to every user), not in a
+file (one left behind by a crash outlives the deployment), not in the environment (every
+subprocess an executor starts would inherit it).
 """
 from __future__ import annotations
 
@@ -34,8 +39,9 @@ class ChildHandle:
 
     def __init__(self, label: str, module: str, args: Sequence[str], *,
                  env: Mapping[str, str] | None = None, log_path: str | None = None,
-                 echo: Callable[[str], None] | None = None):
+                 echo: Callable[[str], None] | None = None, secret: bytes | None = None):
         self.label = label
+        self.secret = secret
         self.module = module
         self.args = list(args)
         self.env = dict(env if env is not None else os.environ)
@@ -56,15 +62,22 @@ class ChildHandle:
         env = {**self.env, 'PYTHONUNBUFFERED': '1'}
         cmd = [sys.executable, '-m', self.module, *self.args,
                '--ready-fd', str(ready_w), '--parent-fd', str(death_r)]
+        passed = [ready_w, death_r]
+        if self.secret is not None:
+            secret_r, secret_w = os.pipe()
+            os.write(secret_w, self.secret)  # far below a pipe's capacity: never blocks
+            os.close(secret_w)
+            cmd += ['--secret-fd', str(secret_r)]
+            passed.append(secret_r)
         try:
             self._proc = subprocess.Popen(
-                cmd, pass_fds=(ready_w, death_r), env=env, stdin=subprocess.DEVNULL,
+                cmd, pass_fds=passed, env=env, stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches the owner, which stops children in order
             )
         finally:
-            os.close(ready_w)
-            os.close(death_r)
+            for fd in passed:
+                os.close(fd)
         self._ready_r, self._death_w = ready_r, death_w
         self.started_at = time.monotonic()
         self._reader = threading.Thread(target=self._pump_output, name=f'nborch-log-{self.label}',

@@ -17,9 +17,11 @@ import grpc
 
 from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
-from nborch.runtime.grpc_options import CHANNEL_OPTIONS
+from nborch.runtime.auth import STATUS_METHOD, AuthError, LinkAuth, call_unary
+from nborch.runtime.grpc_options import CHANNEL_OPTIONS, secure_channel
 from nborch.runtime.mux import StreamError, StreamMux
 from nborch.runtime.resolve import dial_target, resolve_replicas
+from nborch.runtime.tls import TlsFiles
 
 EJECT_SECONDS = 0.5  # a failed replica is tried last for this long, then re-admitted
 DISCOVERY_REFRESH_S = 5.0  # how often a discovered name is resolved again
@@ -49,8 +51,11 @@ def choose_replica(outstanding: Sequence[int], start: int, *, tried: Collection[
     return best
 
 
-def _channel(address: str) -> grpc.aio.Channel:
-    """`host:port`, `grpc://host:port` or `grpcs://host:port` (TLS with system roots)."""
+def _channel(address: str, tls: TlsFiles | None = None) -> grpc.aio.Channel:
+    """`host:port`, `grpc://host:port` or `grpcs://host:port` (TLS with system roots); with
+    `tls`, mutual TLS with those files (the deployment's own replicas)."""
+    if tls is not None:
+        return secure_channel(dial_target(address.removeprefix('grpc://')), tls)
     if address.startswith('grpcs://'):
         return grpc.aio.secure_channel(dial_target(address[len('grpcs://'):]),
                                        grpc.ssl_channel_credentials(), options=CHANNEL_OPTIONS)
@@ -67,11 +72,13 @@ class Served:
 class _Replica:
     """One replica's connection and counters."""
 
-    def __init__(self, address: str):
+    def __init__(self, address: str, auth: LinkAuth | None = None, tls: TlsFiles | None = None):
         self.address = address
-        self.channel = _channel(address)
+        self.auth = auth
+        self.target = dial_target(address.removeprefix('grpcs://').removeprefix('grpc://'))
+        self.channel = _channel(address, tls)
         self.stub = pb_grpc.ExecutorStub(self.channel)
-        self.stream = StreamMux(self.channel)
+        self.stream = StreamMux(self.channel, auth=auth, target=self.target)
         self.outstanding = 0
         self.served = 0
         self.failures = 0
@@ -92,11 +99,14 @@ class ReplicaPool:
 
     def __init__(self, executor: str, addresses: Sequence[str], *, discover: bool = False,
                  refresh_s: float = DISCOVERY_REFRESH_S,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, auth: LinkAuth | None = None,
+                 tls: TlsFiles | None = None):
         self.executor = executor
+        self.auth = auth  # the deployment's secret: its own replicas must prove it
+        self.tls = tls
         self.discover = discover
         self.names = list(addresses)  # what the topology says (DNS names when discovering)
-        self.replicas = [] if discover else [_Replica(a) for a in addresses]
+        self.replicas = [] if discover else [_Replica(a, auth, tls) for a in addresses]
         self._refresh_s = refresh_s
         self._resolved_at: float | None = None
         self._rotation = 0
@@ -123,7 +133,7 @@ class ReplicaPool:
         if found == self.addresses:
             return
         current = {r.address: r for r in self.replicas}
-        self.replicas = [current.pop(a, None) or _Replica(a) for a in found]
+        self.replicas = [current.pop(a, None) or _Replica(a, self.auth, self.tls) for a in found]
         for gone in current.values():  # in-flight calls on it fail over to the others
             await gone.close()
 
@@ -175,8 +185,9 @@ class ReplicaPool:
     async def status(replica: _Replica, timeout: float = 2.0) -> dict | None:
         """The replica's own status report, or None when it does not answer."""
         try:
-            reply = await replica.stub.Status(pb.StatusRequest(), timeout=timeout)
-        except grpc.aio.AioRpcError:
+            reply = await call_unary(replica.auth, STATUS_METHOD, replica.target,
+                                     replica.stub.Status, pb.StatusRequest(), timeout=timeout)
+        except (grpc.aio.AioRpcError, AuthError):
             return None
         return json.loads(reply.json)
 

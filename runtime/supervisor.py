@@ -37,8 +37,9 @@ class WorkerHandle:
     """One replica: its spec file, its port once bound, and the child process serving it."""
 
     def __init__(self, rid: ReplicaId, spec_path: str, *, env: Mapping[str, str], log_path: str,
-                 echo: Callable[[str], None] | None):
+                 echo: Callable[[str], None] | None, secret: bytes | None = None):
         self.id = rid
+        self.secret = secret
         self.spec_path = spec_path
         self.env = dict(env)
         self.log_path = log_path
@@ -61,7 +62,7 @@ class WorkerHandle:
         if self.port is not None:  # a restart keeps its address
             args += ['--port', str(self.port)]
         self.child = ChildHandle(str(self.id), 'nborch.runtime.worker', args, env=self.env,
-                                 log_path=self.log_path, echo=self.echo)
+                                 log_path=self.log_path, echo=self.echo, secret=self.secret)
         self.state = 'starting'
         self.child.spawn()
 

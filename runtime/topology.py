@@ -21,6 +21,7 @@ class ExecutorTopology:
     stateful: bool = False            # replicas report Raft state: status() asks each of them
     discover: bool = False            # each shard's address is a DNS name; its records are
                                       # the replicas (a headless Service in Kubernetes)
+    external: bool = False            # not this deployment's: dialed without its secret
 
 
 @dataclass
@@ -28,6 +29,9 @@ class Topology:
     executors: list[ExecutorTopology]
     host: str = '127.0.0.1'
     port: int = 0
+    require_secret: bool = False      # the public port, too, refuses callers without the secret
+    tls: dict | None = None           # the public port's certificate files (runtime/tls.py)
+    internal_tls: dict | None = None  # mutual TLS to the deployment's own replicas
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -36,7 +40,9 @@ class Topology:
     def from_json(cls, text: str) -> 'Topology':
         raw = json.loads(text)
         return cls(executors=[ExecutorTopology(**e) for e in raw['executors']],
-                   host=raw.get('host', '127.0.0.1'), port=raw.get('port', 0))
+                   host=raw.get('host', '127.0.0.1'), port=raw.get('port', 0),
+                   require_secret=raw.get('require_secret', False), tls=raw.get('tls'),
+                   internal_tls=raw.get('internal_tls'))
 
     @classmethod
     def load(cls, source: str) -> 'Topology':

@@ -20,8 +20,8 @@ import grpc
 
 from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
-from nborch.runtime import child
 from nborch.errors import MembershipError
+from nborch.runtime import auth, child, tls
 from nborch.runtime.codec import decode_docs, encode_docs
 from nborch.runtime.consensus import membership
 from nborch.runtime.consensus.replica import ConsensusReplica
@@ -189,6 +189,7 @@ class WorkerServicer(pb_grpc.ExecutorServicer):
             'cuda_visible_devices': os.environ.get('CUDA_VISIBLE_DEVICES'),
             'endpoints': sorted(type(self.runner.executor).endpoints()),
             'raft': self.consensus.status() if self.consensus is not None else None,
+            'auth_refused': auth.refused_count(),
         }
         return pb.StatusReply(json=json.dumps(status).encode())
 
@@ -202,9 +203,13 @@ async def serve(spec: WorkerSpec, ready_fd: int | None) -> str | None:
                           label=f'{spec.name} (workspace {spec.workspace or spec.raft_dir})')
     executor = spec.build_executor()
     servicer = WorkerServicer(ExecutorRunner(executor, spec.name), spec)
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+    guard = auth.guard_of(auth.installed(), required=True)
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=auth.interceptors(guard))
     pb_grpc.add_ExecutorServicer_to_server(servicer, server)
-    port = bind(server, spec.host, spec.port)
+    internal = tls.TlsFiles(**spec.tls) if spec.tls else None
+    tls.install(internal)  # the Raft links to the peers, too
+    credentials = internal.server_credentials() if internal else None
+    port = bind(server, spec.host, spec.port, guard=guard, credentials=credentials)
     stop = asyncio.Event()
     if spec.stateful:
         servicer.consensus = ConsensusReplica(
@@ -216,7 +221,8 @@ async def serve(spec: WorkerSpec, ready_fd: int | None) -> str | None:
         pb_grpc.add_RaftServicer_to_server(RaftServicer(servicer.consensus), server)
         # Listen where the peers reach this replica (NBORCH_HOSTS may map its name locally).
         raft_address = dial_target(spec.peers[spec.replica_id])
-        bind(server, spec.host, int(raft_address.rpartition(':')[2]))
+        bind(server, spec.host, int(raft_address.rpartition(':')[2]), guard=guard,
+             credentials=credentials)
         await servicer.consensus.start()
     await serve_until_stopped(server, ready_fd, stop=stop, port=port,
                               cuda_visible_devices=os.environ.get('CUDA_VISIBLE_DEVICES'))
@@ -240,7 +246,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument('--port', type=int, default=None, help="overrides the spec's port")
     child.add_process_arguments(parser)
     args = parser.parse_args(argv)
-    child.watch_parent(args.parent_fd)
+    child.enter_role(args)
     spec = WorkerSpec.load(args.spec)
     if args.port is not None:
         spec.port = args.port

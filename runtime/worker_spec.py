@@ -83,6 +83,7 @@ class WorkerSpec:
     raft_group: str | None = None  # the group id the orchestrator found or drew (membership.py)
     raft_configuration: dict = field(default_factory=dict)
     read_consistency: str = 'eventual'
+    tls: dict | None = None        # mutual TLS on both ports and to the peers (runtime/tls.py)
 
     def complete(self) -> None:
         """Check a spec given by hand (`nborch executor`) and fill what follows from it;

@@ -15,7 +15,7 @@ import os
 import yaml
 
 from nborch.errors import ExportError
-from nborch.export.compose import compose_file
+from nborch.export.compose import SECRET_NAME, compose_file
 from nborch.export.kubernetes import manifests
 from nborch.export.plan import COMPOSE_NAMING, build_plan, dns_label, kubernetes_naming
 
@@ -111,8 +111,22 @@ def to_kubernetes_yaml(label: str, plans, gateway_port: int | None, directory: s
 def to_docker_compose_yaml(label: str, plans, gateway_port: int | None, path: str,
                            **options) -> list[str]:
     files = compose_files(label, plans, gateway_port, path, **options)
-    os.makedirs(os.path.dirname(next(iter(files))) or '.', exist_ok=True)
-    return _write(files)
+    folder = os.path.dirname(next(iter(files))) or '.'
+    os.makedirs(folder, exist_ok=True)
+    return _write(files) + _secret_file_once(os.path.join(folder, SECRET_NAME))
+
+
+def _secret_file_once(path: str) -> list[str]:
+    """Compose's secret file: made with a fresh secret, 0600, unless one is there already
+    (exporting again must not change the secret under running containers)."""
+    from nborch.runtime.auth import new_secret
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return []
+    with os.fdopen(fd, 'w') as f:
+        f.write(new_secret().decode() + '\n')
+    return [path]
 
 
 def export_yaml(engine: str, path: str, out: str, *, image: str | None = None,

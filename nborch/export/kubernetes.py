@@ -8,14 +8,17 @@
   needs a quorum before anything is ready) and a `volumeClaimTemplate` for each Raft log;
 - the gateway: a `Deployment` and a `Service` with the topology in its arguments.
 
-Every container gets gRPC probes on `grpc.health.v1` and a GPU limit where asked for.
+Every container gets gRPC probes on `grpc.health.v1` (open: probes carry no secret), a GPU
+limit where asked for, and the deployment secret: the Secret `<name>-secret` (key `secret`),
+which the export does not write — `kubectl create secret generic` makes it once, so applying
+the manifests again never changes it under running pods (docs/scale-beyond-one-machine.md).
 """
 from __future__ import annotations
 
 import math
 
-from nborch.export.plan import (EXECUTOR_PORT, RAFT_PORT, REPLICA_ID_VAR, WORKSPACE, ExportPlan,
-                                Workload)
+from nborch.export.plan import (EXECUTOR_PORT, RAFT_PORT, REPLICA_ID_VAR, SECRET_DIR, SECRET_KEY,
+                                WORKSPACE, ExportPlan, Workload)
 
 PROBE_PERIOD_S = 5
 # The pod-index label exists from Kubernetes 1.28 (StatefulSet pods get it from the controller).
@@ -51,6 +54,21 @@ def _container(image: str, args: list[str], env: dict, ports: list[dict],
     if mounts:
         container['volumeMounts'] = mounts
     return container
+
+
+def secret_name(plan: ExportPlan) -> str:
+    return f'{plan.name}-secret'
+
+
+def _with_secret(plan: ExportPlan, pod: dict) -> dict:
+    """Mount the deployment Secret read-only, readable by the container's user only."""
+    (container,) = pod['spec']['containers']
+    container.setdefault('volumeMounts', []).append(
+        {'name': 'nborch-secret', 'mountPath': SECRET_DIR, 'readOnly': True})
+    pod['spec'].setdefault('volumes', []).append(
+        {'name': 'nborch-secret', 'secret': {'secretName': secret_name(plan), 'defaultMode': 0o400,
+                                             'items': [{'key': SECRET_KEY, 'path': SECRET_KEY}]}})
+    return pod
 
 
 def env_list(env: dict) -> list[dict]:
@@ -91,6 +109,9 @@ def workload_objects(plan: ExportPlan, w: Workload, namespace: str, image: str) 
         container.setdefault('env', []).append(
             {'name': REPLICA_ID_VAR, 'valueFrom': {'fieldRef': {'fieldPath': POD_INDEX_LABEL}}})
     pod = {'metadata': {'labels': labels}, 'spec': {'containers': [container]}}
+    if w.workspace and not w.stateful:
+        pod['spec']['volumes'] = [{'name': 'workspace', 'emptyDir': {}}]
+    _with_secret(plan, pod)
     service = _service(w.name, namespace, labels, service_ports, headless=True,
                        publish_not_ready=w.stateful)
     if w.stateful:
@@ -105,8 +126,6 @@ def workload_objects(plan: ExportPlan, w: Workload, namespace: str, image: str) 
                          'spec': {'accessModes': ['ReadWriteOnce'],
                                   'resources': {'requests': {'storage': RAFT_VOLUME_SIZE}}}}]}}
     else:
-        if w.workspace:
-            pod['spec']['volumes'] = [{'name': 'workspace', 'emptyDir': {}}]
         workload = {
             'apiVersion': 'apps/v1', 'kind': 'Deployment',
             'metadata': _meta(w.name, namespace, labels),
@@ -125,8 +144,8 @@ def gateway_objects(plan: ExportPlan, namespace: str, image: str) -> list[dict]:
         {'apiVersion': 'apps/v1', 'kind': 'Deployment',
          'metadata': _meta('gateway', namespace, labels),
          'spec': {'replicas': 1, 'selector': {'matchLabels': labels},
-                  'template': {'metadata': {'labels': labels},
-                               'spec': {'containers': [container]}}}},
+                  'template': _with_secret(plan, {'metadata': {'labels': labels},
+                                                  'spec': {'containers': [container]}})}},
     ]
 
 

@@ -23,6 +23,11 @@ EXECUTOR_PORT = 8080     # every container has its own address, so one port serv
 RAFT_PORT = 8081
 DEFAULT_GATEWAY_PORT = 8080
 WORKSPACE = '/workspace'  # where a replica's volume is mounted
+# The deployment secret (runtime/auth.py): a Kubernetes Secret or a Compose secret mounted as
+# this file in every container; `nborch executor|gateway --secret-file` reads it at start.
+SECRET_DIR = '/etc/nborch'
+SECRET_KEY = 'secret'
+SECRET_FILE = f'{SECRET_DIR}/{SECRET_KEY}'
 # Kubernetes fills this from the pod's index in its StatefulSet; Compose writes the number.
 REPLICA_ID_VAR = 'NBORCH_REPLICA_ID'
 REPLICA_ID_ARG = f'$({REPLICA_ID_VAR})'
@@ -140,7 +145,8 @@ def _workloads(spec: DeploymentSpec, uses: str, naming: Naming) -> tuple[list[Wo
     for shard in range(spec.shards):
         name = base if spec.shards == 1 else f'{base}-{shard}'
         args = ['executor', '--uses', uses, '--name', spec.name, '--host', '0.0.0.0',
-                '--port', str(EXECUTOR_PORT), '--replicas', str(spec.replicas)]
+                '--port', str(EXECUTOR_PORT), '--replicas', str(spec.replicas),
+                '--secret-file', SECRET_FILE]
         if spec.shards > 1:
             args += ['--shard-id', str(shard), '--shards', str(spec.shards)]
         if spec.uses_with:
@@ -183,7 +189,7 @@ def build_plan(label: str, plans, gateway_port: int | None, naming: Naming) -> E
             workloads += own
         executors.append(ExecutorTopology(
             name=spec.name, shards=shards, polling=spec.polling,
-            needs=list(plan.needs), stateful=spec.stateful,
+            needs=list(plan.needs), stateful=spec.stateful, external=spec.external,
             discover=not spec.external and not spec.stateful))
     taken: dict[str, str] = {}
     for w in workloads:
@@ -193,6 +199,6 @@ def build_plan(label: str, plans, gateway_port: int | None, naming: Naming) -> E
         taken[w.name] = w.executor
     topology = Topology(executors=executors, host='0.0.0.0', port=port)
     gateway_args = ['gateway', '--host', '0.0.0.0', '--port', str(port),
-                    '--topology', topology.to_json()]
+                    '--secret-file', SECRET_FILE, '--topology', topology.to_json()]
     return ExportPlan(name=name, workloads=workloads, gateway_args=gateway_args,
                       gateway_port=port, topology=topology)

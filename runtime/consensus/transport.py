@@ -13,7 +13,8 @@ import grpc
 
 from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
-from nborch.runtime.grpc_options import CHANNEL_OPTIONS
+from nborch.runtime import auth, tls
+from nborch.runtime.grpc_options import CHANNEL_OPTIONS, secure_channel
 from nborch.runtime.mux import until_drained
 from nborch.runtime.resolve import dial_target
 
@@ -29,7 +30,11 @@ class PeerLink:
     def __init__(self, peer: int, address: str, on_unreachable: Callable[[int], None]):
         self.peer = peer
         self.address = address
-        self.channel = grpc.aio.insecure_channel(dial_target(address), options=CHANNEL_OPTIONS)
+        self.target = dial_target(address)
+        self.auth = auth.installed()  # peers prove the deployment secret, and so must we
+        files = tls.internal()
+        self.channel = secure_channel(self.target, files) if files is not None else \
+            grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
         self.stub = pb_grpc.RaftStub(self.channel)
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(QUEUE_LIMIT)
         self._on_unreachable = on_unreachable
@@ -44,13 +49,16 @@ class PeerLink:
     async def _pump(self) -> None:
         while True:
             data = await self._queue.get()
-            call = self.stub.Send()
+            handshake = self.auth.handshake(auth.SEND_METHOD, self.target) if self.auth else None
+            call = self.stub.Send(metadata=handshake.metadata if handshake else None)
             try:
+                if handshake is not None:  # no Raft message goes to an impostor
+                    await handshake.verify(call)
                 await call.write(pb.RaftMessage(data=data))
                 while True:
                     data = await self._queue.get()
                     await call.write(pb.RaftMessage(data=data))
-            except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError, auth.AuthError) as exc:
                 log.debug('link to peer %d (%s) broke: %s', self.peer, self.address, exc)
                 call.cancel()
                 while not self._queue.empty():  # stale by the time the peer is back
@@ -59,7 +67,8 @@ class PeerLink:
                 await asyncio.sleep(RECONNECT_S)
 
     async def propose(self, request: pb.DataRequest, timeout: float) -> pb.ProposeReply:
-        return await self.stub.Propose(request, timeout=timeout)
+        return await auth.call_unary(self.auth, auth.PROPOSE_METHOD, self.target, self.stub.Propose,
+                                     request, timeout=timeout)
 
     async def close(self) -> None:
         self._task.cancel()

@@ -4,7 +4,10 @@ Each container becomes `python -m nborch <its args>`: the exact arguments of the
 what a cluster would provide mapped onto one machine — each replica's listening ports become
 free loopback ports, the DNS names the containers dial go through `NBORCH_HOSTS` to those
 ports, volume mounts become folders of their own, and Kubernetes' `$(VAR)` references are
-expanded from the container's env (the pod index of a StatefulSet pod included).
+expanded from the container's env (the pod index of a StatefulSet pod included). The
+deployment secret is a file, as a cluster mounts it: for Kubernetes the one
+`kubectl create secret` would hold (made here, beside the manifests' folder), for Compose the
+file the compose file names.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from nborch.ports import free_port
+from nborch.runtime.auth import new_secret
 from nborch.runtime.resolve import HOSTS_ENV
 from tests.integration.helpers import default_sigint
 
@@ -36,11 +40,21 @@ class Container:
     dns: list[str]                 # names that resolve to it
     mounts: list[str] = field(default_factory=list)
     gateway: bool = False
+    secrets: dict[str, str] = field(default_factory=dict)  # path in the container → file here
 
 
 def _expand(arg: str, env: dict[str, str]) -> str:
     """Kubernetes' `$(VAR)` substitution in container args."""
     return re.sub(r'\$\((\w+)\)', lambda m: env.get(m.group(1), m.group(0)), arg)
+
+
+def _kubernetes_secret(directory: str, name: str) -> str:
+    """The file holding what `kubectl create secret generic NAME` was given."""
+    path = os.path.join(os.path.dirname(os.path.abspath(directory)), f'{name}.txt')
+    if not os.path.exists(path):
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), 'w') as f:
+            f.write(new_secret().decode())
+    return path
 
 
 def kubernetes_containers(directory: str) -> list[Container]:
@@ -56,6 +70,12 @@ def kubernetes_containers(directory: str) -> list[Container]:
         meta, spec = obj['metadata'], obj['spec']
         name, namespace = meta['name'], meta['namespace']
         (c,) = spec['template']['spec']['containers']
+        secret_volumes = {v['name']: v['secret'] for v in spec['template']['spec'].get('volumes', [])
+                          if 'secret' in v}
+        secrets = {f'{m["mountPath"]}/{item["path"]}':
+                   _kubernetes_secret(directory, secret_volumes[m['name']]['secretName'])
+                   for m in c.get('volumeMounts', []) if m['name'] in secret_volumes
+                   for item in secret_volumes[m['name']]['items']}
         for i in range(spec['replicas']):
             env = {}
             for var in c.get('env', []):
@@ -70,14 +90,18 @@ def kubernetes_containers(directory: str) -> list[Container]:
             containers.append(Container(
                 name=f'{name}-{i}', args=[_expand(a, env) for a in c['args']], env=env,
                 ports=[p['containerPort'] for p in c['ports']], dns=dns,
-                mounts=[m['mountPath'] for m in c.get('volumeMounts', [])],
-                gateway=c['args'][0] == 'gateway'))
+                mounts=[m['mountPath'] for m in c.get('volumeMounts', [])
+                        if m['name'] not in secret_volumes],
+                gateway=c['args'][0] == 'gateway', secrets=secrets))
     return containers
 
 
 def compose_containers(path: str) -> list[Container]:
     with open(path) as f:
-        services = yaml.safe_load(f)['services']
+        document = yaml.safe_load(f)
+    services = document['services']
+    files = {name: os.path.join(os.path.dirname(os.path.abspath(path)), secret['file'])
+             for name, secret in document.get('secrets', {}).items()}
     containers = []
     for name, service in services.items():
         replicas = service.get('deploy', {}).get('replicas', 1)
@@ -92,7 +116,8 @@ def compose_containers(path: str) -> list[Container]:
                 env={k: str(v) for k, v in service.get('environment', {}).items()},
                 ports=ports, dns=[name],
                 mounts=[v.split(':', 1)[1] for v in service.get('volumes', [])],
-                gateway=args[0] == 'gateway'))
+                gateway=args[0] == 'gateway',
+                secrets={s['target']: files[s['source']] for s in service.get('secrets', [])}))
     return containers
 
 
@@ -122,6 +147,7 @@ class LocalCluster:
             folder = self.mount(c, mount)
             os.makedirs(folder, exist_ok=True)
             args = [folder if a == mount else a for a in args]
+        args = [c.secrets.get(a, a) for a in args]  # the secret, where the cluster mounts it
         return [sys.executable, '-m', 'nborch', *args]
 
     def mount(self, c: Container, mount: str) -> str:

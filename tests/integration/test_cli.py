@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import signal
 import socket
@@ -167,8 +168,9 @@ def test_port_in_use_is_exit_code_2():
 
 def test_executor_serves_one_replica_that_ping_sees_and_a_deployment_uses_as_external():
     port = free_port()
+    # An external executor is not the deployment's own: it holds none of its secret.
     proc = start('executor', '--uses', 'tests.integration.helpers:Echo', '--port', port,
-                 '--name', 'echo')
+                 '--name', 'echo', '--insecure')
     try:
         wait_for_line(proc, f'"port": {port}', timeout=60)
         ping = run('ping', f'127.0.0.1:{port}')
@@ -182,6 +184,40 @@ def test_executor_serves_one_replica_that_ping_sees_and_a_deployment_uses_as_ext
         assert gateway.stdout.endswith('executors: echo)\n')
         stop_with(proc, signal.SIGTERM)
         assert proc.returncode == 0
+    finally:
+        kill(proc)
+
+
+def test_executor_without_a_secret_refuses_to_start():
+    done = run('executor', '--uses', 'tests.integration.helpers:Echo', '--port', free_port())
+    assert done.returncode == 2 and done.stdout == ''
+    assert done.stderr.startswith('nborch: error: executor executor has no deployment secret: ')
+    assert '--secret-file' in done.stderr and '--insecure' in done.stderr
+    assert done.stderr.count('\n') == 1
+
+
+def test_executor_with_a_secret_answers_only_callers_that_hold_it(tmp_path):
+    secret = tmp_path / 'secret'
+    secret.write_text('an-example-secret-of-32-characters\n')
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, '-m', 'nborch', 'executor', '--uses', 'tests.integration.helpers:Echo',
+         '--port', str(port), '--name', 'echo'], cwd=REPO, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, preexec_fn=default_sigint,
+        env={**os.environ, 'NBORCH_SECRET': secret.read_text()})
+    try:
+        wait_for_line(proc, f'"port": {port}', timeout=60)
+        without = run('ping', f'127.0.0.1:{port}', '--timeout', '10')
+        assert without.returncode == 1
+        assert 'UNAUTHENTICATED' in without.stderr, without.stderr
+        wrong = tmp_path / 'wrong'
+        wrong.write_text('another-secret-of-32-characters!!')
+        assert run('ping', f'127.0.0.1:{port}', '--secret-file', wrong).returncode == 1
+        ping = run('ping', f'127.0.0.1:{port}', '--secret-file', secret)
+        assert ping.returncode == 0, ping.stderr
+        assert ping.stdout.startswith(f"127.0.0.1:{port} is ready (worker 'echo'")
+        rest = stop_with(proc, signal.SIGTERM)
+        assert 'refused /nborch.Executor/Status from ' in rest  # one log line per refusal
     finally:
         kill(proc)
 

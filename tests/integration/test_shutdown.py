@@ -15,6 +15,7 @@ from docarray.documents import TextDoc
 from nborch import Deployment
 from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
+from nborch.runtime.auth import LinkAuth
 from nborch.runtime.codec import encode_docs
 from tests.integration.helpers import Echo
 
@@ -26,8 +27,11 @@ def test_a_worker_stopping_under_an_open_stream_ends_it_without_a_cancel(capfd):
     dep.start()
     try:
         port = dep.status()['executors'][0]['shards'][0]['replicas'][0]['port']
-        channel = grpc.insecure_channel(f'127.0.0.1:{port}')
-        stream = pb_grpc.ExecutorStub(channel).Stream(iter(_one_request_then_hold()))
+        target = f'127.0.0.1:{port}'
+        channel = grpc.insecure_channel(target)
+        handshake = LinkAuth(dep.secret).handshake('/nborch.Executor/Stream', target)
+        stream = pb_grpc.ExecutorStub(channel).Stream(iter(_one_request_then_hold()),
+                                                       metadata=handshake.metadata)
         reply = next(stream)
         assert reply.request_id == 'r0'
     finally:

@@ -109,7 +109,9 @@ def test_flow_errors_before_anything_starts(build, message):
 def test_external_replicas_are_used_like_own_ones():
     with Deployment(name='who', uses=WhoAmI, replicas=2, quiet=True) as inner:
         ports = [r['port'] for r in inner.status()['executors'][0]['shards'][0]['replicas']]
-        external = Deployment(name='ext', host='127.0.0.1', port=ports, external=True, quiet=True)
+        # They are the inner deployment's: they answer callers that hold its secret.
+        external = Deployment(name='ext', host='127.0.0.1', port=ports, external=True, quiet=True,
+                              secret=inner.secret)
         with external:
             out = external.post('/', text_docs(8), request_size=1)
             status = external.status()

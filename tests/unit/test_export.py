@@ -138,8 +138,8 @@ def test_a_stateful_executor_is_a_statefulset_with_stable_peers_and_a_volume_eac
     assert sts['spec']['serviceName'] == 'indexer' and sts['spec']['replicas'] == 3
     assert sts['spec']['podManagementPolicy'] == 'Parallel'
     (claim,) = sts['spec']['volumeClaimTemplates']
-    assert container(sts)['volumeMounts'] == [{'name': claim['metadata']['name'],
-                                              'mountPath': '/workspace'}]
+    assert container(sts)['volumeMounts'][0] == {'name': claim['metadata']['name'],
+                                                 'mountPath': '/workspace'}
     args = container(sts)['args']
     assert arg(args, '--peers').split(',') == [
         f'indexer-{i}.indexer.ml.svc:8081' for i in range(3)]
@@ -163,6 +163,41 @@ def test_compose_gives_each_stateful_replica_its_own_service_and_volume(tmp_path
         assert arg(args, '--peers') == ','.join(f'{n}:8081' for n in names)
     gateway = services['services']['gateway']
     assert gateway['ports'] == ['8080:8080'] and gateway['depends_on'] == names
+
+
+@pytest.mark.parametrize('case', sorted(EXPORTS))
+def test_every_kubernetes_pod_reads_the_deployment_secret_from_one_secret(case, tmp_path):
+    EXPORTS[case](tmp_path).to_kubernetes_yaml(str(tmp_path / 'k8s'))
+    objects = k8s_objects(tmp_path / 'k8s')
+    assert not [key for key in objects if key[0] == 'Secret']  # made once, by hand (docs)
+    workloads = [o for (kind, _), o in objects.items() if kind in ('Deployment', 'StatefulSet')]
+    for workload in workloads:
+        pod = workload['spec']['template']['spec']
+        (volume,) = [v for v in pod['volumes'] if 'secret' in v]
+        assert volume['secret']['secretName'] == f'{workload["metadata"]["labels"]["app.kubernetes.io/part-of"]}-secret'
+        assert volume['secret']['defaultMode'] == 0o400
+        (mount,) = [m for m in container(workload)['volumeMounts'] if m['name'] == volume['name']]
+        assert mount['readOnly'] is True
+        secret_file = arg(container(workload)['args'], '--secret-file')
+        assert secret_file == f"{mount['mountPath']}/{volume['secret']['items'][0]['path']}"
+        assert '--insecure' not in container(workload)['args']
+    assert len(workloads) >= 2
+
+
+def test_compose_services_read_the_secret_from_a_private_file_made_once(tmp_path):
+    document = compose(page_flow(), tmp_path)
+    secret_file = tmp_path / 'compose' / 'nborch-secret'
+    assert document['secrets'] == {'nborch-secret': {'file': './nborch-secret'}}
+    assert oct(os.stat(secret_file).st_mode & 0o777) == '0o600'
+    first = secret_file.read_text()
+    assert len(bytes.fromhex(first.strip())) == 32
+    for service in document['services'].values():
+        (mounted,) = service['secrets']
+        assert mounted['source'] == 'nborch-secret'
+        assert arg(service['command'], '--secret-file') == mounted['target']
+        assert '--secret-file' in service['healthcheck']['test']  # pings a worker with it
+    compose(page_flow(), tmp_path)
+    assert secret_file.read_text() == first  # exporting again keeps the running secret
 
 
 def test_gpus_become_limits_per_replica_and_rr_leaves_the_env(tmp_path):
