@@ -1,0 +1,112 @@
+"""Seeded fault schedules and their injection into a running stateful Deployment.
+
+A schedule is a pure function of its seed (kinds, targets' roles, durations, gaps), so a
+failing seed replays the same faults; the interleaving with the workload is up to the OS.
+"""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+from tests.integration.test_consensus import replicas
+
+KINDS = ('kill-leader', 'kill-follower', 'stop-leader', 'stop-follower', 'restart')
+WEIGHTS = (3, 2, 3, 2, 1)
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: str
+    gap_s: float        # how long the workload runs undisturbed before this fault
+    hold_s: float = 0.0  # SIGSTOP: how long the process stays frozen
+
+    def __str__(self) -> str:
+        hold = f' for {self.hold_s:.1f}s' if self.kind.startswith('stop') else ''
+        return f'+{self.gap_s:.1f}s {self.kind}{hold}'
+
+
+def make_schedule(seed: int, faults: int = 4) -> list[Fault]:
+    rng = random.Random(seed)
+    return [Fault(kind, gap_s=round(rng.uniform(0.3, 1.5), 2),
+                  hold_s=round(rng.uniform(0.5, 4.0), 2) if kind.startswith('stop') else 0.0)
+            for kind in rng.choices(KINDS, WEIGHTS, k=faults)]
+
+
+class NoLeader(AssertionError):
+    """No replica reported itself leader in time: a stall (the campaign reports it)."""
+
+
+class Injector:
+    """Applies faults to `dep`; always leaves every process running (SIGCONT in finally)."""
+
+    def __init__(self, dep, rng: random.Random, find_timeout: float = 30.0):
+        self.dep = dep
+        self.rng = rng
+        self.find_timeout = find_timeout
+        self.injected: Counter[str] = Counter()
+        self.log: list[str] = []
+
+    def apply(self, fault: Fault) -> None:
+        if fault.kind == 'restart':
+            self.dep.close()
+            self.dep.start()
+            self._record(fault, 'whole deployment')
+            return
+        role = fault.kind.split('-')[1]
+        victim = self._pick(role)
+        if fault.kind.startswith('kill'):
+            os.kill(victim['pid'], signal.SIGKILL)
+            self._record(fault, f'pid {victim["pid"]} (replica {victim["replica"]})')
+            return
+        os.kill(victim['pid'], signal.SIGSTOP)
+        try:
+            self._record(fault, f'pid {victim["pid"]} (replica {victim["replica"]})')
+            time.sleep(fault.hold_s)  # the fault itself: how long the process stays frozen
+        finally:
+            _continue(victim['pid'])
+
+    def _pick(self, role: str) -> dict:
+        """A live replica in `role` (polled: right after a fault the group may be electing)."""
+        deadline = time.monotonic() + self.find_timeout
+        while True:
+            candidates = [r for r in replicas(self.dep)
+                          if r.get('state') == 'ready' and (r.get('raft') or {}).get('role') == role]
+            if candidates:
+                return self.rng.choice(candidates)
+            if time.monotonic() > deadline:
+                raise NoLeader(f'no live {role} within {self.find_timeout:.0f}s: '
+                               f'{[(r.get("state"), r.get("raft")) for r in replicas(self.dep)]}')
+            time.sleep(0.05)
+
+    def _record(self, fault: Fault, target: str) -> None:
+        self.injected[fault.kind] += 1
+        self.log.append(f'{fault} -> {target}')
+
+
+def _continue(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGCONT)
+    except ProcessLookupError:
+        pass
+
+
+def wait_healed(dep, timeout: float = 90.0) -> list[dict]:
+    """Poll until every replica is up and reports Raft, one leader leads them all, and all
+    have applied the same index, which is the leader's commit index."""
+    deadline = time.monotonic() + timeout
+    while True:
+        reps = replicas(dep)
+        rafts = [r.get('raft') for r in reps]
+        if all(r.get('state') == 'ready' for r in reps) and all(rafts):
+            leaders = {raft['leader'] for raft in rafts}
+            applied = {raft['applied'] for raft in rafts} | {raft['commit'] for raft in rafts}
+            if len(leaders) == 1 and 0 not in leaders and len(applied) == 1:
+                return reps
+        if time.monotonic() > deadline:
+            raise AssertionError(f'the group did not heal in {timeout:.0f}s: '
+                                 f'{[(r.get("state"), r.get("raft")) for r in reps]}')
+        time.sleep(0.1)
