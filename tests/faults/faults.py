@@ -8,14 +8,17 @@ from __future__ import annotations
 import os
 import random
 import signal
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
 
 from tests.integration.test_consensus import replicas
 
-KINDS = ('kill-leader', 'kill-follower', 'stop-leader', 'stop-follower', 'restart')
-WEIGHTS = (3, 2, 3, 2, 1)
+# kill-all: every replica at once (a power cut: acknowledged writes live only on disk);
+# restart: close and start the Deployment again on the same workspace.
+KINDS = ('kill-leader', 'kill-follower', 'stop-leader', 'stop-follower', 'kill-all', 'restart')
+WEIGHTS = (3, 2, 3, 2, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,9 @@ class NoLeader(AssertionError):
 
 
 class Injector:
-    """Applies faults to `dep`; always leaves every process running (SIGCONT in finally)."""
+    """Applies faults to `dep`. A SIGSTOP holds in the background, so later faults overlap
+    it (a frozen follower and a killed leader leave no majority until the SIGCONT);
+    `heal()` (call it in a finally) continues every process still frozen."""
 
     def __init__(self, dep, rng: random.Random, find_timeout: float = 30.0):
         self.dep = dep
@@ -49,6 +54,7 @@ class Injector:
         self.find_timeout = find_timeout
         self.injected: Counter[str] = Counter()
         self.log: list[str] = []
+        self._frozen: dict[int, threading.Timer] = {}
 
     def apply(self, fault: Fault) -> None:
         if fault.kind == 'restart':
@@ -56,18 +62,29 @@ class Injector:
             self.dep.start()
             self._record(fault, 'whole deployment')
             return
+        if fault.kind == 'kill-all':
+            pids = [r['pid'] for r in replicas(self.dep) if r.get('pid')]
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)
+            self._record(fault, f'pids {pids}')
+            return
         role = fault.kind.split('-')[1]
         victim = self._pick(role)
+        pid = victim['pid']
         if fault.kind.startswith('kill'):
-            os.kill(victim['pid'], signal.SIGKILL)
-            self._record(fault, f'pid {victim["pid"]} (replica {victim["replica"]})')
-            return
-        os.kill(victim['pid'], signal.SIGSTOP)
-        try:
-            self._record(fault, f'pid {victim["pid"]} (replica {victim["replica"]})')
-            time.sleep(fault.hold_s)  # the fault itself: how long the process stays frozen
-        finally:
-            _continue(victim['pid'])
+            os.kill(pid, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGSTOP)
+            timer = self._frozen[pid] = threading.Timer(fault.hold_s, _continue, (pid,))
+            timer.daemon = True
+            timer.start()
+        self._record(fault, f'pid {pid} (replica {victim["replica"]})')
+
+    def heal(self) -> None:
+        frozen, self._frozen = self._frozen, {}
+        for pid, timer in frozen.items():
+            timer.cancel()
+            _continue(pid)
 
     def _pick(self, role: str) -> dict:
         """A live replica in `role` (polled: right after a fault the group may be electing)."""

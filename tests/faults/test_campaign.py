@@ -99,6 +99,8 @@ def _run_schedule(seed: int, workspace: str) -> dict:
                     _wait_for_acks(load, acked)
         except NoLeader as exc:
             stalls.append(f'stall: {exc}')
+        finally:
+            injector.heal()
         ops = list(load.ops)
         try:
             wait_healed(dep)
@@ -131,3 +133,11 @@ def test_a_fault_schedule_loses_duplicates_and_reorders_nothing(seed, tmp_path):
     assert not figures['anomalies'], (
         f'seed {seed} (replay: NBORCH_FAULT_SEED={seed} NBORCH_FAULT_SCHEDULES=1):\n'
         + '\n'.join(figures['injected']) + '\n' + '\n'.join(figures['anomalies'][:20]))
+
+
+def test_a_seed_replays_the_same_schedule():
+    assert make_schedule(42) == make_schedule(42) != make_schedule(43)
+    kinds = {f.kind for seed in range(200) for f in make_schedule(seed)}
+    assert kinds == {'kill-leader', 'kill-follower', 'stop-leader', 'stop-follower',
+                     'kill-all', 'restart'}
+    assert all(0.5 <= f.hold_s <= 4.0 for f in make_schedule(7, 50) if f.kind.startswith('stop'))

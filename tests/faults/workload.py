@@ -89,7 +89,7 @@ class Workload:
             self.ops.append(Op.write(value, invoked, completed,
                                      ACKED if ok else INDETERMINATE, client=name))
             if not ok:
-                await asyncio.sleep(0.05)  # the group is failing over: don't spin
+                await asyncio.sleep(0.2)  # the group is failing over: don't spin
 
     async def _reader(self, client: AsyncClient, r: int) -> None:
         name = f'reader-{r}'
