@@ -32,15 +32,17 @@ class Fault:
         return f'+{self.gap_s:.1f}s {self.kind}{hold}'
 
 
-def make_schedule(seed: int, faults: int = 4) -> list[Fault]:
+def make_schedule(seed: int, faults: int = 4, max_hold_s: float = 4.0) -> list[Fault]:
     rng = random.Random(seed)
     return [Fault(kind, gap_s=round(rng.uniform(0.3, 1.5), 2),
-                  hold_s=round(rng.uniform(0.5, 4.0), 2) if kind.startswith('stop') else 0.0)
+                  hold_s=round(rng.uniform(0.5, max_hold_s), 2) if kind.startswith('stop')
+                  else 0.0)
             for kind in rng.choices(KINDS, WEIGHTS, k=faults)]
 
 
-class NoLeader(AssertionError):
-    """No replica reported itself leader in time: a stall (the campaign reports it)."""
+class Stall(AssertionError):
+    """The group made no progress in time (no replica in the role wanted, no write
+    acknowledged): the campaign reports it as an anomaly."""
 
 
 class Injector:
@@ -91,11 +93,12 @@ class Injector:
         deadline = time.monotonic() + self.find_timeout
         while True:
             candidates = [r for r in replicas(self.dep)
-                          if r.get('state') == 'ready' and (r.get('raft') or {}).get('role') == role]
+                          if r.get('state') == 'ready'
+                          and (r.get('raft') or {}).get('role') == role]
             if candidates:
                 return self.rng.choice(candidates)
             if time.monotonic() > deadline:
-                raise NoLeader(f'no live {role} within {self.find_timeout:.0f}s: '
+                raise Stall(f'no live {role} within {self.find_timeout:.0f}s: '
                                f'{[(r.get("state"), r.get("raft")) for r in replicas(self.dep)]}')
             time.sleep(0.05)
 

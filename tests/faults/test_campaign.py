@@ -10,6 +10,8 @@ with what each replica applied.
     NBORCH_FAULT_SEED=1234           first seed (default: random, printed); replay one with
                                      NBORCH_FAULT_SEED=<seed> NBORCH_FAULT_SCHEDULES=1
     NBORCH_FAULTS_PER_SCHEDULE=6     faults per schedule (default 4)
+    NBORCH_FAULT_MAX_HOLD=12         longest SIGSTOP in seconds (default 4; clients time out
+                                     after 8, so longer holds make indeterminate writes)
     NBORCH_FAULT_REPORT=path.json    also write the figures there
 
 Figures appear in the terminal summary ("fault campaign") and in fault-campaign.json in
@@ -27,14 +29,15 @@ from docarray.documents import TextDoc
 
 from nborch import Deployment
 from tests.faults.figures import SCHEDULES as CAMPAIGN
-from tests.faults.faults import Injector, NoLeader, make_schedule, wait_healed
-from tests.faults.history import ACKED, Op, check_history
+from tests.faults.faults import Injector, Stall, make_schedule, wait_healed
+from tests.faults.history import ACKED, INDETERMINATE, Op, check_history
 from tests.faults.workload import LogLedger, Workload
 from tests.integration.helpers import read_history
 
 SCHEDULES = int(os.environ.get('NBORCH_FAULT_SCHEDULES', '2'))
 FIRST_SEED = int(os.environ.get('NBORCH_FAULT_SEED') or random.SystemRandom().randrange(10**6))
 FAULTS = int(os.environ.get('NBORCH_FAULTS_PER_SCHEDULE', '4'))
+MAX_HOLD_S = float(os.environ.get('NBORCH_FAULT_MAX_HOLD', '4'))  # SIGSTOP; clients wait 8 s
 # Fast failover, and snapshots often enough that restarts and catch-up restore from one.
 RAFT = {'heartbeat_timeout': 50, 'election_timeout': 300, 'snapshot_threshold': 64,
         'snapshot_interval': 200, 'trailing_logs': 16}
@@ -45,23 +48,21 @@ def _wait_for_acks(load: Workload, more_than: int, timeout: float = PROGRESS_TIM
     deadline = time.monotonic() + timeout
     while load.acked() <= more_than:
         if time.monotonic() > deadline:
-            raise NoLeader(f'no write acknowledged for {timeout:.0f}s (errors: {load.errors})')
+            raise Stall(f'no write acknowledged for {timeout:.0f}s (errors: {load.errors})')
         time.sleep(0.05)
 
 
 def _one_more_write(dep, prefix: str, timeout: float = 60.0) -> list[Op]:
     """After healing the group must take a write: keep trying (each try recorded)."""
     ops, deadline = [], time.monotonic() + timeout
-    for k in range(1000):
-        value, invoked = f'{prefix}-healed-{k}', time.monotonic()
+    while not (ops and ops[-1].outcome == ACKED) and time.monotonic() < deadline:
+        value, invoked = f'{prefix}-healed-{len(ops)}', time.monotonic()
         try:
             out = dep.post('/index', DocList[TextDoc]([TextDoc(id=value)]), timeout=10)
             ok = [d.id for d in out] == [value]
         except Exception:  # noqa: BLE001 -- recorded as indeterminate, then tried again
             ok = False
-        ops.append(Op.write(value, invoked, time.monotonic(), ACKED if ok else 'indeterminate'))
-        if ok or time.monotonic() > deadline:
-            return ops
+        ops.append(Op.write(value, invoked, time.monotonic(), ACKED if ok else INDETERMINATE))
     return ops
 
 
@@ -79,7 +80,7 @@ def _stable_histories(dep, workspace: str, timeout: float = 60.0) -> list[list[s
 
 
 def _run_schedule(seed: int, workspace: str) -> dict:
-    schedule = make_schedule(seed, FAULTS)
+    schedule = make_schedule(seed, FAULTS, MAX_HOLD_S)
     print(f'fault schedule seed={seed}: {", ".join(map(str, schedule))}')
     dep = Deployment(name='ledger', uses=LogLedger, replicas=3, stateful=True,
                      workspace=workspace, raft_configuration=RAFT, quiet=True)
@@ -97,7 +98,7 @@ def _run_schedule(seed: int, workspace: str) -> dict:
                     acked = load.acked()
                     injector.apply(fault)
                     _wait_for_acks(load, acked)
-        except NoLeader as exc:
+        except Stall as exc:
             stalls.append(f'stall: {exc}')
         finally:
             injector.heal()
@@ -113,7 +114,8 @@ def _run_schedule(seed: int, workspace: str) -> dict:
         stalls.append('stall: the healed group did not acknowledge a new write in 60s')
     report = check_history(ops, histories)
     return {'seed': seed, 'schedule': [str(f) for f in schedule], 'injected': injector.log,
-            'faults_injected': dict(injector.injected), 'seconds': round(time.monotonic() - started, 1),
+            'faults_injected': dict(injector.injected),
+            'seconds': round(time.monotonic() - started, 1),
             'writes_checked': report.writes_checked, 'acked': report.acked,
             'indeterminate_applied': report.indeterminate_applied,
             'indeterminate_absent': report.indeterminate_absent,
