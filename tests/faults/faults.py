@@ -65,19 +65,18 @@ class Injector:
             self._record(fault, 'whole deployment')
             return
         if fault.kind == 'kill-all':
-            pids = [r['pid'] for r in replicas(self.dep) if r.get('pid')]
-            for pid in pids:
-                os.kill(pid, signal.SIGKILL)
+            pids = [r['pid'] for r in replicas(self.dep)
+                    if r.get('state') == 'ready' and _signal(r['pid'], signal.SIGKILL)]
             self._record(fault, f'pids {pids}')
             return
         role = fault.kind.split('-')[1]
         victim = self._pick(role)
         pid = victim['pid']
         if fault.kind.startswith('kill'):
-            os.kill(pid, signal.SIGKILL)
-        else:
-            os.kill(pid, signal.SIGSTOP)
-            timer = self._frozen[pid] = threading.Timer(fault.hold_s, _continue, (pid,))
+            _signal(pid, signal.SIGKILL)
+        elif _signal(pid, signal.SIGSTOP):
+            timer = self._frozen[pid] = threading.Timer(fault.hold_s, _signal,
+                                                        (pid, signal.SIGCONT))
             timer.daemon = True
             timer.start()
         self._record(fault, f'pid {pid} (replica {victim["replica"]})')
@@ -86,7 +85,7 @@ class Injector:
         frozen, self._frozen = self._frozen, {}
         for pid, timer in frozen.items():
             timer.cancel()
-            _continue(pid)
+            _signal(pid, signal.SIGCONT)
 
     def _pick(self, role: str) -> dict:
         """A live replica in `role` (polled: right after a fault the group may be electing)."""
@@ -107,11 +106,13 @@ class Injector:
         self.log.append(f'{fault} -> {target}')
 
 
-def _continue(pid: int) -> None:
+def _signal(pid: int, signum: int) -> bool:
+    """Signal `pid`; False when it already died (the supervisor restarts it anyway)."""
     try:
-        os.kill(pid, signal.SIGCONT)
+        os.kill(pid, signum)
     except ProcessLookupError:
-        pass
+        return False
+    return True
 
 
 def wait_healed(dep, timeout: float = 90.0) -> list[dict]:

@@ -31,7 +31,7 @@ from nborch import Deployment
 from tests.faults.figures import SCHEDULES as CAMPAIGN
 from tests.faults.faults import Injector, Stall, make_schedule, wait_healed
 from tests.faults.history import ACKED, INDETERMINATE, Op, check_history
-from tests.faults.workload import LogLedger, Workload
+from tests.faults.workload import BrokenLedger, LogLedger, Workload
 from tests.integration.helpers import read_history
 
 SCHEDULES = int(os.environ.get('NBORCH_FAULT_SCHEDULES', '2'))
@@ -41,6 +41,7 @@ MAX_HOLD_S = float(os.environ.get('NBORCH_FAULT_MAX_HOLD', '4'))  # SIGSTOP; cli
 # Fast failover, and snapshots often enough that restarts and catch-up restore from one.
 RAFT = {'heartbeat_timeout': 50, 'election_timeout': 300, 'snapshot_threshold': 64,
         'snapshot_interval': 200, 'trailing_logs': 16}
+MIN_ACKS = 40  # every schedule checks at least this many acknowledged writes
 PROGRESS_TIMEOUT_S = 45.0  # a group that acknowledges nothing this long after a fault stalls
 
 
@@ -79,10 +80,10 @@ def _stable_histories(dep, workspace: str, timeout: float = 60.0) -> list[list[s
         before = now
 
 
-def _run_schedule(seed: int, workspace: str) -> dict:
-    schedule = make_schedule(seed, FAULTS, MAX_HOLD_S)
+def _run_schedule(seed: int, workspace: str, faults: int = FAULTS, uses=LogLedger) -> dict:
+    schedule = make_schedule(seed, faults, MAX_HOLD_S)
     print(f'fault schedule seed={seed}: {", ".join(map(str, schedule))}')
-    dep = Deployment(name='ledger', uses=LogLedger, replicas=3, stateful=True,
+    dep = Deployment(name='ledger', uses=uses, replicas=3, stateful=True,
                      workspace=workspace, raft_configuration=RAFT, quiet=True)
     injector = Injector(dep, random.Random(seed))
     stalls: list[str] = []
@@ -98,6 +99,7 @@ def _run_schedule(seed: int, workspace: str) -> dict:
                     acked = load.acked()
                     injector.apply(fault)
                     _wait_for_acks(load, acked)
+                _wait_for_acks(load, MIN_ACKS - 1)
         except Stall as exc:
             stalls.append(f'stall: {exc}')
         finally:
@@ -143,3 +145,10 @@ def test_a_seed_replays_the_same_schedule():
     assert kinds == {'kill-leader', 'kill-follower', 'stop-leader', 'stop-follower',
                      'kill-all', 'restart'}
     assert all(0.5 <= f.hold_s <= 4.0 for f in make_schedule(7, 50) if f.kind.startswith('stop'))
+
+
+@pytest.mark.timeout(120)
+def test_the_campaign_catches_stale_reads_and_a_replica_that_loses_writes(tmp_path):
+    figures = _run_schedule(0, str(tmp_path), faults=0, uses=BrokenLedger)
+    kinds = {a.split(':')[0] for a in figures['anomalies']}
+    assert {'lost', 'diverged', 'not-linearizable'} <= kinds, figures['anomalies']

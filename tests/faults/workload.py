@@ -9,7 +9,7 @@ import time
 from docarray import DocList
 from docarray.documents import TextDoc
 
-from nborch import AsyncClient, requests
+from nborch import AsyncClient, requests, write
 from tests.faults.history import ACKED, INDETERMINATE, Op
 from tests.integration.helpers import Ledger
 
@@ -109,3 +109,20 @@ class Workload:
             else:
                 await asyncio.sleep(0.05)
             await asyncio.sleep(0.02)  # reads return the whole log: leave room for writes
+
+
+class BrokenLedger(LogLedger):
+    """A canary the campaign must catch: its reads return half the log, and replica 2
+    never records each writer's fourth write."""
+
+    @requests(on='/index')
+    @write
+    def index(self, docs: DocList[TextDoc], **kwargs) -> DocList[TextDoc]:
+        if self.runtime_args.replica_id == 2:
+            docs = DocList[TextDoc]([d for d in docs if not d.id.endswith('-3')])
+        super().index(docs, **kwargs)
+
+    @requests(on='/read')
+    def read(self, docs, **kwargs):
+        answer = super().read(docs, **kwargs)
+        return {**answer, 'ids': answer['ids'][:len(answer['ids']) // 2]}
