@@ -6,8 +6,6 @@ import json
 import os
 from collections import Counter
 
-import pytest
-
 from tests.faults.figures import SCHEDULES
 
 
@@ -34,7 +32,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if not SCHEDULES:
         return
     figures = totals(SCHEDULES)
-    paths = [os.path.join(str(config._tmp_path_factory.getbasetemp()), 'fault-campaign.json')]
+    factory = getattr(config, '_tmp_path_factory', None)  # pytest's tmp_path plugin
+    paths = [os.path.join(str(factory.getbasetemp()), 'fault-campaign.json')] if factory else []
     if os.environ.get('NBORCH_FAULT_REPORT'):
         paths.append(os.environ['NBORCH_FAULT_REPORT'])
     for path in paths:
