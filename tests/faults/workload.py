@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 import time
 
@@ -10,6 +11,7 @@ from docarray import DocList
 from docarray.documents import TextDoc
 
 from nborch import AsyncClient, requests, write
+from nborch._loop import get_loop
 from tests.faults.history import ACKED, INDETERMINATE, Op
 from tests.integration.helpers import Ledger
 
@@ -26,7 +28,8 @@ class LogLedger(Ledger):
 
 
 class Workload:
-    """Runs `writers` + `readers` loops on one event loop in a background thread.
+    """Runs `writers` + `readers` loops on nborch's own event loop (a second loop in the
+    process would leave grpc's poller calling into it once closed).
 
     Each write posts one doc whose id is the write's unique value; it is acknowledged when
     the post returns it, and indeterminate on any error or timeout (a write the gateway or a
@@ -40,11 +43,10 @@ class Workload:
         self.ops: list[Op] = []
         self.errors: dict[str, int] = {}
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()),
-                                        name='fault-workload', daemon=True)
+        self._running: concurrent.futures.Future | None = None
 
     def __enter__(self) -> 'Workload':
-        self._thread.start()
+        self._running = asyncio.run_coroutine_threadsafe(self._main(), get_loop())
         return self
 
     def __exit__(self, *exc) -> None:
@@ -53,9 +55,12 @@ class Workload:
     def stop(self) -> None:
         """Stop sending; returns once every operation in flight has an outcome."""
         self._stop.set()
-        self._thread.join(timeout=self.timeout * 3 + 30)
-        if self._thread.is_alive():
-            raise AssertionError('the workload did not stop: a client call outlived its timeout')
+        try:
+            self._running.result(timeout=self.timeout * 3 + 30)
+        except concurrent.futures.TimeoutError:
+            self._running.cancel()
+            raise AssertionError('the workload did not stop: a client call outlived its '
+                                 'timeout') from None
 
     def acked(self) -> int:
         return sum(op.kind == 'write' and op.outcome == ACKED for op in list(self.ops))
