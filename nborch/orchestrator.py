@@ -148,7 +148,7 @@ class Orchestrator:
         topology = Topology(host=self.host, port=self.port, executors=[
             ExecutorTopology(name=plan.spec.name, polling=plan.spec.polling, needs=plan.needs,
                              stateful=plan.spec.stateful,
-                             shards=self._addresses(plan.spec))
+                             shards=self._addresses(plan.spec), **plan.spec.routing())
             for plan in self.plans])
         path = os.path.join(self.run_dir, 'topology.json')
         with open(path, 'w') as f:

@@ -25,7 +25,7 @@ from nborch.runtime.health import serve_until_stopped
 from nborch.runtime.mux import serve_stream
 from nborch.runtime.polling import Polling, PollingTable, choose_shards
 from nborch.runtime.reduce import reduce_docs
-from nborch.runtime.router import ReplicaPool
+from nborch.runtime.router import CallPolicy, ReplicaPool
 from nborch.runtime.topology import GATEWAY, ExecutorTopology, Topology
 
 RECENT_ROUTES = 32
@@ -62,7 +62,10 @@ class ExecutorNode:
         self.needs = list(spec.needs)
         self.stateful = spec.stateful
         self.polling = PollingTable.parse(spec.polling)
-        self.pools = [ReplicaPool(spec.name, addresses, discover=spec.discover)
+        policy = CallPolicy.from_timeout_send(spec.timeout_send, endpoints=spec.endpoints,
+                                              stateful=spec.stateful,
+                                              election_s=spec.election_ms / 1000)
+        self.pools = [ReplicaPool(spec.name, addresses, discover=spec.discover, policy=policy)
                       for addresses in spec.shards]
         self._rotation = 0
 
@@ -99,12 +102,15 @@ class ExecutorNode:
         for pool in self.pools:
             await pool.refresh()
         shards = [list(pool.replicas) for pool in self.pools]  # membership may change below
+        now = time.monotonic()
         reports = iter(await asyncio.gather(*(ReplicaPool.status(r, timeout=1.0)
                                               for replicas in shards for r in replicas))
                        if self.stateful else ())
         return {'name': self.name, 'needs': self.needs, 'shards': [
             {'replicas': [{'address': r.address, 'outstanding': r.outstanding,
                            'served': r.served, 'failures': r.failures,
+                           'deadline_misses': r.deadline_misses, 'ejections': r.ejections,
+                           'ejected': r.ejected(now),
                            'raft': (next(reports, None) or {}).get('raft')}
                           for r in replicas]}
             for replicas in shards]}

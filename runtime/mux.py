@@ -3,8 +3,8 @@
 Replies come back in completion order and are matched to their requests by `request_id`.
 On this kind of machine a message on an open stream costs ~0.34 ms round trip against
 ~0.59 ms for a unary call (grpc's Python stack is CPU-bound here; docs/architecture.md).
-A broken stream fails every request in flight on it with `StreamError` (retryable: nothing
-was answered) and the next call opens a new stream.
+A broken stream fails every request in flight on it with `StreamError` (nothing was
+answered; whether a request already ran is unknown) and the next call opens a new stream.
 """
 from __future__ import annotations
 
@@ -71,7 +71,17 @@ class StreamMux:
         self._ids = itertools.count()
 
     async def call(self, request: pb.DataRequest, timeout: float | None = None) -> pb.DataResponse:
-        """Send a copy of `request` tagged with this stream's next id; wait for its reply.
+        """Send a copy of `request` tagged with this stream's next id; wait for its reply."""
+        request_id, reply = await self.send(request)
+        try:
+            return await asyncio.wait_for(reply, timeout) if timeout else await reply
+        finally:
+            self.forget(request_id)
+
+    async def send(self, request: pb.DataRequest) -> tuple[str, asyncio.Future]:
+        """Send a copy of `request` tagged with this stream's next id; return the id and the
+        future of its reply. StreamError here means the request was not sent. The caller
+        `forget`s the id once it stops waiting (a late reply is then dropped).
 
         The caller's message is not touched: the same request may go to several streams at
         once (ALL polling), each with its own ids.
@@ -83,20 +93,21 @@ class StreamMux:
         tagged = pb.DataRequest()
         tagged.CopyFrom(request)
         tagged.request_id = request_id
-        request = tagged
         future = asyncio.get_running_loop().create_future()
         stream.pending[request_id] = future
         try:
             async with stream.write_lock:
-                await stream.call.write(request)
+                await stream.call.write(tagged)
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
             stream.pending.pop(request_id, None)
             if stream.broken is not None:
                 raise stream.broken from None
             raise StreamError(f'cannot send: {exc}') from None
-        try:
-            return await asyncio.wait_for(future, timeout) if timeout else await future
-        finally:
+        return request_id, future
+
+    def forget(self, request_id: str) -> None:
+        stream = self._stream
+        if stream is not None:
             stream.pending.pop(request_id, None)
 
     async def close(self) -> None:
