@@ -16,8 +16,7 @@ from dataclasses import dataclass
 
 from nborch.ports import check_port_free, free_port
 from nborch.runtime.gpu import CUDA_VISIBLE_DEVICES, detect_device_count, replica_environments
-from nborch.runtime.process import ChildHandle
-from nborch.runtime.supervisor import ReplicaId, Supervisor, WorkerHandle
+from nborch.runtime.supervisor import ProcessHandle, ReplicaId, Supervisor, WorkerHandle
 from nborch.runtime.topology import ExecutorTopology, Topology
 from nborch.runtime.worker_spec import WorkerSpec, raft_dir
 from nborch.spec import DeploymentSpec
@@ -70,14 +69,28 @@ class Orchestrator:
         self.ready_timeout = ready_timeout
         self.quiet = quiet
         self.workers: dict[str, list[list[WorkerHandle]]] = {}
-        self.gateway: ChildHandle | None = None
+        self.gateway: ProcessHandle | None = None
         self.supervisor: Supervisor | None = None
         self.run_dir: str | None = None
+        self.started = False
         self._lock = threading.Lock()
 
     @property
     def running(self) -> bool:
-        return self.gateway is not None
+        """Started, and the gateway (what serves posts) is up: False while it restarts."""
+        return self.started and self.gateway is not None and self.gateway.up
+
+    @property
+    def healthy(self) -> bool:
+        """Running with every process up (no replica dead or restarting)."""
+        return self.running and all(w.up for w in self.all_workers())
+
+    def down(self) -> list[str]:
+        """The processes that are not up now, by name (empty when healthy or stopped)."""
+        if not self.started:
+            return []
+        return [str(p.id) for p in [self.gateway, *self.all_workers()]
+                if p is not None and not p.up]
 
     def all_workers(self) -> list[WorkerHandle]:
         return [w for shards in self.workers.values() for replicas in shards for w in replicas]
@@ -85,7 +98,7 @@ class Orchestrator:
     # -- start -----------------------------------------------------------------------------
     def start(self) -> None:
         with self._lock:
-            if self.running:
+            if self.started:
                 return
             check_port_free(self.host, self.port, f'{self.label} gateway')
             self.run_dir = tempfile.mkdtemp(prefix=f'nborch-{self.label}-')
@@ -96,7 +109,8 @@ class Orchestrator:
             except BaseException:
                 self._teardown()
                 raise
-            self.supervisor = Supervisor(self.all_workers(), self.ready_timeout)
+            self.started = True
+            self.supervisor = Supervisor([self.gateway, *self.all_workers()], self.ready_timeout)
             self.supervisor.start()
 
     def _start_workers(self) -> None:
@@ -153,10 +167,10 @@ class Orchestrator:
         path = os.path.join(self.run_dir, 'topology.json')
         with open(path, 'w') as f:
             f.write(topology.to_json())
-        self.gateway = ChildHandle(f'{self.label}/gateway', 'nborch.runtime.gateway',
-                                   ['--topology', path],
-                                   log_path=os.path.join(self.run_dir, 'gateway.log'),
-                                   echo=None if self.quiet else _echo)
+        self.gateway = ProcessHandle(f'{self.label}/gateway', 'nborch.runtime.gateway',
+                                     ['--topology', path], env=None,
+                                     log_path=os.path.join(self.run_dir, 'gateway.log'),
+                                     echo=None if self.quiet else _echo)
         self.gateway.spawn()
         self.gateway.wait_ready(self.ready_timeout)
 
@@ -198,6 +212,7 @@ class Orchestrator:
             self.gateway.stop()
             self.gateway = None
         self.workers = {}
+        self.started = False
         _live.discard(self)
         if self.run_dir is not None:
             shutil.rmtree(self.run_dir, ignore_errors=True)
@@ -208,7 +223,10 @@ class Orchestrator:
         """What the owner knows of its processes (pids, ports, states, restarts)."""
         return {
             'gateway': {'pid': self.gateway.pid if self.gateway else None,
-                        'alive': bool(self.gateway and self.gateway.alive)},
+                        'port': self.port,
+                        'alive': bool(self.gateway and self.gateway.alive),
+                        'state': self.gateway.state if self.gateway else 'stopped',
+                        'restarts': self.gateway.restarts if self.gateway else 0},
             'executors': {plan.spec.name: self._replica_status(plan.spec) for plan in self.plans},
         }
 

@@ -34,7 +34,13 @@ class Serving:
 
     @property
     def running(self) -> bool:
+        """Started and the gateway is up; False while a killed gateway is being restarted
+        (and after `close()`). `healthy` also needs every replica up."""
         return self._orchestrator.running
+
+    @property
+    def healthy(self) -> bool:
+        return self._orchestrator.healthy
 
     # -- export (SPEC §9) ------------------------------------------------------------------
     def to_kubernetes_yaml(self, output_base_path: str, *, namespace: str = 'default',
@@ -146,11 +152,19 @@ class Serving:
     def status(self) -> dict:
         """Processes (pids, states, restarts, GPUs) joined with the gateway's routing counters.
 
-        `executors[i].shards[s].replicas[r]` has `served`, `outstanding` and `failures` from
-        the gateway and `pid`, `port`, `state`, `restarts`, `gpu` from the owner.
+        `executors[i].shards[s].replicas[r]` has `served`, `outstanding`, `failures`,
+        `deadline_misses`, `ejections` and `ejected` from the gateway and `pid`, `port`,
+        `state`, `restarts`, `gpu` from the owner. It never raises because a process is
+        down: `healthy` is False, `down` names the processes not up, and while the gateway
+        is down the routing counters are missing (`gateway.state` says 'restarting').
         """
         processes = self._orchestrator.process_status()
-        routed = self.client.status() if self.running else {}
+        routed = {}
+        if self.running:  # a gateway that died since is reported, not raised
+            try:
+                routed = self.client.status(timeout=2.0)
+            except (ConnectionError, TimeoutError, RuntimeError) as exc:
+                processes['gateway']['error'] = str(exc)
         counters = {e['name']: e for e in routed.get('executors', [])}
         executors = []
         for name, shards in processes['executors'].items():
@@ -163,6 +177,7 @@ class Serving:
                               'shards': [{'shard': s, 'replicas': replicas}
                                          for s, replicas in enumerate(shards)]})
         return {'name': self._orchestrator.label, 'address': self.address,
-                'running': self.running, 'gateway': processes['gateway'],
+                'running': self.running, 'healthy': self._orchestrator.healthy,
+                'down': self._orchestrator.down(), 'gateway': processes['gateway'],
                 'requests': routed.get('requests', 0), 'executors': executors,
                 'recent_routes': routed.get('recent_routes', [])}

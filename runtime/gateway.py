@@ -217,11 +217,15 @@ async def serve(topology: Topology, ready_fd: int | None) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog='python -m nborch.runtime.gateway')
     parser.add_argument('--topology', required=True, help='a JSON file or a JSON string')
+    parser.add_argument('--port', type=int, default=None, help="overrides the topology's port")
     child.add_process_arguments(parser)
     args = parser.parse_args(argv)
     child.watch_parent(args.parent_fd)
     child.configure_logging()
-    asyncio.run(serve(Topology.load(args.topology), args.ready_fd))
+    topology = Topology.load(args.topology)
+    if args.port is not None:
+        topology.port = args.port
+    asyncio.run(serve(topology, args.ready_fd))
 
 
 if __name__ == '__main__':
