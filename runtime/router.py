@@ -344,9 +344,10 @@ class ReplicaPool:
         except StreamError as exc:
             raise _NotSent(str(exc)) from None
         try:
-            check = self.policy.liveness_check
+            liveness = self.policy.liveness_check
+            check = liveness
             if watch_leader:  # a frozen leader is noticed within an election timeout
-                check = min(check or self.policy.election_s, self.policy.election_s)
+                check = min(liveness or self.policy.election_s, self.policy.election_s)
             if deadline is None and check is None:
                 return await reply
             loop = asyncio.get_running_loop()
@@ -367,7 +368,7 @@ class ReplicaPool:
                         raise _LeaderMoved()
                 if reply.done():
                     return reply.result()
-                if not await replica.alive():
+                if liveness is not None and not await replica.alive():
                     raise ReplicaSilent(f'no reply in {waited:.1f} s and no health reply '
                                         f'in {PROBE_TIMEOUT_S:.0f} s')
         finally:
