@@ -73,6 +73,20 @@ def test_frozen_replica_is_ejected_and_no_request_waits_much_past_the_deadline(
     assert sum(1 for d in docs[10:] if f'|rep-1|' in d.text) == 0
 
 
+def test_a_busy_replica_keeps_its_slow_request_by_default():
+    """Slow but alive is not frozen: past the liveness check it still answers health checks
+    (from its event loop; the executor thread is busy), so its request is not cut."""
+    busy_s = LIVENESS_CHECK_S + PROBE_TIMEOUT_S + 1.0
+    with Deployment(name='who', uses=WhoAmI, replicas=2, quiet=True) as dep:
+        start = time.monotonic()
+        docs = dep.post('/', text_docs(1), parameters={'sleep': busy_s})
+        took = time.monotonic() - start
+        counters = replicas(dep)
+    assert took >= busy_s and len(docs) == 1
+    assert sum(r['served'] for r in counters) == 1  # ran once, not retried elsewhere
+    assert all(r['deadline_misses'] == 0 and r['ejections'] == 0 for r in counters)
+
+
 def test_prefetch_1_does_not_stall_and_a_thawed_replica_is_readmitted():
     with Deployment(name='who', uses=WhoAmI, replicas=3, quiet=True, timeout_send=1000) as dep:
         victim = replicas(dep)[0]
