@@ -290,7 +290,8 @@ class ReplicaPool:
             now = self._clock()
             i = choose_replica([r.outstanding for r in replicas], self._rotation,
                                tried=[j for j, r in enumerate(replicas) if r in tried],
-                               ejected=[j for j, r in enumerate(replicas) if r.ejected(now)],
+                               ejected=[j for j, r in enumerate(replicas)
+                                        if r.silent or r.ejected_until > now],
                                preferred=self._leader_index() if is_write else None)
             if i is None:
                 what = '; '.join(f'{r.address} ({e})' for r, e in zip(tried, errors)) if tried \
