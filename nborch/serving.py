@@ -158,9 +158,11 @@ class Serving:
         down: `healthy` is False, `down` names the processes not up, and while the gateway
         is down the routing counters are missing (`gateway.state` says 'restarting').
         """
+        running = self.running  # first: a process seen down below stays down in the report
         processes = self._orchestrator.process_status()
+        healthy, down = self._orchestrator.healthy, self._orchestrator.down()
         routed = {}
-        if self.running:  # a gateway that died since is reported, not raised
+        if running:  # a gateway that died since is reported, not raised
             try:
                 routed = self.client.status(timeout=2.0)
             except (ConnectionError, TimeoutError, RuntimeError) as exc:
@@ -177,7 +179,7 @@ class Serving:
                               'shards': [{'shard': s, 'replicas': replicas}
                                          for s, replicas in enumerate(shards)]})
         return {'name': self._orchestrator.label, 'address': self.address,
-                'running': self.running, 'healthy': self._orchestrator.healthy,
-                'down': self._orchestrator.down(), 'gateway': processes['gateway'],
+                'running': running, 'healthy': healthy and running, 'down': down,
+                'gateway': processes['gateway'],
                 'requests': routed.get('requests', 0), 'executors': executors,
                 'recent_routes': routed.get('recent_routes', [])}

@@ -30,10 +30,19 @@ class StreamError(ConnectionError):
         self.code = code
 
 
+class Overdue(Exception):
+    """Raised into a waiter whose reply is late (`StreamMux.wake_overdue`): it may check on
+    the replica, then await `reply`, which the reply (if it ever comes) will complete."""
+
+    def __init__(self, reply: asyncio.Future):
+        self.reply = reply
+
+
 class _OpenStream:
     def __init__(self, stub: pb_grpc.ExecutorStub):
         self.call = stub.Stream()
         self.pending: dict[str, asyncio.Future] = {}
+        self.wake_at: dict[str, float] = {}  # request id → when its waiter wants a word
         self.write_lock = asyncio.Lock()
         self.broken: StreamError | None = None
         self.reader = asyncio.ensure_future(self._read())
@@ -45,6 +54,8 @@ class _OpenStream:
                 if reply is grpc.aio.EOF:
                     raise StreamError('the server closed the stream')
                 future = self.pending.pop(reply.request_id, None)
+                if self.wake_at:
+                    self.wake_at.pop(reply.request_id, None)
                 if future is not None and not future.done():
                     future.set_result(reply)
         except asyncio.CancelledError:
@@ -57,6 +68,7 @@ class _OpenStream:
     def fail(self, error: StreamError) -> None:
         self.broken = error
         pending, self.pending = self.pending, {}
+        self.wake_at = {}
         for future in pending.values():
             if not future.done():
                 future.set_exception(error)
@@ -78,10 +90,12 @@ class StreamMux:
         finally:
             self.forget(request_id)
 
-    async def send(self, request: pb.DataRequest) -> tuple[str, asyncio.Future]:
+    async def send(self, request: pb.DataRequest,
+                   wake_at: float | None = None) -> tuple[str, asyncio.Future]:
         """Send a copy of `request` tagged with this stream's next id; return the id and the
         future of its reply. StreamError here means the request was not sent. The caller
-        `forget`s the id once it stops waiting (a late reply is then dropped).
+        `forget`s the id once it stops waiting (a late reply is then dropped). With
+        `wake_at` (loop time), `wake_overdue` raises `Overdue` into the reply from then on.
 
         The caller's message is not touched: the same request may go to several streams at
         once (ALL polling), each with its own ids.
@@ -95,11 +109,14 @@ class StreamMux:
         tagged.request_id = request_id
         future = asyncio.get_running_loop().create_future()
         stream.pending[request_id] = future
+        if wake_at is not None:
+            stream.wake_at[request_id] = wake_at
         try:
             async with stream.write_lock:
                 await stream.call.write(tagged)
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
             stream.pending.pop(request_id, None)
+            stream.wake_at.pop(request_id, None)
             if stream.broken is not None:
                 raise stream.broken from None
             raise StreamError(f'cannot send: {exc}') from None
@@ -109,6 +126,27 @@ class StreamMux:
         stream = self._stream
         if stream is not None:
             stream.pending.pop(request_id, None)
+            stream.wake_at.pop(request_id, None)
+
+    def wake_later(self, request_id: str, wake_at: float) -> None:
+        stream = self._stream
+        if stream is not None and request_id in stream.pending:
+            stream.wake_at[request_id] = wake_at
+
+    def wake_overdue(self, now: float) -> None:
+        """Raise `Overdue` into each waiter whose `wake_at` has come (once per wake_at); a
+        fresh future takes its place in `pending`, so a reply arriving later still lands."""
+        stream = self._stream
+        if stream is None or not stream.wake_at:
+            return
+        due = [rid for rid, when in stream.wake_at.items() if when <= now]
+        for request_id in due:
+            del stream.wake_at[request_id]
+            waiting = stream.pending.get(request_id)
+            if waiting is None or waiting.done():
+                continue
+            reply = stream.pending[request_id] = waiting.get_loop().create_future()
+            waiting.set_exception(Overdue(reply))
 
     async def close(self) -> None:
         stream, self._stream = self._stream, None

@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
 from nborch.runtime.grpc_options import CHANNEL_OPTIONS
-from nborch.runtime.mux import StreamError, StreamMux
+from nborch.runtime.mux import Overdue, StreamError, StreamMux
 from nborch.runtime.resolve import dial_target, resolve_replicas
 
 EJECT_SECONDS = 0.5  # a failed replica is tried last for at least this long
@@ -123,27 +123,6 @@ class _LeaderMoved(Exception):
     """A newer leader was learned while a write waited at the old one: send it there."""
 
 
-async def _done_within(future: asyncio.Future, seconds: float) -> bool:
-    """Wait up to `seconds` for `future` without cancelling it; whether it is done."""
-    if future.done():
-        return True
-    loop = asyncio.get_running_loop()
-    waiter = loop.create_future()
-
-    def wake(_=None) -> None:
-        if not waiter.done():
-            waiter.set_result(None)
-
-    timer = loop.call_later(max(seconds, 0.0), wake)
-    future.add_done_callback(wake)
-    try:
-        await waiter
-    finally:
-        timer.cancel()
-        future.remove_done_callback(wake)
-    return future.done()
-
-
 def _channel(address: str) -> grpc.aio.Channel:
     """`host:port`, `grpc://host:port` or `grpcs://host:port` (TLS with system roots)."""
     if address.startswith('grpcs://'):
@@ -239,6 +218,7 @@ class ReplicaPool:
         # The Raft leader as the replicas report it: (term, node id = replica index + 1).
         self.leader: tuple[int, int] = (0, 0)
         self._leader_poll: asyncio.Future | None = None
+        self._watchdog: asyncio.Task | None = None
 
     @property
     def addresses(self) -> list[str]:
@@ -339,41 +319,64 @@ class ReplicaPool:
 
     async def _attempt(self, replica: _Replica, request: pb.DataRequest,
                        deadline: float | None, watch_leader: bool) -> pb.DataResponse:
-        """One try at one replica, bounded by `deadline` and checked for liveness."""
+        """One try at one replica, bounded by `deadline` and checked for liveness.
+
+        The wait costs nothing extra while replies are prompt: the pool's watchdog wakes
+        a waiter (`Overdue`) only once its next check is due."""
+        policy = self.policy
+        check = policy.liveness_check
+        if watch_leader:  # a frozen leader is noticed within an election timeout
+            check = min(check or policy.election_s, policy.election_s)
+        limit = check if deadline is None or (check is not None and check < deadline) \
+            else deadline
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        if limit is not None and self._watchdog is None:
+            checks = (policy.liveness_check, policy.timeout_send, limit,
+                      policy.election_s if policy.stateful else None)
+            self._watchdog = asyncio.ensure_future(
+                self._watch(min(c for c in checks if c is not None)))
         try:
-            request_id, reply = await replica.stream.send(request)
+            request_id, reply = await replica.stream.send(
+                request, None if limit is None else started + limit)
         except StreamError as exc:
             raise _NotSent(str(exc)) from None
         try:
-            liveness = self.policy.liveness_check
-            check = liveness
-            if watch_leader:  # a frozen leader is noticed within an election timeout
-                check = min(liveness or self.policy.election_s, self.policy.election_s)
-            if deadline is None and check is None:
-                return await reply
-            loop = asyncio.get_running_loop()
-            started = loop.time()
             while True:
-                wait = check if check is not None else deadline
-                if deadline is not None:
-                    wait = min(wait, started + deadline - loop.time())
-                if await _done_within(reply, wait):
-                    return reply.result()
+                try:
+                    return await reply
+                except Overdue as overdue:
+                    reply = overdue.reply
                 waited = loop.time() - started
                 if deadline is not None and waited >= deadline:
                     raise ReplicaSilent(f'no reply within timeout_send={deadline * 1000:.0f} ms')
                 if watch_leader:
                     await self._poll_leader(exclude=replica)
-                    if self._leader_index() is not None and \
-                            self.replicas[self._leader_index()] is not replica:
+                    leader = self._leader_index()
+                    if leader is not None and self.replicas[leader] is not replica:
                         raise _LeaderMoved()
                 if reply.done():
                     return reply.result()
-                if liveness is not None and not await replica.alive():
+                if policy.liveness_check is not None and not await replica.alive():
                     raise ReplicaSilent(f'no reply in {waited:.1f} s and no health reply '
                                         f'in {PROBE_TIMEOUT_S:.0f} s')
+                next_check = check if check is not None else deadline
+                if deadline is not None:
+                    next_check = min(next_check, deadline - (loop.time() - started))
+                replica.stream.wake_later(request_id, loop.time() + max(next_check, 0.0))
         finally:
             replica.stream.forget(request_id)
+
+    async def _watch(self, shortest: float) -> None:
+        """Wake overdue waiters, a few times per shortest check: one timer per pool instead
+        of one per request."""
+        tick = max(shortest / 4, 0.01)
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(tick)
+            now = loop.time()
+            for replica in self.replicas:
+                replica.stream.wake_overdue(now)
 
     async def _poll_leader(self, exclude: _Replica) -> None:
         """Ask the other replicas who leads (one poll at a time, shared by the waiters)."""
@@ -395,8 +398,9 @@ class ReplicaPool:
         return json.loads(reply.json)
 
     async def close(self) -> None:
-        if self._leader_poll is not None:
-            self._leader_poll.cancel()
+        for task in (self._leader_poll, self._watchdog):
+            if task is not None:
+                task.cancel()
         for replica in self.replicas:
             await replica.close()
         self.replicas = []

@@ -135,3 +135,51 @@ def test_a_newer_term_wins_from_any_replica():
     assert not newer_leader((4, 2), 4, 1)   # same term: the known leader stays
     assert newer_leader((4, 0), 4, 2)       # same term: an unknown leader is filled in
     assert not newer_leader((4, 2), 4, 0)
+
+
+def test_an_overdue_waiter_is_woken_and_a_late_reply_still_lands():
+    """The watchdog's wake: Overdue into the waiter, a fresh future takes the reply."""
+    import asyncio
+    import itertools
+
+    from nborch.runtime.mux import Overdue, StreamMux
+
+    class SlowCall:
+        def __init__(self):
+            self.written, self.release = [], asyncio.Event()
+
+        async def write(self, message):
+            self.written.append(message)
+
+        async def read(self):
+            await self.release.wait()
+            self.release.clear()
+            return pb.DataResponse(request_id=self.written[-1].request_id, docs=b'late')
+
+        def cancel(self):
+            pass
+
+    async def main():
+        call = SlowCall()
+        mux = StreamMux.__new__(StreamMux)
+        mux._stub, mux._stream, mux._ids = type('S', (), {'Stream': lambda self: call})(), \
+            None, itertools.count()
+        loop = asyncio.get_running_loop()
+        request_id, reply = await mux.send(pb.DataRequest(endpoint='/'), loop.time() + 60)
+        mux.wake_overdue(loop.time())       # not due yet: nothing happens
+        assert not reply.done()
+        mux.wake_overdue(loop.time() + 61)  # due: the waiter hears of it once
+        try:
+            await reply
+            raise AssertionError('not woken')
+        except Overdue as overdue:
+            reply = overdue.reply
+        mux.wake_overdue(loop.time() + 120)  # woken once per wake_at
+        assert not reply.done()
+        call.release.set()
+        late = await asyncio.wait_for(reply, 5)
+        mux.forget(request_id)
+        await mux.close()
+        return late
+
+    assert asyncio.run(main()).docs == b'late'
