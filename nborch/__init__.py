@@ -1,7 +1,7 @@
 """nborch: Jupyter-first orchestration of executor replicas, shards and Raft groups."""
 from nborch.client import AsyncClient, Client, Response
 from nborch.deployment import Deployment
-from nborch.errors import ExecutorError, PortInUseError
+from nborch.errors import ExecutorError, IncompletePostError, PortInUseError, UnavailableError
 from nborch.executor import Executor, requests, write
 from nborch.flow import Flow
 
@@ -14,8 +14,10 @@ __all__ = [
     'Executor',
     'ExecutorError',
     'Flow',
+    'IncompletePostError',
     'PortInUseError',
     'Response',
+    'UnavailableError',
     'requests',
     'write',
 ]

@@ -172,6 +172,9 @@ _HELP = {
     'env': 'environment of the replica processes (e.g. {"CUDA_VISIBLE_DEVICES": "RR"})',
     'workspace': 'folder for executor state',
     'timeout_ready': 'milliseconds to wait for readiness; -1 waits forever',
+    'timeout_send': 'milliseconds a replica may take per request before the gateway ejects '
+                    'it and retries elsewhere (reads, stateful writes); -1: no limit; '
+                    'default: no limit while the replica answers health checks',
     'quiet': "do not echo the replicas' output",
     'log_level': 'DEBUG, INFO, WARNING or ERROR',
     'stateful': 'replicate @write endpoints with Raft consensus',

@@ -19,7 +19,7 @@ from docarray.base_doc import AnyDoc
 
 from nborch._loop import run_sync
 from nborch.addresses import parse_address
-from nborch.errors import ExecutorError
+from nborch.errors import ExecutorError, IncompletePostError, UnavailableError
 from nborch.executor import doc_type_of
 from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
@@ -40,7 +40,9 @@ class Response:
     parameters: dict
     route: list[tuple[str, int, int]] = field(default_factory=list)  # (executor, shard, replica)
     failed_shards: list[str] = field(default_factory=list)
-    error: ExecutorError | None = None
+    # ExecutorError when an endpoint raised; ConnectionError / TimeoutError when the request
+    # got no answer (its `docs` are then the request's input docs)
+    error: Exception | None = None
 
 
 def _doc_type_of(return_type) -> type[BaseDoc] | None:
@@ -110,8 +112,11 @@ class AsyncClient:
             else:
                 reply = await call_unary(self._auth, PROCESS_METHOD, self.address, stub.Process,
                                          request, timeout=timeout)
-        except (StreamError, AuthError) as exc:
+        except AuthError as exc:
             raise ConnectionError(f'cannot reach {self.address}: {exc}') from None
+        except StreamError as exc:
+            error = UnavailableError if exc.code == grpc.StatusCode.UNAVAILABLE else ConnectionError
+            raise error(f'cannot reach {self.address}: {exc}') from None
         except asyncio.TimeoutError:
             raise TimeoutError(f'{self.address} did not answer in {timeout} s') from None
         except grpc.aio.AioRpcError as exc:
@@ -131,18 +136,27 @@ class AsyncClient:
 
         At most `prefetch` requests are in flight. The returned DocList is in input order;
         callbacks fire as responses arrive, or in input order with `results_in_order=True`.
-        An executor error raises `ExecutorError` unless `on_error` or `continue_on_error`
-        takes it; an unreachable gateway or executor raises `ConnectionError`. With
-        `stream=True` requests travel on one bidirectional gRPC stream, else as unary calls.
+        `timeout` (seconds) limits each request. With `stream=True` requests travel on one
+        bidirectional gRPC stream, else as unary calls.
+
+        Every input doc is accounted for: it comes back, or it is in the `docs` of a failed
+        request's `Response` (`error` set: `ExecutorError` when an endpoint raised,
+        `ConnectionError`/`TimeoutError` when no answer came). Failed requests go to
+        `on_error` when given, and the post returns what came back. Without `on_error`, the
+        first failure raises it and stops sending; with `continue_on_error=True` every
+        request is sent and the post ends with `IncompletePostError`, whose `docs` are what
+        came back and whose `failed` are the failed requests' Responses.
         """
         doc_type = _doc_type_of(return_type)
         params = json.dumps(parameters or {}).encode()
         window = asyncio.Semaphore(prefetch or DEFAULT_PREFETCH)
         results: dict[int, DocList] = {}
+        failures: dict[int, Response] = {}
         pending_callbacks: dict[int, Response] = {}
         next_callback = 0
         progress = _progress(inputs, request_size) if show_progress else None
         failed = asyncio.Event()  # set by the first request that raises: stop sending more
+        takes_failures = on_error is not None or continue_on_error
 
         def deliver(i: int, response: Response) -> None:
             nonlocal next_callback
@@ -162,14 +176,16 @@ class AsyncClient:
                                          write_id=uuid.uuid4().hex,
                                          target_executor=target_executor or '')
                 try:
-                    reply = await self._send(request, stream, timeout)
-                except (ConnectionError, TimeoutError, RuntimeError):
-                    if continue_on_error and on_error is None:
-                        return
-                    raise
-                response = _to_response(reply, doc_type)
+                    response = _to_response(await self._send(request, stream, timeout), doc_type)
+                except (ConnectionError, TimeoutError, RuntimeError) as exc:
+                    if not takes_failures:
+                        raise
+                    response = Response(docs=_as_doclist(batch, doc_type),
+                                        parameters=parameters or {}, error=exc)
                 if response.error is None:
                     results[i] = response.docs
+                else:
+                    failures[i] = response
                 deliver(i, response)
                 if progress is not None:
                     progress.update(1)
@@ -192,7 +208,10 @@ class AsyncClient:
                 task.cancel()
             if progress is not None:
                 progress.close()
-        return _concat([results[i] for i in sorted(results)], doc_type)
+        docs = _concat([results[i] for i in sorted(results)], doc_type)
+        if failures and on_error is None:
+            raise IncompletePostError(docs, [failures[i] for i in sorted(failures)])
+        return docs
 
     async def index(self, inputs=None, **kwargs) -> DocList:
         return await self.post('/index', inputs, **kwargs)
@@ -245,7 +264,7 @@ def _progress(inputs, request_size: int):
 
 def _transport_error(exc: grpc.aio.AioRpcError, address: str) -> Exception:
     if exc.code() == grpc.StatusCode.UNAVAILABLE:
-        return ConnectionError(f'cannot reach {address}: {exc.details()}')
+        return UnavailableError(f'cannot reach {address}: {exc.details()}')
     if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
         return TimeoutError(f'{address} did not answer in time')
     return RuntimeError(f'{address} failed: {exc.code().name}: {exc.details()}')
@@ -278,6 +297,12 @@ def _run_callbacks(response: Response, on_done, on_error, on_always, continue_on
         on_done(response)
     if on_always is not None:
         on_always(response)
+
+
+def _as_doclist(batch: list, doc_type) -> DocList:
+    """A request's input docs, as its failure Response carries them."""
+    kind = type(batch[0]) if batch else doc_type
+    return DocList[kind](batch) if kind is not None else DocList([])
 
 
 def _concat(parts: list[DocList], doc_type) -> DocList:

@@ -24,3 +24,28 @@ class MembershipError(ValueError):
     """A stateful executor's workspace holds a Raft group other than the one being started
     (another replica count, or a replica folder of another group); raised before anything
     starts. The message names the workspace, what it records and what was asked for."""
+
+
+class UnavailableError(ConnectionError):
+    """The gateway (or worker) could not be reached, or its connection broke mid-request
+    (gRPC UNAVAILABLE). Retryable: a supervised gateway comes back on the same port."""
+
+
+class IncompletePostError(RuntimeError):
+    """A `post(..., continue_on_error=True)` without `on_error` in which some requests
+    failed. `docs` holds every doc that came back (in input order); `failed` holds one
+    `Response` per failed request, with that request's input docs and its `error`."""
+
+    def __init__(self, docs, failed: list):
+        self.docs = docs
+        self.failed = failed
+        lost = sum(len(r.docs) for r in failed)
+        shown = '; '.join(f'{len(r.docs)} doc(s) starting {_first_id(r.docs)}: {r.error}'
+                          for r in failed[:3])
+        more = f'; and {len(failed) - 3} more' if len(failed) > 3 else ''
+        super().__init__(f'{len(failed)} request(s) failed ({lost} doc(s)); {len(docs)} doc(s) '
+                         f'came back (in .docs; the failed requests in .failed): {shown}{more}')
+
+
+def _first_id(docs) -> str:
+    return repr(docs[0].id) if len(docs) else '(none)'

@@ -18,9 +18,8 @@ from nborch.ports import check_port_free, free_port
 from nborch.runtime.auth import new_secret
 from nborch.runtime.consensus.membership import check_workspace
 from nborch.runtime.gpu import CUDA_VISIBLE_DEVICES, detect_device_count, replica_environments
-from nborch.runtime.process import ChildHandle
+from nborch.runtime.supervisor import ProcessHandle, ReplicaId, Supervisor, WorkerHandle
 from nborch.runtime.tls import TlsFiles
-from nborch.runtime.supervisor import ReplicaId, Supervisor, WorkerHandle
 from nborch.runtime.topology import ExecutorTopology, Topology
 from nborch.runtime.worker_spec import WorkerSpec, raft_dir
 from nborch.spec import DeploymentSpec
@@ -80,14 +79,28 @@ class Orchestrator:
         self.ready_timeout = ready_timeout
         self.quiet = quiet
         self.workers: dict[str, list[list[WorkerHandle]]] = {}
-        self.gateway: ChildHandle | None = None
+        self.gateway: ProcessHandle | None = None
         self.supervisor: Supervisor | None = None
         self.run_dir: str | None = None
+        self.started = False
         self._lock = threading.Lock()
 
     @property
     def running(self) -> bool:
-        return self.gateway is not None
+        """Started, and the gateway (what serves posts) is up: False while it restarts."""
+        return self.started and self.gateway is not None and self.gateway.up
+
+    @property
+    def healthy(self) -> bool:
+        """Running with every process up (no replica dead or restarting)."""
+        return self.running and all(w.up for w in self.all_workers())
+
+    def down(self) -> list[str]:
+        """The processes that are not up now, by name (empty when healthy or stopped)."""
+        if not self.started:
+            return []
+        return [str(p.id) for p in [self.gateway, *self.all_workers()]
+                if p is not None and not p.up]
 
     def all_workers(self) -> list[WorkerHandle]:
         return [w for shards in self.workers.values() for replicas in shards for w in replicas]
@@ -95,7 +108,7 @@ class Orchestrator:
     # -- start -----------------------------------------------------------------------------
     def start(self) -> None:
         with self._lock:
-            if self.running:
+            if self.started:
                 return
             check_port_free(self.host, self.port, f'{self.label} gateway')
             self.run_dir = tempfile.mkdtemp(prefix=f'nborch-{self.label}-')  # 0700
@@ -107,7 +120,8 @@ class Orchestrator:
             except BaseException:
                 self._teardown()
                 raise
-            self.supervisor = Supervisor(self.all_workers(), self.ready_timeout)
+            self.started = True
+            self.supervisor = Supervisor([self.gateway, *self.all_workers()], self.ready_timeout)
             self.supervisor.start()
 
     def _start_workers(self) -> None:
@@ -167,16 +181,16 @@ class Orchestrator:
             ExecutorTopology(name=plan.spec.name, polling=plan.spec.polling, needs=plan.needs,
                              stateful=plan.spec.stateful,
                              external=plan.spec.external and self.given_secret is None,
-                             shards=self._addresses(plan.spec))
+                             shards=self._addresses(plan.spec), **plan.spec.routing())
             for plan in self.plans], require_secret=self.require_secret,
             tls=self.tls.to_dict() if self.tls else None, internal_tls=self.internal_tls)
         path = os.path.join(self.run_dir, 'topology.json')
         with open(path, 'w') as f:
             f.write(topology.to_json())
-        self.gateway = ChildHandle(f'{self.label}/gateway', 'nborch.runtime.gateway',
-                                   ['--topology', path],
-                                   log_path=os.path.join(self.run_dir, 'gateway.log'),
-                                   echo=None if self.quiet else _echo, secret=self.secret)
+        self.gateway = ProcessHandle(f'{self.label}/gateway', 'nborch.runtime.gateway',
+                                     ['--topology', path], env=None,
+                                     log_path=os.path.join(self.run_dir, 'gateway.log'),
+                                     echo=None if self.quiet else _echo, secret=self.secret)
         self.gateway.spawn()
         self.gateway.wait_ready(self.ready_timeout)
 
@@ -218,6 +232,7 @@ class Orchestrator:
             self.gateway.stop()
             self.gateway = None
         self.workers = {}
+        self.started = False
         _live.discard(self)
         if self.run_dir is not None:
             shutil.rmtree(self.run_dir, ignore_errors=True)
@@ -228,7 +243,10 @@ class Orchestrator:
         """What the owner knows of its processes (pids, ports, states, restarts)."""
         return {
             'gateway': {'pid': self.gateway.pid if self.gateway else None,
-                        'alive': bool(self.gateway and self.gateway.alive)},
+                        'port': self.port,
+                        'alive': bool(self.gateway and self.gateway.alive),
+                        'state': self.gateway.state if self.gateway else 'stopped',
+                        'restarts': self.gateway.restarts if self.gateway else 0},
             'executors': {plan.spec.name: self._replica_status(plan.spec) for plan in self.plans},
         }
 

@@ -34,6 +34,8 @@ class Serving:
 
     @property
     def running(self) -> bool:
+        """Started and the gateway is up; False while a killed gateway is being restarted
+        (and after `close()`). `healthy` also needs every replica up."""
         return self._orchestrator.running
 
     @property
@@ -41,6 +43,10 @@ class Serving:
         """This run's deployment secret (new at each start): `Client(..., secret=...)` from
         another process of this user, where `require_secret=True` closes the gateway."""
         return self._orchestrator.secret
+
+    @property
+    def healthy(self) -> bool:
+        return self._orchestrator.healthy
 
     # -- export (SPEC §9) ------------------------------------------------------------------
     def to_kubernetes_yaml(self, output_base_path: str, *, namespace: str = 'default',
@@ -156,11 +162,21 @@ class Serving:
     def status(self) -> dict:
         """Processes (pids, states, restarts, GPUs) joined with the gateway's routing counters.
 
-        `executors[i].shards[s].replicas[r]` has `served`, `outstanding` and `failures` from
-        the gateway and `pid`, `port`, `state`, `restarts`, `gpu` from the owner.
+        `executors[i].shards[s].replicas[r]` has `served`, `outstanding`, `failures`,
+        `deadline_misses`, `ejections` and `ejected` from the gateway and `pid`, `port`,
+        `state`, `restarts`, `gpu` from the owner. It never raises because a process is
+        down: `healthy` is False, `down` names the processes not up, and while the gateway
+        is down the routing counters are missing (`gateway.state` says 'restarting').
         """
+        running = self.running  # first: a process seen down below stays down in the report
         processes = self._orchestrator.process_status()
-        routed = self.client.status() if self.running else {}
+        healthy, down = self._orchestrator.healthy, self._orchestrator.down()
+        routed = {}
+        if running:  # a gateway that died since is reported, not raised
+            try:
+                routed = self.client.status(timeout=2.0)
+            except (ConnectionError, TimeoutError, RuntimeError) as exc:
+                processes['gateway']['error'] = str(exc)
         counters = {e['name']: e for e in routed.get('executors', [])}
         executors = []
         for name, shards in processes['executors'].items():
@@ -173,6 +189,7 @@ class Serving:
                               'shards': [{'shard': s, 'replicas': replicas}
                                          for s, replicas in enumerate(shards)]})
         return {'name': self._orchestrator.label, 'address': self.address,
-                'running': self.running, 'gateway': processes['gateway'],
+                'running': running, 'healthy': healthy and running, 'down': down,
+                'gateway': processes['gateway'],
                 'requests': routed.get('requests', 0), 'executors': executors,
                 'recent_routes': routed.get('recent_routes', [])}

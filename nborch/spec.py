@@ -42,6 +42,8 @@ class DeploymentSpec:
     env: dict = field(default_factory=dict)
     workspace: str | None = None
     timeout_ready: int = 60_000        # ms, as in the reference system; -1 waits forever
+    timeout_send: int | None = None    # ms per request to a replica, as in the reference
+                                       # system; -1: none; None: liveness checks only
     quiet: bool = False                # do not echo replica output to this process's stdout
     log_level: str = 'INFO'
     stateful: bool = False             # replicas of a shard form a Raft group (SPEC §5)
@@ -122,6 +124,11 @@ class DeploymentSpec:
             raise ValueError(f'port={self.port!r}: must be an integer in 1..65535')
         if not isinstance(self.timeout_ready, int) or (self.timeout_ready <= 0 and self.timeout_ready != -1):
             raise ValueError(f'timeout_ready={self.timeout_ready!r}: milliseconds > 0, or -1')
+        if self.timeout_send is not None and (
+                isinstance(self.timeout_send, bool) or not isinstance(self.timeout_send, int)
+                or (self.timeout_send <= 0 and self.timeout_send != -1)):
+            raise ValueError(f'timeout_send={self.timeout_send!r}: milliseconds > 0, or -1 '
+                             '(no limit)')
         self.env = {str(k): str(v) for k, v in (self.env or {}).items()}
         visible = self.env.get(CUDA_VISIBLE_DEVICES, os.environ.get(CUDA_VISIBLE_DEVICES, ''))
         try:
@@ -162,6 +169,14 @@ class DeploymentSpec:
                           'nothing is replicated', stacklevel=4)
         self.raft_settings = RaftSettings.parse(self.raft_configuration)
         self.peer_port_table = parse_peer_ports(self.peer_ports, self.shards, self.replicas)
+
+    def routing(self) -> dict:
+        """What the gateway needs to route this executor's requests safely (the routing
+        fields of runtime.topology.ExecutorTopology)."""
+        endpoints = None if self.executor_class is None else \
+            {path: e.is_write for path, e in self.executor_class.endpoints().items()}
+        return {'timeout_send': self.timeout_send, 'endpoints': endpoints,
+                'election_ms': (self.raft_settings or RaftSettings()).election_ms}
 
     @property
     def ready_seconds(self) -> float:

@@ -45,7 +45,7 @@ class Hop(_message.Message):
     def __init__(self, executor: _Optional[str] = ..., shard: _Optional[int] = ..., replica: _Optional[int] = ...) -> None: ...
 
 class DataResponse(_message.Message):
-    __slots__ = ("docs", "parameters", "error", "route", "failed_shards", "request_id", "connection_error", "leader_hint")
+    __slots__ = ("docs", "parameters", "error", "route", "failed_shards", "request_id", "connection_error", "leader_hint", "leader_term")
     DOCS_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +54,7 @@ class DataResponse(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CONNECTION_ERROR_FIELD_NUMBER: _ClassVar[int]
     LEADER_HINT_FIELD_NUMBER: _ClassVar[int]
+    LEADER_TERM_FIELD_NUMBER: _ClassVar[int]
     docs: bytes
     parameters: bytes
     error: ExecutorError
@@ -62,7 +63,8 @@ class DataResponse(_message.Message):
     request_id: str
     connection_error: str
     leader_hint: int
-    def __init__(self, docs: _Optional[bytes] = ..., parameters: _Optional[bytes] = ..., error: _Optional[_Union[ExecutorError, _Mapping]] = ..., route: _Optional[_Iterable[_Union[Hop, _Mapping]]] = ..., failed_shards: _Optional[_Iterable[str]] = ..., request_id: _Optional[str] = ..., connection_error: _Optional[str] = ..., leader_hint: _Optional[int] = ...) -> None: ...
+    leader_term: int
+    def __init__(self, docs: _Optional[bytes] = ..., parameters: _Optional[bytes] = ..., error: _Optional[_Union[ExecutorError, _Mapping]] = ..., route: _Optional[_Iterable[_Union[Hop, _Mapping]]] = ..., failed_shards: _Optional[_Iterable[str]] = ..., request_id: _Optional[str] = ..., connection_error: _Optional[str] = ..., leader_hint: _Optional[int] = ..., leader_term: _Optional[int] = ...) -> None: ...
 
 class StatusRequest(_message.Message):
     __slots__ = ()

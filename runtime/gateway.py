@@ -25,7 +25,7 @@ from nborch.runtime.health import serve_until_stopped
 from nborch.runtime.mux import serve_stream
 from nborch.runtime.polling import Polling, PollingTable, choose_shards
 from nborch.runtime.reduce import reduce_docs
-from nborch.runtime.router import ReplicaPool
+from nborch.runtime.router import CallPolicy, ReplicaPool
 from nborch.runtime.topology import GATEWAY, ExecutorTopology, Topology
 
 RECENT_ROUTES = 32
@@ -62,8 +62,11 @@ class ExecutorNode:
         self.needs = list(spec.needs)
         self.stateful = spec.stateful
         self.polling = PollingTable.parse(spec.polling)
+        policy = CallPolicy.from_timeout_send(spec.timeout_send, endpoints=spec.endpoints,
+                                              stateful=spec.stateful,
+                                              election_s=spec.election_ms / 1000)
         # External executors are not this deployment's: they do not hold its secret.
-        self.pools = [ReplicaPool(spec.name, addresses, discover=spec.discover,
+        self.pools = [ReplicaPool(spec.name, addresses, discover=spec.discover, policy=policy,
                                   auth=None if spec.external else auth.installed(),
                                   tls=None if spec.external else tls.internal())
                       for addresses in spec.shards]
@@ -102,12 +105,15 @@ class ExecutorNode:
         for pool in self.pools:
             await pool.refresh()
         shards = [list(pool.replicas) for pool in self.pools]  # membership may change below
+        now = time.monotonic()
         reports = iter(await asyncio.gather(*(ReplicaPool.status(r, timeout=1.0)
                                               for replicas in shards for r in replicas))
                        if self.stateful else ())
         return {'name': self.name, 'needs': self.needs, 'shards': [
             {'replicas': [{'address': r.address, 'outstanding': r.outstanding,
                            'served': r.served, 'failures': r.failures,
+                           'deadline_misses': r.deadline_misses, 'ejections': r.ejections,
+                           'ejected': r.ejected(now),
                            'raft': (next(reports, None) or {}).get('raft')}
                           for r in replicas]}
             for replicas in shards]}
@@ -221,11 +227,15 @@ async def serve(topology: Topology, ready_fd: int | None) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog='python -m nborch.runtime.gateway')
     parser.add_argument('--topology', required=True, help='a JSON file or a JSON string')
+    parser.add_argument('--port', type=int, default=None, help="overrides the topology's port")
     child.add_process_arguments(parser)
     args = parser.parse_args(argv)
     child.enter_role(args)
     child.configure_logging()
-    asyncio.run(serve(Topology.load(args.topology), args.ready_fd))
+    topology = Topology.load(args.topology)
+    if args.port is not None:
+        topology.port = args.port
+    asyncio.run(serve(topology, args.ready_fd))
 
 
 if __name__ == '__main__':

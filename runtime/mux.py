@@ -3,8 +3,8 @@
 Replies come back in completion order and are matched to their requests by `request_id`.
 On this kind of machine a message on an open stream costs ~0.34 ms round trip against
 ~0.59 ms for a unary call (grpc's Python stack is CPU-bound here; docs/architecture.md).
-A broken stream fails every request in flight on it with `StreamError` (retryable: nothing
-was answered) and the next call opens a new stream.
+A broken stream fails every request in flight on it with `StreamError` (nothing was
+answered; whether a request already ran is unknown) and the next call opens a new stream.
 """
 from __future__ import annotations
 
@@ -32,10 +32,19 @@ class StreamError(ConnectionError):
         self.code = code
 
 
+class Overdue(Exception):
+    """Raised into a waiter whose reply is late (`StreamMux.wake_overdue`): it may check on
+    the replica, then await `reply`, which the reply (if it ever comes) will complete."""
+
+    def __init__(self, reply: asyncio.Future):
+        self.reply = reply
+
+
 class _OpenStream:
     def __init__(self, stub: pb_grpc.ExecutorStub, handshake: Handshake | None):
         self.call = stub.Stream(metadata=handshake.metadata) if handshake else stub.Stream()
         self.pending: dict[str, asyncio.Future] = {}
+        self.wake_at: dict[str, float] = {}  # request id → when its waiter wants a word
         self.write_lock = asyncio.Lock()
         self.broken: StreamError | None = None
         # Nothing is written to, or read from, a server before it proved the secret.
@@ -52,6 +61,8 @@ class _OpenStream:
                 if reply is grpc.aio.EOF:
                     raise StreamError('the server closed the stream')
                 future = self.pending.pop(reply.request_id, None)
+                if self.wake_at:
+                    self.wake_at.pop(reply.request_id, None)
                 if future is not None and not future.done():
                     future.set_result(reply)
         except asyncio.CancelledError:
@@ -70,6 +81,7 @@ class _OpenStream:
             self.trusted.set_exception(error)
             self.trusted.exception()  # retrieved: a stream nobody wrote to must not warn
         pending, self.pending = self.pending, {}
+        self.wake_at = {}
         for future in pending.values():
             if not future.done():
                 future.set_exception(error)
@@ -93,7 +105,19 @@ class StreamMux:
         self._ids = itertools.count()
 
     async def call(self, request: pb.DataRequest, timeout: float | None = None) -> pb.DataResponse:
-        """Send a copy of `request` tagged with this stream's next id; wait for its reply.
+        """Send a copy of `request` tagged with this stream's next id; wait for its reply."""
+        request_id, reply = await self.send(request)
+        try:
+            return await asyncio.wait_for(reply, timeout) if timeout else await reply
+        finally:
+            self.forget(request_id)
+
+    async def send(self, request: pb.DataRequest,
+                   wake_at: float | None = None) -> tuple[str, asyncio.Future]:
+        """Send a copy of `request` tagged with this stream's next id; return the id and the
+        future of its reply. StreamError here means the request was not sent. The caller
+        `forget`s the id once it stops waiting (a late reply is then dropped). With
+        `wake_at` (loop time), `wake_overdue` raises `Overdue` into the reply from then on.
 
         The caller's message is not touched: the same request may go to several streams at
         once (ALL polling), each with its own ids.
@@ -109,21 +133,46 @@ class StreamMux:
         tagged = pb.DataRequest()
         tagged.CopyFrom(request)
         tagged.request_id = request_id
-        request = tagged
         future = asyncio.get_running_loop().create_future()
         stream.pending[request_id] = future
+        if wake_at is not None:
+            stream.wake_at[request_id] = wake_at
         try:
             async with stream.write_lock:
-                await stream.call.write(request)
+                await stream.call.write(tagged)
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
             stream.pending.pop(request_id, None)
+            stream.wake_at.pop(request_id, None)
             if stream.broken is not None:
                 raise stream.broken from None
             raise StreamError(f'cannot send: {exc}') from None
-        try:
-            return await asyncio.wait_for(future, timeout) if timeout else await future
-        finally:
+        return request_id, future
+
+    def forget(self, request_id: str) -> None:
+        stream = self._stream
+        if stream is not None:
             stream.pending.pop(request_id, None)
+            stream.wake_at.pop(request_id, None)
+
+    def wake_later(self, request_id: str, wake_at: float) -> None:
+        stream = self._stream
+        if stream is not None and request_id in stream.pending:
+            stream.wake_at[request_id] = wake_at
+
+    def wake_overdue(self, now: float) -> None:
+        """Raise `Overdue` into each waiter whose `wake_at` has come (once per wake_at); a
+        fresh future takes its place in `pending`, so a reply arriving later still lands."""
+        stream = self._stream
+        if stream is None or not stream.wake_at:
+            return
+        due = [rid for rid, when in stream.wake_at.items() if when <= now]
+        for request_id in due:
+            del stream.wake_at[request_id]
+            waiting = stream.pending.get(request_id)
+            if waiting is None or waiting.done():
+                continue
+            reply = stream.pending[request_id] = waiting.get_loop().create_future()
+            waiting.set_exception(Overdue(reply))
 
     async def close(self) -> None:
         stream, self._stream = self._stream, None

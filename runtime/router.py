@@ -14,17 +14,75 @@ from dataclasses import dataclass
 from typing import Callable, Collection, Sequence
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
 from nborch.runtime.auth import STATUS_METHOD, AuthError, LinkAuth, call_unary
 from nborch.runtime.grpc_options import CHANNEL_OPTIONS, secure_channel
-from nborch.runtime.mux import StreamError, StreamMux
+from nborch.runtime.mux import Overdue, StreamError, StreamMux
 from nborch.runtime.resolve import dial_target, resolve_replicas
 from nborch.runtime.tls import TlsFiles
 
-EJECT_SECONDS = 0.5  # a failed replica is tried last for this long, then re-admitted
+EJECT_SECONDS = 0.5  # a failed replica is tried last for at least this long
 DISCOVERY_REFRESH_S = 5.0  # how often a discovered name is resolved again
+# A request unanswered this long makes the router ask whether its replica is alive: far above
+# a healthy round trip (~0.3 ms), and about four default election timeouts, so a frozen
+# replica holds a request ~3 s instead of until it thaws; honest slow work is never cut.
+LIVENESS_CHECK_S = 2.0
+PROBE_TIMEOUT_S = 1.0  # a live replica answers a health check from its event loop at once,
+                       # even while its executor thread is busy
+READMIT_PROBE_S = 0.5  # how often a replica ejected for silence is asked again
+LEADER_POLL_TIMEOUT_S = 0.5
+
+
+@dataclass(frozen=True)
+class CallPolicy:
+    """How long one attempt at a replica may take and which requests may be retried.
+
+    `timeout_send` (seconds) is the reference system's option of that name: the limit for a
+    request sent to an executor; a replica that misses it is ejected and the request goes
+    to another replica where that is safe. Without it, a request has no time limit while
+    its replica is alive, but one that stays unanswered for `liveness_check` seconds has its
+    replica asked for a health reply, and silence counts as a miss.
+    """
+
+    timeout_send: float | None = None
+    liveness_check: float | None = LIVENESS_CHECK_S
+    endpoints: dict[str, bool] | None = None  # path → is a write; None: unknown (external)
+    stateful: bool = False
+    election_s: float = 0.5  # a Raft election timeout of the group (stateful only)
+
+    @classmethod
+    def from_timeout_send(cls, timeout_send_ms: int | None, **kwargs) -> 'CallPolicy':
+        """None: liveness checks only; -1: no limit and no checks (as in the reference
+        system); N > 0: N milliseconds per attempt, with liveness checks before it."""
+        if timeout_send_ms == -1:
+            return cls(None, None, **kwargs)
+        return cls(None if timeout_send_ms is None else timeout_send_ms / 1000, **kwargs)
+
+    def is_write(self, endpoint: str) -> bool:
+        """Resolved as a worker does: the endpoint's own flag, else `/default`'s."""
+        table = self.endpoints
+        if not table:
+            return False
+        flag = table.get(endpoint)
+        return table.get('/default', False) if flag is None else flag
+
+    def retry_safe(self, request: pb.DataRequest) -> bool:
+        """Whether a request that may already have run can be sent again: reads always;
+        writes only to a stateful executor, whose replicas apply one `write_id` once."""
+        return not self.is_write(request.endpoint) or (self.stateful and bool(request.write_id))
+
+
+def newer_leader(known: tuple[int, int], term: int, leader: int) -> bool:
+    """Whether a replica's (term, leader) hint should replace the `known` one.
+
+    A higher term wins whoever reports it, even with no leader yet (the known one was
+    deposed: stop preferring it); within a term, a hint only fills in an unknown leader.
+    """
+    known_term, known_leader = known
+    return term > known_term or (term == known_term and leader != 0 and known_leader == 0)
 
 
 def choose_replica(outstanding: Sequence[int], start: int, *, tried: Collection[int] = (),
@@ -51,6 +109,22 @@ def choose_replica(outstanding: Sequence[int], start: int, *, tried: Collection[
     return best
 
 
+class ReplicaSilent(ConnectionError):
+    """A replica missed a deadline or stopped answering; the request may have run there."""
+
+
+class NotRetried(ConnectionError):
+    """A request that may have run on a failed replica and is unsafe to run twice."""
+
+
+class _NotSent(Exception):
+    """The request could not be sent (the stream was already broken)."""
+
+
+class _LeaderMoved(Exception):
+    """A newer leader was learned while a write waited at the old one: send it there."""
+
+
 def _channel(address: str, tls: TlsFiles | None = None) -> grpc.aio.Channel:
     """`host:port`, `grpc://host:port` or `grpcs://host:port` (TLS with system roots); with
     `tls`, mutual TLS with those files (the deployment's own replicas)."""
@@ -70,7 +144,7 @@ class Served:
 
 
 class _Replica:
-    """One replica's connection and counters."""
+    """One replica's connection, counters and ejection state."""
 
     def __init__(self, address: str, auth: LinkAuth | None = None, tls: TlsFiles | None = None):
         self.address = address
@@ -78,13 +152,52 @@ class _Replica:
         self.target = dial_target(address.removeprefix('grpcs://').removeprefix('grpc://'))
         self.channel = _channel(address, tls)
         self.stub = pb_grpc.ExecutorStub(self.channel)
+        self.health = health_pb2_grpc.HealthStub(self.channel)
         self.stream = StreamMux(self.channel, auth=auth, target=self.target)
         self.outstanding = 0
         self.served = 0
         self.failures = 0
+        self.deadline_misses = 0  # requests it held past timeout_send or while silent
+        self.ejections = 0
         self.ejected_until = 0.0
+        self.silent = False       # ejected for not answering: back once a health check is
+        self._probe: asyncio.Future | None = None
+        self._readmit: asyncio.Task | None = None
+
+    def ejected(self, now: float) -> bool:
+        return self.silent or self.ejected_until > now
+
+    async def alive(self) -> bool:
+        """Whether the process answers a health check now; concurrent askers share one."""
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.ensure_future(self._check())
+        return await asyncio.shield(self._probe)
+
+    async def _check(self) -> bool:
+        try:
+            await self.health.Check(health_pb2.HealthCheckRequest(), timeout=PROBE_TIMEOUT_S)
+        except grpc.aio.AioRpcError as exc:  # any answer but silence means it is alive
+            return exc.code() not in (grpc.StatusCode.DEADLINE_EXCEEDED,
+                                      grpc.StatusCode.UNAVAILABLE)
+        return True
+
+    def eject_silent(self, now: float) -> None:
+        """Tried last until it answers a health check again (at least EJECT_SECONDS)."""
+        self.ejections += 1
+        self.silent = True
+        self.ejected_until = now + EJECT_SECONDS
+        if self._readmit is None or self._readmit.done():
+            self._readmit = asyncio.ensure_future(self._readmit_when_alive())
+
+    async def _readmit_when_alive(self) -> None:
+        while not await self.alive():
+            await asyncio.sleep(READMIT_PROBE_S)
+        self.silent = False
 
     async def close(self) -> None:
+        for task in (self._readmit, self._probe):
+            if task is not None:
+                task.cancel()
         await self.stream.close()
         await self.channel.close()
 
@@ -98,20 +211,24 @@ class ReplicaPool:
     """
 
     def __init__(self, executor: str, addresses: Sequence[str], *, discover: bool = False,
-                 refresh_s: float = DISCOVERY_REFRESH_S,
+                 refresh_s: float = DISCOVERY_REFRESH_S, policy: CallPolicy = CallPolicy(),
                  clock: Callable[[], float] = time.monotonic, auth: LinkAuth | None = None,
                  tls: TlsFiles | None = None):
         self.executor = executor
         self.auth = auth  # the deployment's secret: its own replicas must prove it
         self.tls = tls
         self.discover = discover
+        self.policy = policy
         self.names = list(addresses)  # what the topology says (DNS names when discovering)
         self.replicas = [] if discover else [_Replica(a, auth, tls) for a in addresses]
         self._refresh_s = refresh_s
         self._resolved_at: float | None = None
         self._rotation = 0
         self._clock = clock
-        self._write_leader: dict[str, str] = {}  # endpoint → address of its writes' leader
+        # The Raft leader as the replicas report it: (term, node id = replica index + 1).
+        self.leader: tuple[int, int] = (0, 0)
+        self._leader_poll: asyncio.Future | None = None
+        self._watchdog: asyncio.Task | None = None
 
     @property
     def addresses(self) -> list[str]:
@@ -137,21 +254,35 @@ class ReplicaPool:
         for gone in current.values():  # in-flight calls on it fail over to the others
             await gone.close()
 
+    def _leader_index(self) -> int | None:
+        leader = self.leader[1]
+        return leader - 1 if 0 < leader <= len(self.replicas) else None
+
+    def hear_leader(self, term: int, leader: int) -> None:
+        if newer_leader(self.leader, term, leader):
+            self.leader = (term, leader)
+
     async def call(self, request: pb.DataRequest, timeout: float | None = None) -> Served:
-        """Send `request` to one replica, retrying on others; ConnectionError if all fail."""
+        """Send `request` to one replica, failing over to others where that is safe.
+
+        ConnectionError when no replica could serve it (NotRetried when it may have run on
+        one and must not run twice). `timeout` overrides the policy's `timeout_send`.
+        """
         if self.discover:  # fixed pools skip this: it is on every request's path
             await self.refresh(force=not self.replicas)
+        policy = self.policy
+        is_write = policy.is_write(request.endpoint)
+        deadline = policy.timeout_send if timeout is None else timeout
         tried: list[_Replica] = []
         errors: list[str] = []
         while True:
             replicas = self.replicas
             now = self._clock()
-            leader = self._write_leader.get(request.endpoint)
             i = choose_replica([r.outstanding for r in replicas], self._rotation,
                                tried=[j for j, r in enumerate(replicas) if r in tried],
-                               ejected=[j for j, r in enumerate(replicas) if r.ejected_until > now],
-                               preferred=next((j for j, r in enumerate(replicas)
-                                               if r.address == leader), None))
+                               ejected=[j for j, r in enumerate(replicas)
+                                        if r.silent or r.ejected_until > now],
+                               preferred=self._leader_index() if is_write else None)
             if i is None:
                 what = '; '.join(f'{r.address} ({e})' for r, e in zip(tried, errors)) if tried \
                     else f'no replica found at {", ".join(self.names)}'
@@ -162,24 +293,110 @@ class ReplicaPool:
             tried.append(replica)
             replica.outstanding += 1
             try:
-                response = await replica.stream.call(request, timeout=timeout)
-            except (StreamError, asyncio.TimeoutError) as exc:
-                if self._write_leader.get(request.endpoint) == replica.address:
-                    del self._write_leader[request.endpoint]  # learn the next leader anew
+                response = await self._attempt(replica, request, deadline,
+                                               watch_leader=is_write and policy.stateful)
+            except _LeaderMoved:
+                errors.append('a newer Raft leader was reported')
+                continue
+            except _NotSent as exc:  # nothing reached the replica: any request may go elsewhere
                 replica.failures += 1
                 replica.ejected_until = self._clock() + EJECT_SECONDS
+                errors.append(str(exc))
+                continue
+            except (StreamError, ReplicaSilent) as exc:
+                replica.failures += 1
+                now = self._clock()
+                if isinstance(exc, ReplicaSilent):
+                    replica.deadline_misses += 1
+                    replica.eject_silent(now)
+                else:
+                    replica.ejected_until = now + EJECT_SECONDS
                 errors.append(str(exc) or type(exc).__name__)
+                if not policy.retry_safe(request):
+                    raise NotRetried(
+                        f'executor {self.executor!r}: {request.endpoint} is a write to a '
+                        f'stateless executor and may have run on {replica.address} ({exc}); '
+                        'not sent again, so it cannot run twice') from None
                 continue
             finally:
                 replica.outstanding -= 1
             replica.served += 1
             replica.ejected_until = 0.0
-            # Raft node ids are replica ids + 1, in the order the topology lists the replicas.
-            if response.leader_hint and response.leader_hint <= len(self.replicas):
-                self._write_leader[request.endpoint] = \
-                    self.replicas[response.leader_hint - 1].address
+            if response.leader_term:
+                self.hear_leader(response.leader_term, response.leader_hint)
             return Served(response, self.replicas.index(replica)
                           if replica in self.replicas else i)
+
+    async def _attempt(self, replica: _Replica, request: pb.DataRequest,
+                       deadline: float | None, watch_leader: bool) -> pb.DataResponse:
+        """One try at one replica, bounded by `deadline` and checked for liveness.
+
+        The wait costs nothing extra while replies are prompt: the pool's watchdog wakes
+        a waiter (`Overdue`) only once its next check is due."""
+        policy = self.policy
+        check = policy.liveness_check
+        if watch_leader:  # a frozen leader is noticed within an election timeout
+            check = min(check or policy.election_s, policy.election_s)
+        limit = check if deadline is None or (check is not None and check < deadline) \
+            else deadline
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        if limit is not None and self._watchdog is None:
+            checks = (policy.liveness_check, policy.timeout_send, limit,
+                      policy.election_s if policy.stateful else None)
+            self._watchdog = asyncio.ensure_future(
+                self._watch(min(c for c in checks if c is not None)))
+        try:
+            request_id, reply = await replica.stream.send(
+                request, None if limit is None else started + limit)
+        except StreamError as exc:
+            raise _NotSent(str(exc)) from None
+        try:
+            while True:
+                try:
+                    return await reply
+                except Overdue as overdue:
+                    reply = overdue.reply
+                waited = loop.time() - started
+                if deadline is not None and waited >= deadline:
+                    raise ReplicaSilent(f'no reply within timeout_send={deadline * 1000:.0f} ms')
+                if watch_leader:
+                    await self._poll_leader(exclude=replica)
+                    leader = self._leader_index()
+                    if leader is not None and self.replicas[leader] is not replica:
+                        raise _LeaderMoved()
+                if reply.done():
+                    return reply.result()
+                if policy.liveness_check is not None and not await replica.alive():
+                    raise ReplicaSilent(f'no reply in {waited:.1f} s and no health reply '
+                                        f'in {PROBE_TIMEOUT_S:.0f} s')
+                next_check = check if check is not None else deadline
+                if deadline is not None:
+                    next_check = min(next_check, deadline - (loop.time() - started))
+                replica.stream.wake_later(request_id, loop.time() + max(next_check, 0.0))
+        finally:
+            replica.stream.forget(request_id)
+
+    async def _watch(self, shortest: float) -> None:
+        """Wake overdue waiters, a few times per shortest check: one timer per pool instead
+        of one per request."""
+        tick = max(shortest / 4, 0.01)
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(tick)
+            now = loop.time()
+            for replica in self.replicas:
+                replica.stream.wake_overdue(now)
+
+    async def _poll_leader(self, exclude: _Replica) -> None:
+        """Ask the other replicas who leads (one poll at a time, shared by the waiters)."""
+        if self._leader_poll is None or self._leader_poll.done():
+            self._leader_poll = asyncio.ensure_future(asyncio.gather(
+                *(self.status(r, timeout=LEADER_POLL_TIMEOUT_S)
+                  for r in self.replicas if r is not exclude)))
+        for report in await asyncio.shield(self._leader_poll):
+            raft = (report or {}).get('raft') or {}
+            self.hear_leader(int(raft.get('term') or 0), int(raft.get('leader') or 0))
 
     @staticmethod
     async def status(replica: _Replica, timeout: float = 2.0) -> dict | None:
@@ -192,6 +409,9 @@ class ReplicaPool:
         return json.loads(reply.json)
 
     async def close(self) -> None:
+        for task in (self._leader_poll, self._watchdog):
+            if task is not None:
+                task.cancel()
         for replica in self.replicas:
             await replica.close()
         self.replicas = []

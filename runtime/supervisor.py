@@ -1,21 +1,23 @@
-"""Keeping replica processes alive: `WorkerHandle` (one replica) and `Supervisor` (restarts).
+"""Keeping processes alive: `ProcessHandle` (one child: a replica via `WorkerHandle`, or the
+gateway) and `Supervisor` (restarts).
 
-A replica that dies is restarted on the same port, so the gateway's channel reconnects to
-it without a topology change; meanwhile the router sends requests to the other replicas.
+A child that dies is restarted on the same port, so clients and the gateway's channels
+reconnect to it without a topology change; meanwhile the router sends requests to the other
+replicas (and clients of a restarting gateway get UNAVAILABLE, which they may retry).
 """
 from __future__ import annotations
 
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable, Hashable, Mapping, Sequence
 
 from nborch.runtime.child import exit_reason
 from nborch.runtime.process import ChildHandle, ChildStartError
 
 BACKOFF_FIRST = 0.2
 BACKOFF_MAX = 5.0
-STABLE_AFTER = 10.0  # a replica up this long has its back-off reset
+STABLE_AFTER = 10.0  # a child up this long has its back-off reset
 
 
 def restart_delay(consecutive_failures: int) -> float:
@@ -33,19 +35,23 @@ class ReplicaId:
         return f'{self.executor}/shard-{self.shard}/rep-{self.replica}'
 
 
-class WorkerHandle:
-    """One replica: its spec file, its port once bound, and the child process serving it."""
+class ProcessHandle:
+    """One supervised child: `python -m module args`, its port once bound, its process.
 
-    def __init__(self, rid: ReplicaId, spec_path: str, *, env: Mapping[str, str], log_path: str,
+    The module takes `--port` (a restart keeps the port its first start bound)."""
+
+    def __init__(self, ident: Hashable, module: str, args: Sequence[str], *,
+                 env: Mapping[str, str] | None, log_path: str,
                  echo: Callable[[str], None] | None, secret: bytes | None = None):
-        self.id = rid
+        self.id = ident
+        self.module = module
+        self.args = list(args)
+        self.env = dict(env) if env is not None else None
         self.secret = secret
-        self.spec_path = spec_path
-        self.env = dict(env)
         self.log_path = log_path
         self.echo = echo
         self.port: int | None = None
-        self.seen_devices: str | None = None  # CUDA_VISIBLE_DEVICES as the process reported it
+        self.info: dict = {}
         self.restarts = 0
         self.consecutive_failures = 0
         self.state = 'new'
@@ -58,18 +64,17 @@ class WorkerHandle:
         self.last_exit = {'code': self.child.returncode, 'reason': exit_reason(self.child.tail)}
 
     def spawn(self) -> None:
-        args = ['--spec', self.spec_path]
+        args = list(self.args)
         if self.port is not None:  # a restart keeps its address
             args += ['--port', str(self.port)]
-        self.child = ChildHandle(str(self.id), 'nborch.runtime.worker', args, env=self.env,
+        self.child = ChildHandle(str(self.id), self.module, args, env=self.env,
                                  log_path=self.log_path, echo=self.echo, secret=self.secret)
         self.state = 'starting'
         self.child.spawn()
 
     def wait_ready(self, timeout: float) -> None:
-        info = self.child.wait_ready(timeout)
-        self.port = info['port']
-        self.seen_devices = info.get('cuda_visible_devices')
+        self.info = self.child.wait_ready(timeout)
+        self.port = self.info['port']
         self.state = 'ready'
 
     @property
@@ -79,6 +84,11 @@ class WorkerHandle:
     @property
     def alive(self) -> bool:
         return self.child is not None and self.child.alive
+
+    @property
+    def up(self) -> bool:
+        """Alive and ready (not starting, restarting or stopped)."""
+        return self.state == 'ready' and self.alive
 
     def terminate(self) -> None:
         self.state = 'stopped'
@@ -91,10 +101,25 @@ class WorkerHandle:
             self.child.stop(grace)
 
 
-class Supervisor:
-    """Watches workers on one thread and restarts the dead ones with back-off."""
+class WorkerHandle(ProcessHandle):
+    """One replica: its spec file and the worker process serving it."""
 
-    def __init__(self, workers: list[WorkerHandle], ready_timeout: float, poll: float = 0.1):
+    def __init__(self, rid: ReplicaId, spec_path: str, *, env: Mapping[str, str], log_path: str,
+                 echo: Callable[[str], None] | None, secret: bytes | None = None):
+        super().__init__(rid, 'nborch.runtime.worker', ['--spec', spec_path], env=env,
+                         log_path=log_path, echo=echo, secret=secret)
+        self.spec_path = spec_path
+
+    @property
+    def seen_devices(self) -> str | None:
+        """CUDA_VISIBLE_DEVICES as the process reported it."""
+        return self.info.get('cuda_visible_devices')
+
+
+class Supervisor:
+    """Watches children on one thread and restarts the dead ones with back-off."""
+
+    def __init__(self, workers: list[ProcessHandle], ready_timeout: float, poll: float = 0.1):
         self.workers = workers
         self.ready_timeout = ready_timeout
         self.poll = poll
@@ -127,7 +152,7 @@ class Supervisor:
                     del next_try[worker.id]
                     self._restart(worker)
 
-    def _restart(self, worker: WorkerHandle) -> None:
+    def _restart(self, worker: ProcessHandle) -> None:
         worker.restarts += 1
         try:
             worker.spawn()

@@ -9,6 +9,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from nborch.runtime.consensus.settings import RaftSettings
+
 GATEWAY = 'gateway'
 
 
@@ -22,6 +24,9 @@ class ExecutorTopology:
     discover: bool = False            # each shard's address is a DNS name; its records are
                                       # the replicas (a headless Service in Kubernetes)
     external: bool = False            # not this deployment's: dialed without its secret
+    timeout_send: int | None = None   # ms per request to a replica (router.CallPolicy)
+    endpoints: dict[str, bool] | None = None  # path → is a @write; None: unknown (external)
+    election_ms: float = RaftSettings.election_ms  # stateful: the group's election timeout
 
 
 @dataclass

@@ -157,14 +157,19 @@ class WorkerServicer(pb_grpc.ExecutorServicer):
         await serve_stream(request_iterator, context, self.handle, self.spec.name)
 
     async def handle(self, request: pb.DataRequest) -> pb.DataResponse:
+        response = await self._handle(request)
+        if self.consensus is not None:  # every reply tells the gateway who leads, and when
+            response.leader_hint = self.consensus.node.leader  # node id = replica + 1
+            response.leader_term = self.consensus.node.term
+        return response
+
+    async def _handle(self, request: pb.DataRequest) -> pb.DataResponse:
         endpoint = self.runner.executor.endpoint_for(request.endpoint)
         if self.consensus is not None and endpoint is not None and \
                 (not request.target_executor or request.target_executor == self.spec.name):
             try:
                 if endpoint.is_write:
-                    response = await self.consensus.write(request)
-                    response.leader_hint = self.consensus.node.leader  # node id = replica + 1
-                    return response
+                    return await self.consensus.write(request)
                 if self._linearizable(request):
                     await self.consensus.read_barrier()
             except TimeoutError as exc:

@@ -190,7 +190,7 @@ def build_plan(label: str, plans, gateway_port: int | None, naming: Naming) -> E
         executors.append(ExecutorTopology(
             name=spec.name, shards=shards, polling=spec.polling,
             needs=list(plan.needs), stateful=spec.stateful, external=spec.external,
-            discover=not spec.external and not spec.stateful))
+            discover=not spec.external and not spec.stateful, **spec.routing()))
     taken: dict[str, str] = {}
     for w in workloads:
         if w.name in taken or w.name == 'gateway':

@@ -174,3 +174,15 @@ class MyStateStatefulExecutor(Executor):
         for doc in docs:
             self.logger.debug(f'Searching against {len(self._docs_dict)} documents')
             doc.text = self._docs_dict[doc.id].text
+
+
+class SlowWriter(Executor):
+    """A stateless executor whose write appends to `parameters['path']` after `sleep` s."""
+
+    @requests(on='/write')
+    @write
+    def record(self, docs: DocList[TextDoc], parameters: dict, **kwargs) -> DocList[TextDoc]:
+        time.sleep(parameters.get('sleep', 0))
+        with open(parameters['path'], 'a') as f:
+            f.writelines(f'{doc.text}\n' for doc in docs)
+        return docs

@@ -94,7 +94,7 @@ def test_a_stopped_follower_catches_up_after_sigcont(tmp_path):
         os.kill(follower['pid'], signal.SIGSTOP)
         try:
             # A majority is up, so writes commit; the ones the gateway routed to the frozen
-            # replica wait for it (no deadline by default) and finish after SIGCONT.
+            # replica fail over once it is found silent (write ids make that safe).
             poster = threading.Thread(target=dep.post, args=('/index', docs(200, 'b')),
                                       kwargs={'request_size': 5})
             poster.start()

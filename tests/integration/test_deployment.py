@@ -12,7 +12,7 @@ import pytest
 from docarray import DocList
 from docarray.documents import TextDoc
 
-from nborch import AsyncClient, Client, Deployment, ExecutorError
+from nborch import AsyncClient, Client, Deployment, ExecutorError, IncompletePostError
 from nborch.runtime.process import ChildStartError
 from nborch.runtime.router import ReplicaPool
 from nborch.protos import nborch_pb2 as pb
@@ -74,7 +74,10 @@ def test_executor_error_names_executor_type_and_message_and_replica_keeps_servin
                  on_done=done.append)
         assert len(errors) == 3 and not done
         assert errors[0].error.type_name == 'KeyError'
-        dep.post('/boom', text_docs(3), request_size=1, continue_on_error=True)
+        with pytest.raises(IncompletePostError) as info:  # every request sent, none lost
+            dep.post('/boom', text_docs(3), request_size=1, continue_on_error=True)
+        assert len(info.value.failed) == 3 and len(info.value.docs) == 0
+        assert [r.docs[0].text for r in info.value.failed] == ['doc-0', 'doc-1', 'doc-2']
 
 
 def test_dict_return_goes_to_results_and_parameters_reach_the_endpoint():

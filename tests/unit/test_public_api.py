@@ -3,8 +3,9 @@ import nborch
 
 def test_all_is_exact():
     assert sorted(nborch.__all__) == [
-        'AsyncClient', 'Client', 'Deployment', 'Executor', 'ExecutorError', 'Flow', 'PortInUseError',
-        'Response', 'requests', 'write',
+        'AsyncClient', 'Client', 'Deployment', 'Executor', 'ExecutorError', 'Flow',
+        'IncompletePostError', 'PortInUseError', 'Response', 'UnavailableError', 'requests',
+        'write',
     ]
     for name in nborch.__all__:
         assert getattr(nborch, name) is not None

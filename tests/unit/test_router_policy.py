@@ -94,3 +94,92 @@ def test_preferred_replica_wins_while_untried_and_healthy():
     assert choose_replica([9, 0, 0], start=1, preferred=0) == 0
     assert choose_replica([9, 0, 0], start=1, preferred=0, tried=[0]) == 1
     assert choose_replica([9, 0, 5], start=0, preferred=0, ejected=[0]) == 1
+
+
+# -- deadlines, retry safety and leader hints (pure policy) ---------------------------------
+
+from nborch.protos import nborch_pb2 as pb  # noqa: E402
+from nborch.runtime.router import LIVENESS_CHECK_S, CallPolicy, newer_leader  # noqa: E402
+
+
+def test_timeout_send_forms():
+    assert CallPolicy.from_timeout_send(None) == CallPolicy(None, LIVENESS_CHECK_S)
+    assert CallPolicy.from_timeout_send(-1) == CallPolicy(None, None)  # no limit, no checks
+    assert CallPolicy.from_timeout_send(1500).timeout_send == 1.5
+
+
+def test_writes_resolve_like_the_worker_does():
+    policy = CallPolicy(endpoints={'/index': True, '/search': False, '/default': True})
+    assert policy.is_write('/index') and not policy.is_write('/search')
+    assert policy.is_write('/anything')  # served by /default
+    assert not CallPolicy(endpoints={'/search': False}).is_write('/other')
+    assert not CallPolicy(endpoints=None).is_write('/index')  # external: unknown
+
+
+def test_reads_always_retry_writes_only_with_an_id_on_a_stateful_executor():
+    endpoints = {'/index': True, '/search': False}
+    stateless, stateful = CallPolicy(endpoints=endpoints), CallPolicy(endpoints=endpoints,
+                                                                      stateful=True)
+    read = pb.DataRequest(endpoint='/search')
+    write = pb.DataRequest(endpoint='/index', write_id='w1')
+    assert stateless.retry_safe(read) and stateful.retry_safe(read)
+    assert not stateless.retry_safe(write)  # it may have run: never silently twice
+    assert stateful.retry_safe(write)       # applied once per write id
+    assert not stateful.retry_safe(pb.DataRequest(endpoint='/index'))
+
+
+def test_a_newer_term_wins_from_any_replica():
+    assert newer_leader((3, 1), 4, 2)
+    assert newer_leader((3, 1), 4, 0)       # deposed: stop preferring the old leader
+    assert not newer_leader((4, 2), 3, 1)   # a thawed ex-leader's stale view
+    assert not newer_leader((4, 2), 4, 1)   # same term: the known leader stays
+    assert newer_leader((4, 0), 4, 2)       # same term: an unknown leader is filled in
+    assert not newer_leader((4, 2), 4, 0)
+
+
+def test_an_overdue_waiter_is_woken_and_a_late_reply_still_lands():
+    """The watchdog's wake: Overdue into the waiter, a fresh future takes the reply."""
+    import asyncio
+    import itertools
+
+    from nborch.runtime.mux import Overdue, StreamMux
+
+    class SlowCall:
+        def __init__(self):
+            self.written, self.release = [], asyncio.Event()
+
+        async def write(self, message):
+            self.written.append(message)
+
+        async def read(self):
+            await self.release.wait()
+            self.release.clear()
+            return pb.DataResponse(request_id=self.written[-1].request_id, docs=b'late')
+
+        def cancel(self):
+            pass
+
+    async def main():
+        call = SlowCall()
+        mux = StreamMux.__new__(StreamMux)
+        mux._stub, mux._stream, mux._ids = type('S', (), {'Stream': lambda self: call})(), \
+            None, itertools.count()
+        loop = asyncio.get_running_loop()
+        request_id, reply = await mux.send(pb.DataRequest(endpoint='/'), loop.time() + 60)
+        mux.wake_overdue(loop.time())       # not due yet: nothing happens
+        assert not reply.done()
+        mux.wake_overdue(loop.time() + 61)  # due: the waiter hears of it once
+        try:
+            await reply
+            raise AssertionError('not woken')
+        except Overdue as overdue:
+            reply = overdue.reply
+        mux.wake_overdue(loop.time() + 120)  # woken once per wake_at
+        assert not reply.done()
+        call.release.set()
+        late = await asyncio.wait_for(reply, 5)
+        mux.forget(request_id)
+        await mux.close()
+        return late
+
+    assert asyncio.run(main()).docs == b'late'
