@@ -128,7 +128,7 @@ class StreamMux:
                 self._stub, self._auth.handshake(STREAM_METHOD, self._target)
                 if self._auth is not None else None)
         if not stream.trusted.done():  # the first request on a new stream: the handshake
-            await asyncio.wait_for(asyncio.shield(stream.trusted), timeout)
+            await asyncio.shield(stream.trusted)  # bounded: the handshake has its own timeout
         request_id = str(next(self._ids))
         tagged = pb.DataRequest()
         tagged.CopyFrom(request)

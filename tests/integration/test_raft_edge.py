@@ -21,6 +21,7 @@ from nborch.errors import MembershipError
 from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
 from nborch.runtime.consensus.core import AppendEntries, Entry, Heartbeat, checksum
+from nborch.runtime.auth import LinkAuth
 from nborch.runtime.process import ChildHandle, ChildStartError
 from nborch.runtime.worker_spec import WorkerSpec
 from tests.integration.helpers import Ledger, read_history
@@ -74,10 +75,13 @@ def raft_address(dep, replica: int) -> str:
     return WorkerSpec.load(worker.spec_path).peers[replica]
 
 
-def send_raw(address: str, messages: list[bytes]) -> None:
+def send_raw(address: str, messages: list[bytes], secret: bytes) -> None:
+    """Send as an insider would: a caller holding the deployment secret (outsiders are
+    refused before any message is read; tests/integration/test_auth.py)."""
+    handshake = LinkAuth(secret).handshake('/nborch.Raft/Send', address)
     with grpc.insecure_channel(address) as channel:
         pb_grpc.RaftStub(channel).Send(iter([pb.RaftMessage(data=m) for m in messages]),
-                                       timeout=10)
+                                       metadata=handshake.metadata, timeout=10)
 
 
 def test_hostile_raft_messages_are_counted_drops_and_writes_still_commit(tmp_path):
@@ -98,7 +102,7 @@ def test_hostile_raft_messages_are_counted_drops_and_writes_still_commit(tmp_pat
             Heartbeat(dst=boss, src=boss, term=term).to_bytes(),  # not for this replica
             Heartbeat(dst=me, src=9, term=term).to_bytes(),       # not a member
             Heartbeat(dst=me, src=boss, term=term, commit=10**6).to_bytes(),  # past its log
-        ])
+        ], dep.secret)
         dropped = poll(lambda: next(r for r in replicas(dep) if r['replica'] == follower['replica'])
                        ['raft']['dropped'], 'the follower reports its drops', timeout=10)
         assert dropped == {'malformed': 3, 'wrong_dst': 1, 'unknown_src': 1, 'refused': 1}
