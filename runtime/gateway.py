@@ -26,7 +26,7 @@ from nborch.runtime.mux import serve_stream
 from nborch.runtime.polling import Polling, PollingTable, choose_shards
 from nborch.runtime.reduce import reduce_docs
 from nborch.runtime.router import ReplicaPool
-from nborch.runtime.topology import GATEWAY, ExecutorTopology, Topology
+from nborch.runtime.topology import GATEWAY, ExecutorTopology, Topology, order_dag
 
 RECENT_ROUTES = 32
 
@@ -117,6 +117,7 @@ class Gateway:
         self.nodes = {e.name: ExecutorNode(e) for e in topology.executors}
         needed = {p for node in self.nodes.values() for p in node.needs}
         self.sinks = [name for name in self.nodes if name not in needed] or list(self.nodes)[-1:]
+        self.order = order_dag({name: node.needs for name, node in self.nodes.items()})
         self.requests = 0
         self.recent: collections.deque[dict] = collections.deque(maxlen=RECENT_ROUTES)
 
@@ -124,43 +125,45 @@ class Gateway:
         self.requests += 1
         if not self.nodes:
             return pb.DataResponse(docs=request.docs, parameters=request.parameters)
-        entry = pb.DataResponse(docs=request.docs, parameters=request.parameters)
-        outputs: dict[str, asyncio.Future] = {}
-
-        def output_of(name: str) -> asyncio.Future:
-            if name not in outputs:
-                outputs[name] = asyncio.ensure_future(run(name))
-            return outputs[name]
-
-        async def run(name: str) -> pb.DataResponse:
+        entry = asyncio.get_running_loop().create_future()
+        entry.set_result(pb.DataResponse(docs=request.docs, parameters=request.parameters))
+        # One task per executor, created after those it needs, awaiting their tasks. Tasks
+        # refer only to their predecessors' (a DAG, no cycle), so this request's messages
+        # are freed when it ends: closures that call each other would form a reference
+        # cycle that keeps every message until the next full garbage collection.
+        outputs: dict[str, asyncio.Future] = {GATEWAY: entry}
+        for name in self.order:
             node = self.nodes[name]
-            inputs = await asyncio.gather(*(output_of(p) if p != GATEWAY else _ready(entry)
-                                            for p in node.needs))
-            merged = merge_responses(list(inputs))
-            if merged.HasField('error'):
-                return merged  # an executor failed upstream: skip the rest of this path
-            if request.target_executor and request.target_executor != name:
-                return merged
-            polling, shards = node.shards_for(request.endpoint)
-            forwarded = pb.DataRequest(endpoint=request.endpoint, docs=merged.docs,
-                                       parameters=merged.parameters, write_id=request.write_id)
-            response = await node.process(forwarded, shards)
-            self.recent.append({'endpoint': request.endpoint, 'executor': name,
-                                'polling': polling.name, 'shards': list(shards),
-                                'replicas': [h.replica for h in response.route
-                                             if h.executor == name],
-                                'time': time.time()})
-            if merged.route:  # keep the hops upstream of this executor, in order
-                hops = [*merged.route, *response.route]
-                del response.route[:]
-                response.route.extend(hops)
-            return response
-
+            outputs[name] = asyncio.ensure_future(
+                self._run(node, request, [outputs[p] for p in node.needs]))
         try:
-            return merge_responses(list(await asyncio.gather(*(output_of(s) for s in self.sinks))))
+            return merge_responses(list(await asyncio.gather(*(outputs[s] for s in self.sinks))))
         finally:
             for future in outputs.values():
                 future.cancel()
+
+    async def _run(self, node: 'ExecutorNode', request: pb.DataRequest,
+                   inputs: list[asyncio.Future]) -> pb.DataResponse:
+        """One executor's step of `request`: merge what its predecessors returned, send it."""
+        merged = merge_responses(list(await asyncio.gather(*inputs)))
+        if merged.HasField('error'):
+            return merged  # an executor failed upstream: skip the rest of this path
+        if request.target_executor and request.target_executor != node.name:
+            return merged
+        polling, shards = node.shards_for(request.endpoint)
+        forwarded = pb.DataRequest(endpoint=request.endpoint, docs=merged.docs,
+                                   parameters=merged.parameters, write_id=request.write_id)
+        response = await node.process(forwarded, shards)
+        self.recent.append({'endpoint': request.endpoint, 'executor': node.name,
+                            'polling': polling.name, 'shards': list(shards),
+                            'replicas': [h.replica for h in response.route
+                                         if h.executor == node.name],
+                            'time': time.time()})
+        if merged.route:  # keep the hops upstream of this executor, in order
+            hops = [*merged.route, *response.route]
+            del response.route[:]
+            response.route.extend(hops)
+        return response
 
     async def status(self) -> dict:
         return {'role': 'gateway', 'pid': os.getpid(), 'requests': self.requests,

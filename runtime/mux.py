@@ -41,18 +41,22 @@ class _OpenStream:
     async def _read(self) -> None:
         try:
             while True:
-                reply = await self.call.read()
-                if reply is grpc.aio.EOF:
-                    raise StreamError('the server closed the stream')
-                future = self.pending.pop(reply.request_id, None)
-                if future is not None and not future.done():
-                    future.set_result(reply)
+                # Handed on without a local name: a reply (maybe large) must not stay
+                # referenced here while the next one is awaited.
+                self._deliver(await self.call.read())
         except asyncio.CancelledError:
             self.fail(StreamError('the stream was closed', grpc.StatusCode.CANCELLED))
         except grpc.aio.AioRpcError as exc:
             self.fail(StreamError(f'{exc.code().name}: {exc.details()}', exc.code()))
         except StreamError as exc:
             self.fail(exc)
+
+    def _deliver(self, reply) -> None:
+        if reply is grpc.aio.EOF:
+            raise StreamError('the server closed the stream')
+        future = self.pending.pop(reply.request_id, None)
+        if future is not None and not future.done():
+            future.set_result(reply)
 
     def fail(self, error: StreamError) -> None:
         self.broken = error
@@ -124,11 +128,17 @@ async def serve_stream(request_iterator, context, handle, server_name: str) -> N
         async with write_lock:
             await context.write(reply)
 
+    def start(request: pb.DataRequest) -> None:
+        task = asyncio.ensure_future(answer(request))
+        running.add(task)
+        task.add_done_callback(running.discard)
+
     try:
-        async for request in request_iterator:
-            task = asyncio.ensure_future(answer(request))
-            running.add(task)
-            task.add_done_callback(running.discard)
+        # context.read(), not `async for` over request_iterator: grpc's iterator keeps the
+        # last request (maybe large) alive until the next one arrives.
+        while (request := await context.read()) is not grpc.aio.EOF:
+            start(request)
+            del request  # the task holds it now
         if running:
             await asyncio.gather(*running)
     finally:

@@ -1,0 +1,20 @@
+"""Docs carrying one large blob, and an executor that echoes them (importable by replicas)."""
+from __future__ import annotations
+
+from docarray import BaseDoc, DocList
+
+from nborch import Executor, requests
+
+
+class BlobDoc(BaseDoc):
+    blob: bytes = b''
+
+
+class BlobEcho(Executor):
+    @requests
+    def echo(self, docs: DocList[BlobDoc], **kwargs) -> DocList[BlobDoc]:
+        return docs
+
+
+def blob_docs(nbytes: int, fill: bytes = b'x') -> DocList[BlobDoc]:
+    return DocList[BlobDoc]([BlobDoc(blob=fill * nbytes)])
