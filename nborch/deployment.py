@@ -21,7 +21,8 @@ class Deployment(Serving):
         self.spec = DeploymentSpec.from_kwargs(name=name, uses=uses, **kwargs)
         self._orchestrator = Orchestrator(
             self.spec.name, [ExecutorPlan(self.spec, [GATEWAY])], host=self.spec.host,
-            port=self.spec.port, ready_timeout=self.spec.ready_seconds, quiet=self.spec.quiet)
+            port=self.spec.port, ready_timeout=self.spec.ready_seconds, quiet=self.spec.quiet,
+            max_message_size=self.spec.max_message_size)
         self._given_port = self.spec.port if self.spec.port_given else None
 
     @classmethod

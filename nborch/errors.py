@@ -18,3 +18,11 @@ class PortInUseError(OSError):
 class ExportError(ValueError):
     """An orchestration cannot be exported as it is (`nborch export`, `to_kubernetes_yaml`);
     the message says what to change. Nothing is written when it is raised."""
+
+
+class MessageTooLargeError(ValueError):
+    """A request or reply over a limit: `max_message_size` bytes or `max_request_docs` docs.
+
+    The message names the limit, the size and the option that raises it. Nothing of the
+    request was run when the request was too large.
+    """

@@ -7,6 +7,7 @@ validated before any process starts.
 from __future__ import annotations
 
 from nborch.orchestrator import ExecutorPlan, Orchestrator
+from nborch.runtime.limits import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_REQUEST_DOCS
 from nborch.runtime.topology import GATEWAY, order_dag
 from nborch.serving import Serving
 from nborch.spec import DeploymentSpec
@@ -14,17 +15,25 @@ from nborch.spec import DeploymentSpec
 
 class Flow(Serving):
     def __init__(self, *, port: int | None = None, host: str = '127.0.0.1', name: str = 'flow',
-                 quiet: bool = False, timeout_ready: int = 60_000, protocol: str = 'grpc'):
+                 quiet: bool = False, timeout_ready: int = 60_000, protocol: str = 'grpc',
+                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+                 max_request_docs: int = DEFAULT_MAX_REQUEST_DOCS):
         if str(protocol).lower() != 'grpc':
             raise ValueError(f'protocol={protocol!r}: nborch serves gRPC only')
         gateway = DeploymentSpec.from_kwargs(name=name, port=port, host=host,
-                                             timeout_ready=timeout_ready, quiet=quiet)
+                                             timeout_ready=timeout_ready, quiet=quiet,
+                                             max_message_size=max_message_size,
+                                             max_request_docs=max_request_docs)
         self.name = gateway.name
         self._given_port = gateway.port if gateway.port_given else None
         self.quiet = quiet
+        # The gateway's limits, and the default of every executor added
+        self._limits = {'max_message_size': gateway.max_message_size,
+                        'max_request_docs': gateway.max_request_docs}
         self._plans: list[ExecutorPlan] = []
         self._orchestrator = Orchestrator(name, self._plans, host=gateway.host, port=gateway.port,
-                                          ready_timeout=gateway.ready_seconds, quiet=quiet)
+                                          ready_timeout=gateway.ready_seconds, quiet=quiet,
+                                          max_message_size=gateway.max_message_size)
 
     @classmethod
     def load_config(cls, path: str, **overrides) -> 'Flow':
@@ -58,6 +67,8 @@ class Flow(Serving):
         needs = kwargs.pop('needs', None)
         kwargs.setdefault('name', f'executor{len(self._plans)}')
         kwargs.setdefault('quiet', self.quiet)
+        for key, value in self._limits.items():
+            kwargs.setdefault(key, value)
         spec = DeploymentSpec.from_kwargs(**kwargs)
         if any(p.spec.name == spec.name for p in self._plans):
             raise ValueError(f'the flow already has an executor named {spec.name!r}')

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from nborch.ports import check_port_free, free_port
 from nborch.runtime.gpu import CUDA_VISIBLE_DEVICES, detect_device_count, replica_environments
+from nborch.runtime.limits import DEFAULT_MAX_MESSAGE_SIZE
 from nborch.runtime.process import ChildHandle
 from nborch.runtime.supervisor import ReplicaId, Supervisor, WorkerHandle
 from nborch.runtime.topology import ExecutorTopology, Topology
@@ -62,8 +63,10 @@ class Orchestrator:
     """Owns every process of one Deployment or Flow. Not reentrant; start() once."""
 
     def __init__(self, label: str, plans: list[ExecutorPlan], *, host: str, port: int,
-                 ready_timeout: float, quiet: bool = False):
+                 ready_timeout: float, quiet: bool = False,
+                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE):
         self.label = label
+        self.max_message_size = max_message_size  # the gateway's (and its client's)
         self.plans = plans
         self.host = host
         self.port = port
@@ -132,7 +135,9 @@ class Orchestrator:
                                raft_dir=(raft_dir(spec.workspace, spec.shards, shard, replica)
                                          if spec.stateful else None),
                                raft_configuration=spec.raft_configuration,
-                               read_consistency=spec.read_consistency).dump(stem + '.json')
+                               read_consistency=spec.read_consistency,
+                               max_message_size=spec.max_message_size,
+                               max_request_docs=spec.max_request_docs).dump(stem + '.json')
                     replicas.append(WorkerHandle(rid, stem + '.json', env=environments[replica],
                                                  log_path=stem + '.log', echo=echo))
                 shards.append(replicas)
@@ -145,9 +150,11 @@ class Orchestrator:
             worker.wait_ready(max(deadline - time.monotonic(), 0.1))
 
     def _start_gateway(self) -> None:
-        topology = Topology(host=self.host, port=self.port, executors=[
+        topology = Topology(host=self.host, port=self.port,
+                            max_message_size=self.max_message_size, executors=[
             ExecutorTopology(name=plan.spec.name, polling=plan.spec.polling, needs=plan.needs,
                              stateful=plan.spec.stateful,
+                             max_message_size=plan.spec.max_message_size,
                              shards=self._addresses(plan.spec))
             for plan in self.plans])
         path = os.path.join(self.run_dir, 'topology.json')

@@ -136,7 +136,8 @@ class Serving:
     @property
     def client(self) -> Client:
         if self._client is None:
-            self._client = Client(host=self.host, port=self.port)
+            self._client = Client(host=self.host, port=self.port,
+                                  max_message_size=self._orchestrator.max_message_size)
         return self._client
 
     def post(self, on: str, inputs=None, **kwargs) -> DocList:

@@ -20,7 +20,9 @@ from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
 from nborch.runtime import child
 from nborch.runtime.codec import decode_docs, encode_docs
-from nborch.runtime.grpc_options import SERVER_OPTIONS, bind
+from nborch.errors import MessageTooLargeError
+from nborch.runtime.grpc_options import bind, server_options
+from nborch.runtime.limits import bounded_reply, error_reply
 from nborch.runtime.health import serve_until_stopped
 from nborch.runtime.mux import serve_stream
 from nborch.runtime.polling import Polling, PollingTable, choose_shards
@@ -62,7 +64,8 @@ class ExecutorNode:
         self.needs = list(spec.needs)
         self.stateful = spec.stateful
         self.polling = PollingTable.parse(spec.polling)
-        self.pools = [ReplicaPool(spec.name, addresses, discover=spec.discover)
+        self.pools = [ReplicaPool(spec.name, addresses, discover=spec.discover,
+                                  max_message_size=spec.max_message_size)
                       for addresses in spec.shards]
         self._rotation = 0
 
@@ -183,8 +186,9 @@ async def _ready(value):
 class GatewayServicer(pb_grpc.ExecutorServicer):
     """Serves the same `Executor` service as a worker, so a gateway can be an external executor."""
 
-    def __init__(self, gateway: Gateway):
+    def __init__(self, gateway: Gateway, max_message_size: int):
         self.gateway = gateway
+        self.max_message_size = max_message_size
 
     async def Process(self, request, context):
         return await self.handle(request)
@@ -194,9 +198,12 @@ class GatewayServicer(pb_grpc.ExecutorServicer):
 
     async def handle(self, request: pb.DataRequest) -> pb.DataResponse:
         try:
-            return await self.gateway.process(request)
+            reply = await self.gateway.process(request)
         except ConnectionError as exc:
             return pb.DataResponse(connection_error=str(exc))
+        except MessageTooLargeError as exc:  # too large for an executor: nothing was sent
+            return error_reply(exc, GATEWAY)
+        return bounded_reply(reply, self.max_message_size, 'the gateway')
 
     async def Status(self, request, context):
         return pb.StatusReply(json=json.dumps(await self.gateway.status()).encode())
@@ -204,8 +211,9 @@ class GatewayServicer(pb_grpc.ExecutorServicer):
 
 async def serve(topology: Topology, ready_fd: int | None) -> None:
     gateway = Gateway(topology)
-    server = grpc.aio.server(options=SERVER_OPTIONS)
-    pb_grpc.add_ExecutorServicer_to_server(GatewayServicer(gateway), server)
+    server = grpc.aio.server(options=server_options(topology.max_message_size))
+    pb_grpc.add_ExecutorServicer_to_server(GatewayServicer(gateway, topology.max_message_size),
+                                           server)
     port = bind(server, topology.host, topology.port)
     await serve_until_stopped(server, ready_fd, port=port)
     await gateway.close()

@@ -17,6 +17,7 @@ import grpc
 
 from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
+from nborch.runtime.limits import DEFAULT_MAX_MESSAGE_SIZE, check_request_size
 
 
 log = logging.getLogger('nborch.stream')
@@ -69,8 +70,11 @@ class _OpenStream:
 class StreamMux:
     """Requests to one address over one stream at a time. Use from one event loop only."""
 
-    def __init__(self, channel: grpc.aio.Channel):
+    def __init__(self, channel: grpc.aio.Channel, *,
+                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, limit_of: str = 'the receiver'):
         self._stub = pb_grpc.ExecutorStub(channel)
+        self._max_message_size = max_message_size  # the channel's: larger breaks the stream
+        self._limit_of = limit_of  # whose limit it is, for the error message
         self._stream: _OpenStream | None = None
         self._ids = itertools.count()
 
@@ -78,8 +82,10 @@ class StreamMux:
         """Send a copy of `request` tagged with this stream's next id; wait for its reply.
 
         The caller's message is not touched: the same request may go to several streams at
-        once (ALL polling), each with its own ids.
+        once (ALL polling), each with its own ids. A request over the size limit raises
+        `MessageTooLargeError` before anything is sent.
         """
+        check_request_size(request, self._max_message_size, self._limit_of)
         stream = self._stream
         if stream is None or stream.broken is not None:
             stream = self._stream = _OpenStream(self._stub)

@@ -17,7 +17,8 @@ import grpc
 
 from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
-from nborch.runtime.grpc_options import CHANNEL_OPTIONS
+from nborch.runtime.grpc_options import channel_options
+from nborch.runtime.limits import DEFAULT_MAX_MESSAGE_SIZE
 from nborch.runtime.mux import StreamError, StreamMux
 from nborch.runtime.resolve import dial_target, resolve_replicas
 
@@ -49,13 +50,14 @@ def choose_replica(outstanding: Sequence[int], start: int, *, tried: Collection[
     return best
 
 
-def _channel(address: str) -> grpc.aio.Channel:
+def _channel(address: str, max_message_size: int) -> grpc.aio.Channel:
     """`host:port`, `grpc://host:port` or `grpcs://host:port` (TLS with system roots)."""
+    options = channel_options(max_message_size)
     if address.startswith('grpcs://'):
         return grpc.aio.secure_channel(dial_target(address[len('grpcs://'):]),
-                                       grpc.ssl_channel_credentials(), options=CHANNEL_OPTIONS)
+                                       grpc.ssl_channel_credentials(), options=options)
     return grpc.aio.insecure_channel(dial_target(address.removeprefix('grpc://')),
-                                     options=CHANNEL_OPTIONS)
+                                     options=options)
 
 
 @dataclass
@@ -67,11 +69,12 @@ class Served:
 class _Replica:
     """One replica's connection and counters."""
 
-    def __init__(self, address: str):
+    def __init__(self, address: str, executor: str, max_message_size: int):
         self.address = address
-        self.channel = _channel(address)
+        self.channel = _channel(address, max_message_size)
         self.stub = pb_grpc.ExecutorStub(self.channel)
-        self.stream = StreamMux(self.channel)
+        self.stream = StreamMux(self.channel, max_message_size=max_message_size,
+                                limit_of=f'executor {executor!r}')
         self.outstanding = 0
         self.served = 0
         self.failures = 0
@@ -92,16 +95,21 @@ class ReplicaPool:
 
     def __init__(self, executor: str, addresses: Sequence[str], *, discover: bool = False,
                  refresh_s: float = DISCOVERY_REFRESH_S,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE):
         self.executor = executor
         self.discover = discover
+        self.max_message_size = max_message_size
         self.names = list(addresses)  # what the topology says (DNS names when discovering)
-        self.replicas = [] if discover else [_Replica(a) for a in addresses]
+        self.replicas = [] if discover else [self._replica(a) for a in addresses]
         self._refresh_s = refresh_s
         self._resolved_at: float | None = None
         self._rotation = 0
         self._clock = clock
         self._write_leader: dict[str, str] = {}  # endpoint → address of its writes' leader
+
+    def _replica(self, address: str) -> _Replica:
+        return _Replica(address, self.executor, self.max_message_size)
 
     @property
     def addresses(self) -> list[str]:
@@ -123,7 +131,7 @@ class ReplicaPool:
         if found == self.addresses:
             return
         current = {r.address: r for r in self.replicas}
-        self.replicas = [current.pop(a, None) or _Replica(a) for a in found]
+        self.replicas = [current.pop(a, None) or self._replica(a) for a in found]
         for gone in current.values():  # in-flight calls on it fail over to the others
             await gone.close()
 

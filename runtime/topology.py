@@ -9,6 +9,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from nborch.runtime.limits import DEFAULT_MAX_MESSAGE_SIZE
+
 GATEWAY = 'gateway'
 
 
@@ -21,6 +23,7 @@ class ExecutorTopology:
     stateful: bool = False            # replicas report Raft state: status() asks each of them
     discover: bool = False            # each shard's address is a DNS name; its records are
                                       # the replicas (a headless Service in Kubernetes)
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE  # its replicas' limit (bytes)
 
 
 @dataclass
@@ -28,6 +31,7 @@ class Topology:
     executors: list[ExecutorTopology]
     host: str = '127.0.0.1'
     port: int = 0
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE  # the gateway's limit (bytes)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -36,7 +40,8 @@ class Topology:
     def from_json(cls, text: str) -> 'Topology':
         raw = json.loads(text)
         return cls(executors=[ExecutorTopology(**e) for e in raw['executors']],
-                   host=raw.get('host', '127.0.0.1'), port=raw.get('port', 0))
+                   host=raw.get('host', '127.0.0.1'), port=raw.get('port', 0),
+                   max_message_size=raw.get('max_message_size', DEFAULT_MAX_MESSAGE_SIZE))
 
     @classmethod
     def load(cls, source: str) -> 'Topology':

@@ -13,7 +13,8 @@ import grpc
 
 from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
-from nborch.runtime.grpc_options import CHANNEL_OPTIONS
+from nborch.runtime.grpc_options import channel_options
+from nborch.runtime.limits import DEFAULT_MAX_MESSAGE_SIZE, RAFT_ENVELOPE
 from nborch.runtime.resolve import dial_target
 
 QUEUE_LIMIT = 10_000  # messages held for a slow peer before new ones are dropped
@@ -25,10 +26,13 @@ log = logging.getLogger('nborch.raft')
 class PeerLink:
     """Outgoing messages to one peer, written in order on one `Raft.Send` stream."""
 
-    def __init__(self, peer: int, address: str, on_unreachable: Callable[[int], None]):
+    def __init__(self, peer: int, address: str, on_unreachable: Callable[[int], None],
+                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE):
         self.peer = peer
         self.address = address
-        self.channel = grpc.aio.insecure_channel(dial_target(address), options=CHANNEL_OPTIONS)
+        # A Raft message carries a whole write request of up to max_message_size.
+        options = channel_options(max_message_size + RAFT_ENVELOPE)
+        self.channel = grpc.aio.insecure_channel(dial_target(address), options=options)
         self.stub = pb_grpc.RaftStub(self.channel)
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(QUEUE_LIMIT)
         self._on_unreachable = on_unreachable

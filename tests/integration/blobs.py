@@ -11,6 +11,13 @@ class BlobDoc(BaseDoc):
 
 
 class BlobEcho(Executor):
+    @requests(on='/grow')
+    def grow(self, docs: DocList[BlobDoc], parameters: dict, **kwargs) -> DocList[BlobDoc]:
+        """Each blob repeated `parameters['times']` times: a reply larger than its request."""
+        for doc in docs:
+            doc.blob = doc.blob * parameters.get('times', 1)
+        return docs
+
     @requests
     def echo(self, docs: DocList[BlobDoc], **kwargs) -> DocList[BlobDoc]:
         return docs
