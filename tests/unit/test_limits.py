@@ -71,3 +71,17 @@ def test_a_reply_too_large_becomes_an_error_reply_naming_the_limit():
     error = bounded_reply(reply, 1000, 'the gateway').error
     assert error.type == 'MessageTooLargeError'
     assert 'over the 1000-byte' in error.message and 'of the gateway' in error.message
+
+
+def test_exports_carry_the_limits_to_executors_and_gateway(tmp_path):
+    from tests.unit.test_export import arg, container, k8s_objects
+    Deployment(name='enc', uses=ECHO, max_message_size=1 << 20,
+               max_request_docs=7).to_kubernetes_yaml(str(tmp_path))
+    objects = k8s_objects(tmp_path)
+    args = container(objects['Deployment', 'enc'])['args']
+    assert (arg(args, '--max-message-size'), arg(args, '--max-request-docs')) == ('1048576', '7')
+    from nborch.runtime.topology import Topology
+    topology = Topology.load(arg(container(objects['Deployment', 'gateway'])['args'],
+                                 '--topology'))
+    assert topology.max_message_size == 1 << 20
+    assert topology.executors[0].max_message_size == 1 << 20
