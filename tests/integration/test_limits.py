@@ -9,7 +9,7 @@ import grpc
 import pytest
 from docarray import DocList
 
-from nborch import Client, Deployment
+from nborch import Client, Deployment, Flow
 from nborch.errors import MessageTooLargeError
 from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
@@ -94,3 +94,13 @@ def test_a_replica_refuses_a_megabyte_claiming_a_million_docs_at_once(small, bac
     assert reply.error.type == 'MessageTooLargeError'
     assert 'a request of 1000000 docs is over the max_request_docs=50' in reply.error.message
     assert took < 5.0  # it cost a replica 32 s of CPU (generous: 2 shared cores)
+
+
+def test_a_request_too_large_for_one_executor_of_a_flow_fails_naming_it():
+    flow = Flow(max_message_size=LIMIT, quiet=True).add(name='wide', uses=BlobEcho) \
+        .add(name='narrow', uses=BlobEcho, max_message_size=1 << 20)
+    with flow:
+        with pytest.raises(MessageTooLargeError, match=r"over the 1048576-byte .* of executor "
+                                                       r"'narrow'"):
+            flow.post('/echo', blob_docs(2 << 20), return_type=BLOBS)
+        assert len(flow.post('/echo', blob_docs(1000), return_type=BLOBS)) == 1
