@@ -16,14 +16,14 @@ import time
 
 import grpc
 
+from nborch.errors import MessageTooLargeError
 from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
 from nborch.runtime import child
 from nborch.runtime.codec import decode_docs, encode_docs
-from nborch.errors import MessageTooLargeError
 from nborch.runtime.grpc_options import bind, server_options
-from nborch.runtime.limits import bounded_reply, error_reply
 from nborch.runtime.health import serve_until_stopped
+from nborch.runtime.limits import bounded_reply, error_reply
 from nborch.runtime.mux import serve_stream
 from nborch.runtime.polling import Polling, PollingTable, choose_shards
 from nborch.runtime.reduce import reduce_docs
@@ -177,10 +177,6 @@ class Gateway:
         for node in self.nodes.values():
             for pool in node.pools:
                 await pool.close()
-
-
-async def _ready(value):
-    return value
 
 
 class GatewayServicer(pb_grpc.ExecutorServicer):

@@ -25,9 +25,9 @@ from nborch.runtime.consensus.replica import ConsensusReplica
 from nborch.runtime.consensus.settings import RaftSettings
 from nborch.runtime.consensus.transport import RaftServicer
 from nborch.runtime.grpc_options import bind, server_options
+from nborch.runtime.health import serve_until_stopped
 from nborch.runtime.limits import (DEFAULT_MAX_REQUEST_DOCS, RAFT_ENVELOPE, bounded_reply,
                                    too_many_docs)
-from nborch.runtime.health import serve_until_stopped
 from nborch.runtime.mux import serve_stream
 from nborch.runtime.resolve import dial_target
 from nborch.runtime.worker_spec import WorkerSpec
