@@ -40,8 +40,9 @@ def test_large_messages_leave_no_memory_behind_in_gateway_and_replica():
             reply = dep.post('/echo', docs, return_type=DocList[BlobDoc])
             assert reply[0].blob == docs[0].blob
         del docs, reply
-        # Growth allowed: a few messages' worth (gRPC buffers, allocator free lists).
-        bound = 4 * MESSAGE
+        # Growth allowed: a few messages' worth that glibc keeps for reuse (measured here
+        # up to ~4, not growing with the count); the old code grew ~3 per message.
+        bound = 6 * MESSAGE
         after = {'gateway': _settled_rss(gateway, before['gateway'] + bound),
                  'replica': _settled_rss(replica, before['replica'] + bound)}
         growth = {k: (after[k] - before[k]) >> 20 for k in before}
