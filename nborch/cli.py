@@ -181,6 +181,9 @@ _HELP = {
     'peer_ports': 'Raft ports of the replicas (a list, or {shard: [ports]})',
     'raft_configuration': 'Raft settings (heartbeat_timeout, election_timeout, ...)',
     'read_consistency': "eventual, or linearizable (reads wait for the leader's commit index)",
+    'max_message_size': 'bytes one request or reply may take (gateway, replicas, Raft links, '
+                        'client); larger ones fail with MessageTooLargeError',
+    'max_request_docs': 'docs one request to a replica may hold',
     ('flow', 'name'): "the flow's name",
     ('flow', 'port'): 'port of the gateway',
     ('flow', 'host'): 'address to bind (0.0.0.0: all interfaces)',

@@ -19,15 +19,18 @@ from docarray.base_doc import AnyDoc
 
 from nborch._loop import run_sync
 from nborch.addresses import parse_address
-from nborch.errors import ExecutorError, IncompletePostError, UnavailableError
+from nborch.errors import (ExecutorError, IncompletePostError, MessageTooLargeError,
+                           UnavailableError)
 from nborch.executor import doc_type_of
 from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
 from nborch.runtime.auth import PROCESS_METHOD, STATUS_METHOD, AuthError, LinkAuth, call_unary
 from nborch.runtime.codec import decode_docs, encode_docs
-from nborch.runtime.grpc_options import CHANNEL_OPTIONS
-from nborch.runtime.tls import TlsFiles
+from nborch.runtime.grpc_options import channel_options
+from nborch.runtime.limits import (DEFAULT_MAX_MESSAGE_SIZE, GRPC_MAX_MESSAGE_SIZE, RAISE_IT,
+                                   check_limit, check_request_size, raise_if_too_large)
 from nborch.runtime.mux import StreamError, StreamMux
+from nborch.runtime.tls import TlsFiles
 
 DEFAULT_PREFETCH = 100
 
@@ -69,10 +72,17 @@ def _batches(inputs, request_size: int) -> Iterator[list]:
 
 
 class AsyncClient:
-    """Talks to one gateway (or worker) over gRPC. Channels are made per event loop."""
+    """Talks to one gateway (or worker) over gRPC. Channels are made per event loop.
+
+    `max_message_size` (bytes) bounds each request sent and reply received; a request over
+    it raises `MessageTooLargeError` before it is sent. Match the server's.
+    """
+
+    _LIMIT_OF = 'this client'
 
     def __init__(self, host: str = 'localhost', port: int | str | None = None, *,
-                 secret: bytes | None = None, tls=False, **kwargs):
+                 secret: bytes | None = None, tls=False,
+                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, **kwargs):
         """`secret`: the deployment secret (`Deployment.secret`, a `nborch executor`'s
         --secret-file): sent to the server, which must prove it holds it too.
         `tls=True` (or a `grpcs://` host): TLS with the system's roots; a dict
@@ -82,6 +92,8 @@ class AsyncClient:
             TlsFiles.parse(tls or scheme_tls, server=False)
         self.tls = self._tls is not None
         self._auth = LinkAuth(secret) if secret is not None else None
+        self.max_message_size = check_limit('max_message_size', max_message_size,
+                                            GRPC_MAX_MESSAGE_SIZE)
         self._stubs: dict[int, tuple[pb_grpc.ExecutorStub, StreamMux]] = {}
         self._channels: list[tuple[asyncio.AbstractEventLoop, grpc.aio.Channel]] = []
 
@@ -94,13 +106,16 @@ class AsyncClient:
         loop = asyncio.get_running_loop()
         pair = self._stubs.get(id(loop))
         if pair is None:
+            options = channel_options(self.max_message_size)
             if self._tls is not None:
                 channel = grpc.aio.secure_channel(self.address, self._tls.channel_credentials(),
-                                                  options=CHANNEL_OPTIONS)
+                                                  options=options)
             else:
-                channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+                channel = grpc.aio.insecure_channel(self.address, options=options)
             self._channels.append((loop, channel))
-            pair = self._stubs[id(loop)] = (pb_grpc.ExecutorStub(channel), StreamMux(channel, auth=self._auth, target=self.address))
+            mux = StreamMux(channel, auth=self._auth, target=self.address,
+                            max_message_size=self.max_message_size, limit_of=self._LIMIT_OF)
+            pair = self._stubs[id(loop)] = (pb_grpc.ExecutorStub(channel), mux)
         return pair
 
     async def _send(self, request: pb.DataRequest, stream: bool,
@@ -110,20 +125,32 @@ class AsyncClient:
             if stream:
                 reply = await mux.call(request, timeout)
             else:
+                check_request_size(request, self.max_message_size, self._LIMIT_OF)
                 reply = await call_unary(self._auth, PROCESS_METHOD, self.address, stub.Process,
                                          request, timeout=timeout)
         except AuthError as exc:
             raise ConnectionError(f'cannot reach {self.address}: {exc}') from None
         except StreamError as exc:
+            if exc.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise self._over_grpc_limit(str(exc)) from None
             error = UnavailableError if exc.code == grpc.StatusCode.UNAVAILABLE else ConnectionError
             raise error(f'cannot reach {self.address}: {exc}') from None
         except asyncio.TimeoutError:
             raise TimeoutError(f'{self.address} did not answer in {timeout} s') from None
         except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise self._over_grpc_limit(exc.details()) from None
             raise _transport_error(exc, self.address) from None
         if reply.connection_error:
             raise ConnectionError(reply.connection_error)
+        raise_if_too_large(reply)
         return reply
+
+    def _over_grpc_limit(self, details: str) -> MessageTooLargeError:
+        """gRPC refused a message (the two sides' limits differ, or a reply is too large)."""
+        return MessageTooLargeError(
+            f'{self.address}: a message was over a gRPC size limit ({details}); this '
+            f"client's max_message_size is {self.max_message_size} bytes; raise {RAISE_IT}")
 
     async def post(self, on: str, inputs=None, on_done: Callable | None = None,
                    on_error: Callable | None = None, on_always: Callable | None = None,
@@ -330,7 +357,7 @@ class Client:
     """The blocking face of `AsyncClient`: same methods, run on nborch's loop thread."""
 
     def __init__(self, host: str = 'localhost', port: int | str | None = None, **kwargs):
-        self._async = AsyncClient(host, port, **kwargs)
+        self._async = AsyncClient(host, port, **kwargs)  # max_message_size=..., see there
 
     @property
     def host(self) -> str:

@@ -23,7 +23,8 @@ class Deployment(Serving):
             self.spec.name, [ExecutorPlan(self.spec, [GATEWAY])], host=self.spec.host,
             port=self.spec.port, ready_timeout=self.spec.ready_seconds, quiet=self.spec.quiet,
             require_secret=self.spec.require_secret, secret=self.spec.secret,
-            tls=self.spec.tls_files, tls_internal=self.spec.tls_internal)
+            tls=self.spec.tls_files, tls_internal=self.spec.tls_internal,
+            max_message_size=self.spec.max_message_size)
         self._given_port = self.spec.port if self.spec.port_given else None
 
     @classmethod

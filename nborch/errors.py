@@ -49,3 +49,11 @@ class IncompletePostError(RuntimeError):
 
 def _first_id(docs) -> str:
     return repr(docs[0].id) if len(docs) else '(none)'
+
+
+class MessageTooLargeError(ValueError):
+    """A request or reply over a limit: `max_message_size` bytes or `max_request_docs` docs.
+
+    The message names the limit, the size and the option that raises it. Nothing of the
+    request was run when the request was too large.
+    """

@@ -7,6 +7,7 @@ validated before any process starts.
 from __future__ import annotations
 
 from nborch.orchestrator import ExecutorPlan, Orchestrator
+from nborch.runtime.limits import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_REQUEST_DOCS
 from nborch.runtime.topology import GATEWAY, order_dag
 from nborch.serving import Serving
 from nborch.spec import DeploymentSpec
@@ -17,23 +18,31 @@ class Flow(Serving):
                  quiet: bool = False, timeout_ready: int = 60_000, protocol: str = 'grpc',
                  require_secret: bool = False, secret: bytes | str | None = None,
                  tls: dict | None = None, ssl_certfile: str | None = None,
-                 ssl_keyfile: str | None = None, tls_internal: bool = False):
+                 ssl_keyfile: str | None = None, tls_internal: bool = False,
+                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+                 max_request_docs: int = DEFAULT_MAX_REQUEST_DOCS):
         if str(protocol).lower() != 'grpc':
             raise ValueError(f'protocol={protocol!r}: nborch serves gRPC only')
         gateway = DeploymentSpec.from_kwargs(name=name, port=port, host=host,
                                              timeout_ready=timeout_ready, quiet=quiet,
                                              require_secret=require_secret, secret=secret,
                                              tls=tls, ssl_certfile=ssl_certfile,
-                                             ssl_keyfile=ssl_keyfile, tls_internal=tls_internal)
+                                             ssl_keyfile=ssl_keyfile, tls_internal=tls_internal,
+                                             max_message_size=max_message_size,
+                                             max_request_docs=max_request_docs)
         self.name = gateway.name
         self._given_port = gateway.port if gateway.port_given else None
         self.quiet = quiet
+        # The gateway's limits, and the default of every executor added
+        self._limits = {'max_message_size': gateway.max_message_size,
+                        'max_request_docs': gateway.max_request_docs}
         self._plans: list[ExecutorPlan] = []
         self._orchestrator = Orchestrator(name, self._plans, host=gateway.host, port=gateway.port,
                                           ready_timeout=gateway.ready_seconds, quiet=quiet,
                                           require_secret=gateway.require_secret,
                                           secret=gateway.secret, tls=gateway.tls_files,
-                                          tls_internal=gateway.tls_internal)
+                                          tls_internal=gateway.tls_internal,
+                                          max_message_size=gateway.max_message_size)
 
     @classmethod
     def load_config(cls, path: str, **overrides) -> 'Flow':
@@ -67,6 +76,8 @@ class Flow(Serving):
         needs = kwargs.pop('needs', None)
         kwargs.setdefault('name', f'executor{len(self._plans)}')
         kwargs.setdefault('quiet', self.quiet)
+        for key, value in self._limits.items():
+            kwargs.setdefault(key, value)
         spec = DeploymentSpec.from_kwargs(**kwargs)
         if any(p.spec.name == spec.name for p in self._plans):
             raise ValueError(f'the flow already has an executor named {spec.name!r}')

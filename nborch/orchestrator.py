@@ -18,6 +18,7 @@ from nborch.ports import check_port_free, free_port
 from nborch.runtime.auth import new_secret
 from nborch.runtime.consensus.membership import check_workspace
 from nborch.runtime.gpu import CUDA_VISIBLE_DEVICES, detect_device_count, replica_environments
+from nborch.runtime.limits import DEFAULT_MAX_MESSAGE_SIZE
 from nborch.runtime.supervisor import ProcessHandle, ReplicaId, Supervisor, WorkerHandle
 from nborch.runtime.tls import TlsFiles
 from nborch.runtime.topology import ExecutorTopology, Topology
@@ -66,13 +67,14 @@ class Orchestrator:
     def __init__(self, label: str, plans: list[ExecutorPlan], *, host: str, port: int,
                  ready_timeout: float, quiet: bool = False, require_secret: bool = False,
                  secret: bytes | None = None, tls: TlsFiles | None = None,
-                 tls_internal: bool = False):
+                 tls_internal: bool = False, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE):
         self.label = label
         self.tls = tls  # the gateway's public port
         self.internal_tls = tls.to_dict() if tls and tls_internal else None
         self.require_secret = require_secret
         self.given_secret = secret  # then external executors hold it too
         self.secret: bytes | None = None  # this run's deployment secret (runtime/auth.py)
+        self.max_message_size = max_message_size  # the gateway's (and its client's)
         self.plans = plans
         self.host = host
         self.port = port
@@ -163,7 +165,8 @@ class Orchestrator:
                                raft_group=groups[spec.name][shard] if spec.stateful else None,
                                raft_configuration=spec.raft_configuration,
                                read_consistency=spec.read_consistency,
-                               tls=self.internal_tls).dump(stem + '.json')
+                               tls=self.internal_tls, max_message_size=spec.max_message_size,
+                               max_request_docs=spec.max_request_docs).dump(stem + '.json')
                     replicas.append(WorkerHandle(rid, stem + '.json', env=environments[replica],
                                                  log_path=stem + '.log', echo=echo,
                                                  secret=self.secret))
@@ -177,10 +180,12 @@ class Orchestrator:
             worker.wait_ready(max(deadline - time.monotonic(), 0.1))
 
     def _start_gateway(self) -> None:
-        topology = Topology(host=self.host, port=self.port, executors=[
+        topology = Topology(host=self.host, port=self.port,
+                            max_message_size=self.max_message_size, executors=[
             ExecutorTopology(name=plan.spec.name, polling=plan.spec.polling, needs=plan.needs,
                              stateful=plan.spec.stateful,
                              external=plan.spec.external and self.given_secret is None,
+                             max_message_size=plan.spec.max_message_size,
                              shards=self._addresses(plan.spec), **plan.spec.routing())
             for plan in self.plans], require_secret=self.require_secret,
             tls=self.tls.to_dict() if self.tls else None, internal_tls=self.internal_tls)

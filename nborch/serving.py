@@ -152,7 +152,8 @@ class Serving:
             tls = self._orchestrator.tls
             self._client = Client(host=self.host, port=self.port,
                                   secret=self._orchestrator.secret,
-                                  tls=tls.for_own_client() if tls else False)
+                                  tls=tls.for_own_client() if tls else False,
+                                  max_message_size=self._orchestrator.max_message_size)
         return self._client
 
     def post(self, on: str, inputs=None, **kwargs) -> DocList:

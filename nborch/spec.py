@@ -18,6 +18,8 @@ from nborch.executor import Executor
 from nborch.ports import free_port
 from nborch.runtime.consensus.settings import RaftSettings
 from nborch.runtime.gpu import CUDA_VISIBLE_DEVICES, RoundRobinSpec, parse_rr
+from nborch.runtime.limits import (DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_REQUEST_DOCS,
+                                   GRPC_MAX_MESSAGE_SIZE, RAFT_ENVELOPE, check_limit)
 from nborch.runtime.polling import PollingTable
 from nborch.runtime.tls import TlsFiles
 from nborch.uses import resolve_uses_and_defaults
@@ -63,6 +65,8 @@ class DeploymentSpec:
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     tls_internal: bool = False         # the same files as mutual TLS on every internal link
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE  # bytes of one request or reply
+    max_request_docs: int = DEFAULT_MAX_REQUEST_DOCS  # docs in one request to a replica
 
     # Resolved by validate():
     executor_class: type[Executor] | None = field(default=None, repr=False)
@@ -129,6 +133,9 @@ class DeploymentSpec:
                 or (self.timeout_send <= 0 and self.timeout_send != -1)):
             raise ValueError(f'timeout_send={self.timeout_send!r}: milliseconds > 0, or -1 '
                              '(no limit)')
+        check_limit('max_message_size', self.max_message_size,
+                    GRPC_MAX_MESSAGE_SIZE - RAFT_ENVELOPE)
+        check_limit('max_request_docs', self.max_request_docs, 2**32 - 1)
         self.env = {str(k): str(v) for k, v in (self.env or {}).items()}
         visible = self.env.get(CUDA_VISIBLE_DEVICES, os.environ.get(CUDA_VISIBLE_DEVICES, ''))
         try:

@@ -23,7 +23,7 @@ from docarray.typing import ID
 from docarray.typing.proto_register import _PROTO_TYPE_NAME_TO_CLASS
 from google.protobuf.message import DecodeError
 
-from nborch.runtime._codec_frame import BatchReader, corrupt
+from nborch.runtime._codec_frame import BatchReader, corrupt, read_prefix
 from nborch.runtime._codec_schema import (
     TargetField,
     build_docs,
@@ -34,6 +34,10 @@ from nborch.runtime._codec_schema import (
 )
 
 _RAW_DTYPE_KINDS = frozenset("biufc")
+
+# Rows a batch may claim with no column data behind them: docs whose every field is None
+# (and no id) cost no bytes, so only a bound on their number keeps their cost bounded.
+UNBACKED_ROWS = 1024
 
 
 def decode_batch(data: Any, target: type | None) -> tuple[list[BaseDoc], type]:
@@ -58,9 +62,47 @@ def decode_batch(data: Any, target: type | None) -> tuple[list[BaseDoc], type]:
 
 
 def _check_row_count(reader: BatchReader, wanted: list[dict]) -> None:
-    """Refuse a row count that no decoded column vouches for and the size cannot back."""
-    if reader.n_rows > reader.nbytes and all(col.get("kind") == "none" for col in wanted):
-        raise corrupt(f"{reader.n_rows} rows claimed by {reader.nbytes} bytes without data")
+    """Refuse a row count the batch's bytes do not back, before anything loops over rows.
+
+    A decoded column with data checks its buffers against the count before it allocates
+    (those columns go first). Without one, another column must vouch for the count from
+    its buffer sizes alone, and rows that no data backs at all (every field None) are
+    few in an honest batch: a header claiming a million of them would cost a worker
+    seconds of default values (a fresh id each) for a few bytes.
+    """
+    if any(col.get("kind") != "none" for col in wanted):
+        return
+    n_rows = reader.n_rows
+    for col in reader.cols:
+        held = _rows_held(reader, col)
+        if held is not None:
+            if held != n_rows:
+                raise corrupt(f"column {col['name']!r} holds {held} rows, the batch claims {n_rows}")
+            return
+    if n_rows > UNBACKED_ROWS:
+        raise corrupt(f"{n_rows} rows claimed with no column data behind them "
+                      f"(at most {UNBACKED_ROWS} such rows)")
+
+
+def _rows_held(reader: BatchReader, col: dict) -> int | None:
+    """How many rows a column's buffers hold, from their sizes alone (nothing decoded);
+    None when only decoding could tell (JSON, protobuf, tensors) or it holds no data."""
+    kind = col.get("kind")
+    if kind == "none":
+        return None
+    if col.get("mask") is not None:
+        return len(reader.buffer(col["mask"]))
+    if kind == "bool":
+        return len(reader.buffer(col.get("data")))
+    if kind in ("int", "float"):
+        nbytes = len(reader.buffer(col.get("data")))
+        return nbytes // 8 if nbytes % 8 == 0 else -1
+    if kind in ("bytes", "docs"):
+        nbytes = len(reader.buffer(col.get("offsets")))
+        return nbytes // 8 - 1 if nbytes % 8 == 0 else -1
+    if kind == "doc":
+        return read_prefix(reader.buffer(col.get("child")))[0]
+    return None
 
 
 def _decode_column(reader: BatchReader, col: dict, field: TargetField) -> list[Any]:

@@ -16,17 +16,19 @@ import time
 
 import grpc
 
+from nborch.errors import MessageTooLargeError
 from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
 from nborch.runtime import auth, child, tls
 from nborch.runtime.codec import decode_docs, encode_docs
-from nborch.runtime.grpc_options import SERVER_OPTIONS, bind
+from nborch.runtime.grpc_options import bind, server_options
 from nborch.runtime.health import serve_until_stopped
+from nborch.runtime.limits import bounded_reply, error_reply
 from nborch.runtime.mux import serve_stream
 from nborch.runtime.polling import Polling, PollingTable, choose_shards
 from nborch.runtime.reduce import reduce_docs
 from nborch.runtime.router import CallPolicy, ReplicaPool
-from nborch.runtime.topology import GATEWAY, ExecutorTopology, Topology
+from nborch.runtime.topology import GATEWAY, ExecutorTopology, Topology, order_dag
 
 RECENT_ROUTES = 32
 
@@ -68,7 +70,8 @@ class ExecutorNode:
         # External executors are not this deployment's: they do not hold its secret.
         self.pools = [ReplicaPool(spec.name, addresses, discover=spec.discover, policy=policy,
                                   auth=None if spec.external else auth.installed(),
-                                  tls=None if spec.external else tls.internal())
+                                  tls=None if spec.external else tls.internal(),
+                                  max_message_size=spec.max_message_size)
                       for addresses in spec.shards]
         self._rotation = 0
 
@@ -126,6 +129,7 @@ class Gateway:
         self.nodes = {e.name: ExecutorNode(e) for e in topology.executors}
         needed = {p for node in self.nodes.values() for p in node.needs}
         self.sinks = [name for name in self.nodes if name not in needed] or list(self.nodes)[-1:]
+        self.order = order_dag({name: node.needs for name, node in self.nodes.items()})
         self.requests = 0
         self.recent: collections.deque[dict] = collections.deque(maxlen=RECENT_ROUTES)
 
@@ -133,43 +137,45 @@ class Gateway:
         self.requests += 1
         if not self.nodes:
             return pb.DataResponse(docs=request.docs, parameters=request.parameters)
-        entry = pb.DataResponse(docs=request.docs, parameters=request.parameters)
-        outputs: dict[str, asyncio.Future] = {}
-
-        def output_of(name: str) -> asyncio.Future:
-            if name not in outputs:
-                outputs[name] = asyncio.ensure_future(run(name))
-            return outputs[name]
-
-        async def run(name: str) -> pb.DataResponse:
+        entry = asyncio.get_running_loop().create_future()
+        entry.set_result(pb.DataResponse(docs=request.docs, parameters=request.parameters))
+        # One task per executor, created after those it needs, awaiting their tasks. Tasks
+        # refer only to their predecessors' (a DAG, no cycle), so this request's messages
+        # are freed when it ends: closures that call each other would form a reference
+        # cycle that keeps every message until the next full garbage collection.
+        outputs: dict[str, asyncio.Future] = {GATEWAY: entry}
+        for name in self.order:
             node = self.nodes[name]
-            inputs = await asyncio.gather(*(output_of(p) if p != GATEWAY else _ready(entry)
-                                            for p in node.needs))
-            merged = merge_responses(list(inputs))
-            if merged.HasField('error'):
-                return merged  # an executor failed upstream: skip the rest of this path
-            if request.target_executor and request.target_executor != name:
-                return merged
-            polling, shards = node.shards_for(request.endpoint)
-            forwarded = pb.DataRequest(endpoint=request.endpoint, docs=merged.docs,
-                                       parameters=merged.parameters, write_id=request.write_id)
-            response = await node.process(forwarded, shards)
-            self.recent.append({'endpoint': request.endpoint, 'executor': name,
-                                'polling': polling.name, 'shards': list(shards),
-                                'replicas': [h.replica for h in response.route
-                                             if h.executor == name],
-                                'time': time.time()})
-            if merged.route:  # keep the hops upstream of this executor, in order
-                hops = [*merged.route, *response.route]
-                del response.route[:]
-                response.route.extend(hops)
-            return response
-
+            outputs[name] = asyncio.ensure_future(
+                self._run(node, request, [outputs[p] for p in node.needs]))
         try:
-            return merge_responses(list(await asyncio.gather(*(output_of(s) for s in self.sinks))))
+            return merge_responses(list(await asyncio.gather(*(outputs[s] for s in self.sinks))))
         finally:
             for future in outputs.values():
                 future.cancel()
+
+    async def _run(self, node: 'ExecutorNode', request: pb.DataRequest,
+                   inputs: list[asyncio.Future]) -> pb.DataResponse:
+        """One executor's step of `request`: merge what its predecessors returned, send it."""
+        merged = merge_responses(list(await asyncio.gather(*inputs)))
+        if merged.HasField('error'):
+            return merged  # an executor failed upstream: skip the rest of this path
+        if request.target_executor and request.target_executor != node.name:
+            return merged
+        polling, shards = node.shards_for(request.endpoint)
+        forwarded = pb.DataRequest(endpoint=request.endpoint, docs=merged.docs,
+                                   parameters=merged.parameters, write_id=request.write_id)
+        response = await node.process(forwarded, shards)
+        self.recent.append({'endpoint': request.endpoint, 'executor': node.name,
+                            'polling': polling.name, 'shards': list(shards),
+                            'replicas': [h.replica for h in response.route
+                                         if h.executor == node.name],
+                            'time': time.time()})
+        if merged.route:  # keep the hops upstream of this executor, in order
+            hops = [*merged.route, *response.route]
+            del response.route[:]
+            response.route.extend(hops)
+        return response
 
     async def status(self) -> dict:
         return {'role': 'gateway', 'pid': os.getpid(), 'requests': self.requests,
@@ -183,15 +189,12 @@ class Gateway:
                 await pool.close()
 
 
-async def _ready(value):
-    return value
-
-
 class GatewayServicer(pb_grpc.ExecutorServicer):
     """Serves the same `Executor` service as a worker, so a gateway can be an external executor."""
 
-    def __init__(self, gateway: Gateway):
+    def __init__(self, gateway: Gateway, max_message_size: int):
         self.gateway = gateway
+        self.max_message_size = max_message_size
 
     async def Process(self, request, context):
         return await self.handle(request)
@@ -201,9 +204,12 @@ class GatewayServicer(pb_grpc.ExecutorServicer):
 
     async def handle(self, request: pb.DataRequest) -> pb.DataResponse:
         try:
-            return await self.gateway.process(request)
+            reply = await self.gateway.process(request)
         except ConnectionError as exc:
             return pb.DataResponse(connection_error=str(exc))
+        except MessageTooLargeError as exc:  # too large for an executor: nothing was sent
+            return error_reply(exc, GATEWAY)
+        return bounded_reply(reply, self.max_message_size, 'the gateway')
 
     async def Status(self, request, context):
         return pb.StatusReply(json=json.dumps(await self.gateway.status()).encode())
@@ -215,8 +221,10 @@ async def serve(topology: Topology, ready_fd: int | None) -> None:
     gateway = Gateway(topology)
     # The public port: open unless the topology asks for the secret (docs/security.md).
     guard = auth.guard_of(auth.installed(), required=topology.require_secret)
-    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=auth.interceptors(guard))
-    pb_grpc.add_ExecutorServicer_to_server(GatewayServicer(gateway), server)
+    server = grpc.aio.server(options=server_options(topology.max_message_size),
+                             interceptors=auth.interceptors(guard))
+    pb_grpc.add_ExecutorServicer_to_server(GatewayServicer(gateway, topology.max_message_size),
+                                           server)
     public = tls.TlsFiles(**topology.tls) if topology.tls else None
     port = bind(server, topology.host, topology.port, guard=guard,
                 credentials=public.server_credentials() if public else None)

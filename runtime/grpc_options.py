@@ -1,19 +1,29 @@
 """gRPC options shared by every nborch server and channel."""
 
-# Unlimited message sizes: a batch of 100 128-d docs is ~60 KB, but users post big tensors.
-MESSAGE_SIZE = [('grpc.max_send_message_length', -1), ('grpc.max_receive_message_length', -1)]
+from nborch.runtime.limits import DEFAULT_MAX_MESSAGE_SIZE
 
-# A port in use must be an error, not a silent share with another process.
-SERVER_OPTIONS = [*MESSAGE_SIZE, ('grpc.so_reuseport', 0)]
 
-# Reconnect fast to a restarted replica instead of gRPC's default 1 s → 120 s back-off.
-CHANNEL_OPTIONS = [
-    *MESSAGE_SIZE,
-    ('grpc.initial_reconnect_backoff_ms', 100),
-    ('grpc.min_reconnect_backoff_ms', 100),
-    ('grpc.max_reconnect_backoff_ms', 1000),
-    ('grpc.enable_retries', 0),  # nborch's router retries on another replica itself
-]
+def _message_size(max_message_size: int) -> list[tuple[str, int]]:
+    # gRPC's own check, the last line: senders check first (runtime/limits.py), so that an
+    # oversized message fails alone instead of the stream it would travel on.
+    return [('grpc.max_send_message_length', max_message_size),
+            ('grpc.max_receive_message_length', max_message_size)]
+
+
+def server_options(max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> list[tuple[str, int]]:
+    # A port in use must be an error, not a silent share with another process.
+    return [*_message_size(max_message_size), ('grpc.so_reuseport', 0)]
+
+
+def channel_options(max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> list[tuple[str, int]]:
+    return [
+        *_message_size(max_message_size),
+        # Reconnect fast to a restarted replica instead of gRPC's default 1 s → 120 s back-off.
+        ('grpc.initial_reconnect_backoff_ms', 100),
+        ('grpc.min_reconnect_backoff_ms', 100),
+        ('grpc.max_reconnect_backoff_ms', 1000),
+        ('grpc.enable_retries', 0),  # nborch's router retries on another replica itself
+    ]
 
 
 def bind(server, host: str, port: int, *, guard=None, credentials=None) -> int:
@@ -32,7 +42,8 @@ def bind(server, host: str, port: int, *, guard=None, credentials=None) -> int:
     return bound
 
 
-def secure_channel(target: str, tls) -> 'grpc.aio.Channel':
+def secure_channel(target: str, tls, options=None) -> 'grpc.aio.Channel':
     """A channel to `target` with `tls` (runtime/tls.TlsFiles) credentials."""
     import grpc
-    return grpc.aio.secure_channel(target, tls.channel_credentials(), options=CHANNEL_OPTIONS)
+    return grpc.aio.secure_channel(target, tls.channel_credentials(),
+                                   options=options if options is not None else channel_options())

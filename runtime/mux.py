@@ -19,6 +19,7 @@ from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
 from nborch.runtime.auth import STREAM_METHOD, AuthError, Handshake, LinkAuth
 from nborch.runtime.health import draining
+from nborch.runtime.limits import DEFAULT_MAX_MESSAGE_SIZE, check_request_size
 
 
 log = logging.getLogger('nborch.stream')
@@ -57,14 +58,9 @@ class _OpenStream:
                 await handshake.verify(self.call)
             self.trusted.set_result(None)
             while True:
-                reply = await self.call.read()
-                if reply is grpc.aio.EOF:
-                    raise StreamError('the server closed the stream')
-                future = self.pending.pop(reply.request_id, None)
-                if self.wake_at:
-                    self.wake_at.pop(reply.request_id, None)
-                if future is not None and not future.done():
-                    future.set_result(reply)
+                # Handed on without a local name: a reply (maybe large) must not stay
+                # referenced here while the next one is awaited.
+                self._deliver(await self.call.read())
         except asyncio.CancelledError:
             self.fail(StreamError('the stream was closed', grpc.StatusCode.CANCELLED))
         except grpc.aio.AioRpcError as exc:
@@ -74,6 +70,15 @@ class _OpenStream:
         except AuthError as exc:
             self.call.cancel()
             self.fail(StreamError(str(exc), grpc.StatusCode.UNAUTHENTICATED))
+
+    def _deliver(self, reply) -> None:
+        if reply is grpc.aio.EOF:
+            raise StreamError('the server closed the stream')
+        future = self.pending.pop(reply.request_id, None)
+        if self.wake_at:
+            self.wake_at.pop(reply.request_id, None)
+        if future is not None and not future.done():
+            future.set_result(reply)
 
     def fail(self, error: StreamError) -> None:
         self.broken = error
@@ -96,11 +101,16 @@ class StreamMux:
 
     _auth: LinkAuth | None = None
     _target = ''
+    _max_message_size = DEFAULT_MAX_MESSAGE_SIZE
+    _limit_of = 'the receiver'
 
     def __init__(self, channel: grpc.aio.Channel, *, auth: LinkAuth | None = None,
-                 target: str = ''):
+                 target: str = '', max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+                 limit_of: str = 'the receiver'):
         self._stub = pb_grpc.ExecutorStub(channel)
         self._auth, self._target = auth, target
+        self._max_message_size = max_message_size  # the channel's: larger breaks the stream
+        self._limit_of = limit_of  # whose limit it is, for the error message
         self._stream: _OpenStream | None = None
         self._ids = itertools.count()
 
@@ -120,8 +130,10 @@ class StreamMux:
         `wake_at` (loop time), `wake_overdue` raises `Overdue` into the reply from then on.
 
         The caller's message is not touched: the same request may go to several streams at
-        once (ALL polling), each with its own ids.
+        once (ALL polling), each with its own ids. A request over the size limit raises
+        `MessageTooLargeError` before anything is sent.
         """
+        check_request_size(request, self._max_message_size, self._limit_of)
         stream = self._stream
         if stream is None or stream.broken is not None:
             stream = self._stream = _OpenStream(
@@ -203,10 +215,13 @@ async def serve_stream(request_iterator, context, handle, server_name: str) -> N
             await context.write(reply)
 
     async def read_all() -> None:
-        async for request in request_iterator:
+        # context.read(), not `async for` over request_iterator: grpc's iterator keeps the
+        # last request (maybe large) alive until the next one arrives.
+        while (request := await context.read()) is not grpc.aio.EOF:
             task = asyncio.ensure_future(answer(request))
             running.add(task)
             task.add_done_callback(running.discard)
+            del request  # the task holds it now
 
     await until_drained(read_all())
     try:

@@ -19,7 +19,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
 from nborch.runtime.auth import STATUS_METHOD, AuthError, LinkAuth, call_unary
-from nborch.runtime.grpc_options import CHANNEL_OPTIONS, secure_channel
+from nborch.runtime.grpc_options import channel_options, secure_channel
+from nborch.runtime.limits import DEFAULT_MAX_MESSAGE_SIZE
 from nborch.runtime.mux import Overdue, StreamError, StreamMux
 from nborch.runtime.resolve import dial_target, resolve_replicas
 from nborch.runtime.tls import TlsFiles
@@ -125,16 +126,18 @@ class _LeaderMoved(Exception):
     """A newer leader was learned while a write waited at the old one: send it there."""
 
 
-def _channel(address: str, tls: TlsFiles | None = None) -> grpc.aio.Channel:
+def _channel(address: str, max_message_size: int,
+             tls: TlsFiles | None = None) -> grpc.aio.Channel:
     """`host:port`, `grpc://host:port` or `grpcs://host:port` (TLS with system roots); with
     `tls`, mutual TLS with those files (the deployment's own replicas)."""
+    options = channel_options(max_message_size)
     if tls is not None:
-        return secure_channel(dial_target(address.removeprefix('grpc://')), tls)
+        return secure_channel(dial_target(address.removeprefix('grpc://')), tls, options)
     if address.startswith('grpcs://'):
         return grpc.aio.secure_channel(dial_target(address[len('grpcs://'):]),
-                                       grpc.ssl_channel_credentials(), options=CHANNEL_OPTIONS)
+                                       grpc.ssl_channel_credentials(), options=options)
     return grpc.aio.insecure_channel(dial_target(address.removeprefix('grpc://')),
-                                     options=CHANNEL_OPTIONS)
+                                     options=options)
 
 
 @dataclass
@@ -146,14 +149,17 @@ class Served:
 class _Replica:
     """One replica's connection, counters and ejection state."""
 
-    def __init__(self, address: str, auth: LinkAuth | None = None, tls: TlsFiles | None = None):
+    def __init__(self, address: str, executor: str, max_message_size: int,
+                 auth: LinkAuth | None = None, tls: TlsFiles | None = None):
         self.address = address
         self.auth = auth
         self.target = dial_target(address.removeprefix('grpcs://').removeprefix('grpc://'))
-        self.channel = _channel(address, tls)
+        self.channel = _channel(address, max_message_size, tls)
         self.stub = pb_grpc.ExecutorStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
-        self.stream = StreamMux(self.channel, auth=auth, target=self.target)
+        self.stream = StreamMux(self.channel, auth=auth, target=self.target,
+                                max_message_size=max_message_size,
+                                limit_of=f'executor {executor!r}')
         self.outstanding = 0
         self.served = 0
         self.failures = 0
@@ -213,14 +219,15 @@ class ReplicaPool:
     def __init__(self, executor: str, addresses: Sequence[str], *, discover: bool = False,
                  refresh_s: float = DISCOVERY_REFRESH_S, policy: CallPolicy = CallPolicy(),
                  clock: Callable[[], float] = time.monotonic, auth: LinkAuth | None = None,
-                 tls: TlsFiles | None = None):
+                 tls: TlsFiles | None = None, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE):
         self.executor = executor
         self.auth = auth  # the deployment's secret: its own replicas must prove it
         self.tls = tls
         self.discover = discover
         self.policy = policy
+        self.max_message_size = max_message_size
         self.names = list(addresses)  # what the topology says (DNS names when discovering)
-        self.replicas = [] if discover else [_Replica(a, auth, tls) for a in addresses]
+        self.replicas = [] if discover else [self._replica(a) for a in addresses]
         self._refresh_s = refresh_s
         self._resolved_at: float | None = None
         self._rotation = 0
@@ -229,6 +236,9 @@ class ReplicaPool:
         self.leader: tuple[int, int] = (0, 0)
         self._leader_poll: asyncio.Future | None = None
         self._watchdog: asyncio.Task | None = None
+
+    def _replica(self, address: str) -> _Replica:
+        return _Replica(address, self.executor, self.max_message_size, self.auth, self.tls)
 
     @property
     def addresses(self) -> list[str]:
@@ -250,7 +260,7 @@ class ReplicaPool:
         if found == self.addresses:
             return
         current = {r.address: r for r in self.replicas}
-        self.replicas = [current.pop(a, None) or _Replica(a, self.auth, self.tls) for a in found]
+        self.replicas = [current.pop(a, None) or self._replica(a) for a in found]
         for gone in current.values():  # in-flight calls on it fail over to the others
             await gone.close()
 

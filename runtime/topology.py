@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from nborch.runtime.consensus.settings import RaftSettings
+from nborch.runtime.limits import DEFAULT_MAX_MESSAGE_SIZE
 
 GATEWAY = 'gateway'
 
@@ -27,6 +28,7 @@ class ExecutorTopology:
     timeout_send: int | None = None   # ms per request to a replica (router.CallPolicy)
     endpoints: dict[str, bool] | None = None  # path → is a @write; None: unknown (external)
     election_ms: float = RaftSettings.election_ms  # stateful: the group's election timeout
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE  # its replicas' limit (bytes)
 
 
 @dataclass
@@ -37,6 +39,7 @@ class Topology:
     require_secret: bool = False      # the public port, too, refuses callers without the secret
     tls: dict | None = None           # the public port's certificate files (runtime/tls.py)
     internal_tls: dict | None = None  # mutual TLS to the deployment's own replicas
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE  # the gateway's limit (bytes)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -47,7 +50,8 @@ class Topology:
         return cls(executors=[ExecutorTopology(**e) for e in raw['executors']],
                    host=raw.get('host', '127.0.0.1'), port=raw.get('port', 0),
                    require_secret=raw.get('require_secret', False), tls=raw.get('tls'),
-                   internal_tls=raw.get('internal_tls'))
+                   internal_tls=raw.get('internal_tls'),
+                   max_message_size=raw.get('max_message_size', DEFAULT_MAX_MESSAGE_SIZE))
 
     @classmethod
     def load(cls, source: str) -> 'Topology':

@@ -22,14 +22,16 @@ from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
 from nborch.errors import MembershipError
 from nborch.runtime import auth, child, tls
-from nborch.runtime.codec import decode_docs, encode_docs
+from nborch.runtime.codec import batch_length, decode_docs, encode_docs
 from nborch.runtime.consensus import membership
 from nborch.runtime.consensus.replica import ConsensusReplica
 from nborch.runtime.consensus.settings import RaftSettings
 from nborch.runtime.consensus.storage import StorageError
 from nborch.runtime.consensus.transport import RaftServicer
-from nborch.runtime.grpc_options import SERVER_OPTIONS, bind
+from nborch.runtime.grpc_options import bind, server_options
 from nborch.runtime.health import serve_until_stopped
+from nborch.runtime.limits import (DEFAULT_MAX_REQUEST_DOCS, RAFT_ENVELOPE, bounded_reply,
+                                   too_many_docs)
 from nborch.runtime.mux import serve_stream
 from nborch.runtime.resolve import dial_target
 from nborch.runtime.worker_spec import WorkerSpec
@@ -43,9 +45,10 @@ def _pass_through(request: pb.DataRequest) -> pb.DataResponse:
 class ExecutorRunner:
     """Turns one `DataRequest` into one `DataResponse` by calling the executor (no I/O)."""
 
-    def __init__(self, executor, name: str):
+    def __init__(self, executor, name: str, max_request_docs: int = DEFAULT_MAX_REQUEST_DOCS):
         self.executor = executor
         self.name = name
+        self.max_request_docs = max_request_docs
         self.requests_served = 0
 
     def prepare(self, request: pb.DataRequest):
@@ -53,6 +56,9 @@ class ExecutorRunner:
         endpoint = self.executor.endpoint_for(request.endpoint)
         if endpoint is None or (request.target_executor and request.target_executor != self.name):
             return None, None
+        n_docs = batch_length(request.docs)  # from the batch's prefix: nothing decoded yet
+        if n_docs > self.max_request_docs:
+            raise too_many_docs(n_docs, self.max_request_docs, f'executor {self.name!r}')
         docs = decode_docs(request.docs, endpoint.input_type)
         parameters = json.loads(request.parameters) if request.parameters else {}
         own = parameters.get(self.name)
@@ -157,13 +163,16 @@ class WorkerServicer(pb_grpc.ExecutorServicer):
         await serve_stream(request_iterator, context, self.handle, self.spec.name)
 
     async def handle(self, request: pb.DataRequest) -> pb.DataResponse:
-        response = await self._handle(request)
-        if self.consensus is not None:  # every reply tells the gateway who leads, and when
+        """The reply to `request`: one too large to send is an error naming the limit, and
+        a stateful replica's reply tells the gateway who leads, and in which term."""
+        response = bounded_reply(await self._reply(request), self.spec.max_message_size,
+                                 f'executor {self.spec.name!r}')
+        if self.consensus is not None:
             response.leader_hint = self.consensus.node.leader  # node id = replica + 1
             response.leader_term = self.consensus.node.term
         return response
 
-    async def _handle(self, request: pb.DataRequest) -> pb.DataResponse:
+    async def _reply(self, request: pb.DataRequest) -> pb.DataResponse:
         endpoint = self.runner.executor.endpoint_for(request.endpoint)
         if self.consensus is not None and endpoint is not None and \
                 (not request.target_executor or request.target_executor == self.spec.name):
@@ -207,9 +216,12 @@ async def serve(spec: WorkerSpec, ready_fd: int | None) -> str | None:
                           tuple(range(1, len(spec.peers) + 1)), spec.raft_group,
                           label=f'{spec.name} (workspace {spec.workspace or spec.raft_dir})')
     executor = spec.build_executor()
-    servicer = WorkerServicer(ExecutorRunner(executor, spec.name), spec)
+    servicer = WorkerServicer(ExecutorRunner(executor, spec.name, spec.max_request_docs), spec)
     guard = auth.guard_of(auth.installed(), required=True)
-    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=auth.interceptors(guard))
+    # One server for the Executor and the Raft service: Raft messages wrap whole requests.
+    envelope = RAFT_ENVELOPE if spec.stateful else 0
+    server = grpc.aio.server(options=server_options(spec.max_message_size + envelope),
+                             interceptors=auth.interceptors(guard))
     pb_grpc.add_ExecutorServicer_to_server(servicer, server)
     internal = tls.TlsFiles(**spec.tls) if spec.tls else None
     tls.install(internal)  # the Raft links to the peers, too
@@ -221,7 +233,8 @@ async def serve(spec: WorkerSpec, ready_fd: int | None) -> str | None:
             node_id=spec.replica_id + 1,
             peers={i + 1: address for i, address in enumerate(spec.peers)},
             directory=spec.raft_dir, settings=RaftSettings.parse(spec.raft_configuration),
-            state_machine=ExecutorStateMachine(servicer.runner, servicer.pool))
+            state_machine=ExecutorStateMachine(servicer.runner, servicer.pool),
+            max_message_size=spec.max_message_size)
         servicer.consensus.on_failure = lambda reason: stop.set()
         pb_grpc.add_RaftServicer_to_server(RaftServicer(servicer.consensus), server)
         # Listen where the peers reach this replica (NBORCH_HOSTS may map its name locally).

@@ -14,6 +14,8 @@ import cloudpickle
 import pydantic
 from docarray import BaseDoc, DocList
 
+from nborch.runtime.limits import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_REQUEST_DOCS
+
 
 def doclist_class(doc_type):
     """The class docarray makes for `DocList[doc_type]` (instances of it are of this class)."""
@@ -84,6 +86,8 @@ class WorkerSpec:
     raft_configuration: dict = field(default_factory=dict)
     read_consistency: str = 'eventual'
     tls: dict | None = None        # mutual TLS on both ports and to the peers (runtime/tls.py)
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE  # bytes of one request or reply
+    max_request_docs: int = DEFAULT_MAX_REQUEST_DOCS
 
     def complete(self) -> None:
         """Check a spec given by hand (`nborch executor`) and fill what follows from it;

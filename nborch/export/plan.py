@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from nborch.errors import ExportError
 from nborch.runtime.gpu import CUDA_VISIBLE_DEVICES
+from nborch.runtime.limits import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_REQUEST_DOCS
 from nborch.runtime.topology import ExecutorTopology, Topology
 from nborch.spec import DeploymentSpec
 from nborch.uses import PassThrough, is_executor_yaml, resolve_uses
@@ -153,6 +154,10 @@ def _workloads(spec: DeploymentSpec, uses: str, naming: Naming) -> tuple[list[Wo
             args += ['--uses-with', _json_arg(spec.uses_with, f'{spec.name}: uses_with')]
         if spec.log_level != 'INFO':
             args += ['--log-level', spec.log_level]
+        if spec.max_message_size != DEFAULT_MAX_MESSAGE_SIZE:
+            args += ['--max-message-size', str(spec.max_message_size)]
+        if spec.max_request_docs != DEFAULT_MAX_REQUEST_DOCS:
+            args += ['--max-request-docs', str(spec.max_request_docs)]
         if spec.workspace or spec.stateful:
             args += ['--workspace', WORKSPACE]
         if spec.stateful:
@@ -190,14 +195,18 @@ def build_plan(label: str, plans, gateway_port: int | None, naming: Naming) -> E
         executors.append(ExecutorTopology(
             name=spec.name, shards=shards, polling=spec.polling,
             needs=list(plan.needs), stateful=spec.stateful, external=spec.external,
-            discover=not spec.external and not spec.stateful, **spec.routing()))
+            discover=not spec.external and not spec.stateful,
+            max_message_size=spec.max_message_size, **spec.routing()))
     taken: dict[str, str] = {}
     for w in workloads:
         if w.name in taken or w.name == 'gateway':
             raise ExportError(f'executors {taken.get(w.name, "gateway")!r} and {w.executor!r} '
                               f'would both be named {w.name!r} in the cluster: rename one')
         taken[w.name] = w.executor
-    topology = Topology(executors=executors, host='0.0.0.0', port=port)
+    # The gateway carries what any of its executors accepts (a Flow's executors default to
+    # the Flow's own limit, so this is the Flow's unless one executor raised its own).
+    limit = max((e.max_message_size for e in executors), default=DEFAULT_MAX_MESSAGE_SIZE)
+    topology = Topology(executors=executors, host='0.0.0.0', port=port, max_message_size=limit)
     gateway_args = ['gateway', '--host', '0.0.0.0', '--port', str(port),
                     '--secret-file', SECRET_FILE, '--topology', topology.to_json()]
     return ExportPlan(name=name, workloads=workloads, gateway_args=gateway_args,

@@ -32,6 +32,7 @@ from nborch.runtime.consensus.drops import DropCounter
 from nborch.runtime.consensus.settings import RaftSettings
 from nborch.runtime.consensus.storage import DiskStorage, StorageCorruptError, quarantine_corrupt
 from nborch.runtime.consensus.transport import PeerLink
+from nborch.runtime.limits import DEFAULT_MAX_MESSAGE_SIZE
 
 WRITE_TIMEOUT_S = 30.0
 FORWARD_TIMEOUT_S = 5.0
@@ -62,8 +63,10 @@ def pass_through(request: pb.DataRequest) -> pb.DataResponse:
 
 class ConsensusReplica:
     def __init__(self, *, node_id: int, peers: dict[int, str], directory: str,
-                 settings: RaftSettings, state_machine: StateMachine):
+                 settings: RaftSettings, state_machine: StateMachine,
+                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE):
         self.node_id = node_id
+        self.max_message_size = max_message_size  # of the write requests its links carry
         self.peers = dict(peers)            # node id → 'host:port' of its Raft service
         self.directory = Path(directory)
         self.settings = settings
@@ -116,7 +119,7 @@ class ConsensusReplica:
         if self.storage.rejoin is not None:
             config = dataclasses.replace(config, rejoin_commit=self.storage.rejoin.until_commit)
         self.node = RaftNode(config, self.storage, rng=random.Random())
-        self._links = {peer: PeerLink(peer, address, self._unreachable)
+        self._links = {peer: PeerLink(peer, address, self._unreachable, self.max_message_size)
                        for peer, address in self.peers.items() if peer != self.node_id}
         self._tasks = [asyncio.ensure_future(self._tick()), asyncio.ensure_future(self._drive())]
         self._wake.set()

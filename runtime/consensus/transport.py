@@ -14,7 +14,8 @@ import grpc
 from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
 from nborch.runtime import auth, tls
-from nborch.runtime.grpc_options import CHANNEL_OPTIONS, secure_channel
+from nborch.runtime.grpc_options import channel_options, secure_channel
+from nborch.runtime.limits import DEFAULT_MAX_MESSAGE_SIZE, RAFT_ENVELOPE
 from nborch.runtime.mux import until_drained
 from nborch.runtime.resolve import dial_target
 
@@ -27,14 +28,17 @@ log = logging.getLogger('nborch.raft')
 class PeerLink:
     """Outgoing messages to one peer, written in order on one `Raft.Send` stream."""
 
-    def __init__(self, peer: int, address: str, on_unreachable: Callable[[int], None]):
+    def __init__(self, peer: int, address: str, on_unreachable: Callable[[int], None],
+                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE):
         self.peer = peer
         self.address = address
         self.target = dial_target(address)
         self.auth = auth.installed()  # peers prove the deployment secret, and so must we
         files = tls.internal()
-        self.channel = secure_channel(self.target, files) if files is not None else \
-            grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
+        # A Raft message carries a whole write request of up to max_message_size.
+        options = channel_options(max_message_size + RAFT_ENVELOPE)
+        self.channel = secure_channel(self.target, files, options) if files is not None else \
+            grpc.aio.insecure_channel(self.target, options=options)
         self.stub = pb_grpc.RaftStub(self.channel)
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(QUEUE_LIMIT)
         self._on_unreachable = on_unreachable

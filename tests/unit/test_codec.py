@@ -8,17 +8,20 @@ class rebuilt from the batch.
 
 from __future__ import annotations
 
+import json
 import math
 import struct
+import time
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 import pytest
 from docarray import BaseDoc, DocList
+from docarray.base_doc.doc import BaseDocWithoutId
 from docarray.documents import TextDoc
 from docarray.typing import ID, AnyTensor, NdArray
 from docarray.typing.tensor.embedding.ndarray import NdArrayEmbedding
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -445,3 +448,73 @@ def test_damaged_batch_decodes_or_raises_value_error(data):
         decode_docs(bytes(raw))
     except ValueError:
         pass
+
+
+# --- hostile row counts: a claimed count is checked against the bytes before any loop ---
+
+
+def _frame(n_rows: int, header: dict, buffers: bytes = b"") -> bytes:
+    raw = json.dumps(header).encode()
+    return struct.pack("<4sHHII", b"NBDC", 1, 0, n_rows, len(raw)) + raw + buffers
+
+
+MEGABYTE = 1 << 20
+CLAIMED = 1_000_000
+_ID_NONE = {"name": "id", "kind": "none"}
+HOSTILE_CLAIMS = {
+    # 1 MB of bytes no column uses: nothing backs the rows
+    "no columns, padding": _frame(CLAIMED, {"doc": "TextDoc", "cols": [], "bufs": [MEGABYTE]},
+                                  bytes(MEGABYTE)),
+    "only None columns, padding": _frame(
+        CLAIMED, {"doc": "TextDoc", "cols": [_ID_NONE, {"name": "text", "kind": "none"}],
+                  "bufs": [MEGABYTE]}, bytes(MEGABYTE)),
+    # a 1 MB header (no buffers at all)
+    "padded header": _frame(CLAIMED, {"doc": "TextDoc", "cols": [], "bufs": [],
+                                      "pad": " " * MEGABYTE}),
+    # a column the target lacks holds 10 rows, not a million
+    "skipped column holds fewer rows": _frame(
+        CLAIMED, {"doc": "TextDoc", "cols": [_ID_NONE, {"name": "n", "kind": "int", "data": 0}],
+                  "bufs": [80 + MEGABYTE]}, bytes(80 + MEGABYTE)),
+    "skipped column's mask is short": _frame(
+        CLAIMED, {"doc": "TextDoc", "cols": [{"name": "x", "kind": "bool", "data": 0,
+                                             "mask": 1}], "bufs": [1, MEGABYTE]},
+        b"\1" + bytes(MEGABYTE)),
+    # a decoded column holds 10 ids
+    "decoded column holds fewer rows": _frame(
+        CLAIMED, {"doc": "TextDoc", "cols": [{"name": "id", "kind": "json", "data": 0}],
+                  "bufs": [MEGABYTE]}, json.dumps([str(i) for i in range(10)]).encode().ljust(
+                      MEGABYTE)),
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE_CLAIMS)
+@pytest.mark.parametrize("target", [TextDoc, None])
+def test_a_megabyte_claiming_a_million_docs_is_refused_at_once(name, target):
+    data = HOSTILE_CLAIMS[name]
+    assert len(data) < 2 * MEGABYTE and batch_length(data) == CLAIMED
+    started = time.process_time()
+    with pytest.raises(ValueError, match="corrupt nborch docs batch"):
+        decode_docs(data, target)
+    assert time.process_time() - started < 0.5  # it cost a worker 32 s of CPU
+
+
+def test_a_few_rows_without_data_still_decode():
+    class Empty(BaseDocWithoutId):
+        note: Optional[str] = None
+
+    docs = decode_docs(encode_docs(DocList[Empty]([Empty() for _ in range(300)])), Empty)
+    assert len(docs) == 300 and all(d.note is None for d in docs)
+
+
+@settings(max_examples=80, deadline=None)
+@given(doc_lists(text_docs(dtype=None), TextDoc, max_size=6), st.integers(1, 2**32 - 1),
+       st.sampled_from([TextDoc, QueryDoc, None]))
+def test_an_inflated_row_count_raises_value_error(docs, extra, target):
+    assume(len(docs) > 0)  # docs carry an id: some column backs the true count
+    raw = bytearray(encode_docs(docs))
+    n_rows = min(len(docs) + extra, 2**32 - 1)
+    struct.pack_into("<I", raw, 8, n_rows)
+    started = time.process_time()
+    with pytest.raises(ValueError):
+        decode_docs(bytes(raw), target)
+    assert time.process_time() - started < 0.5

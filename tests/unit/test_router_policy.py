@@ -79,6 +79,7 @@ def test_stream_mux_leaves_the_callers_request_alone():
         muxes = [StreamMux.__new__(StreamMux) for _ in range(2)]
         for skip, mux in enumerate(muxes):
             mux._stub, mux._stream = FakeStub(), None
+            mux._max_message_size, mux._limit_of = 1 << 20, 'the test'
             mux._ids = iter(range(skip * 10, 100))
         request = pb.DataRequest(endpoint='/search', request_id='mine')
         calls = [asyncio.ensure_future(m.call(request, timeout=0.05)) for m in muxes]
