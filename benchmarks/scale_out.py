@@ -34,7 +34,7 @@ from docarray.documents import TextDoc
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from nborch import Client, Deployment  # noqa: E402
-from nborch.examples import Echo, ExactNNSearch, NumpySearch, QueryDoc, top_k  # noqa: E402
+from nborch.examples import Echo, ExactNNSearch, NumpySearch, QueryDoc  # noqa: E402
 
 PAGE = {'index_s_replicas1': 18.93, 'search_s_replicas1': 385.97, 'index_s_consensus3': 35.07,
         'search_s_consensus3': 202.08, 'docs': 100_000, 'queries': 1_000}

@@ -11,7 +11,7 @@ import itertools
 import json
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Callable, Iterator
 
 import grpc
 from docarray import BaseDoc, DocList

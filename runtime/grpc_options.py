@@ -1,5 +1,7 @@
 """gRPC options shared by every nborch server and channel."""
 
+import grpc
+
 from nborch.runtime.limits import DEFAULT_MAX_MESSAGE_SIZE
 
 
@@ -42,8 +44,7 @@ def bind(server, host: str, port: int, *, guard=None, credentials=None) -> int:
     return bound
 
 
-def secure_channel(target: str, tls, options=None) -> 'grpc.aio.Channel':
+def secure_channel(target: str, tls, options=None) -> grpc.aio.Channel:
     """A channel to `target` with `tls` (runtime/tls.TlsFiles) credentials."""
-    import grpc
     return grpc.aio.secure_channel(target, tls.channel_credentials(),
                                    options=options if options is not None else channel_options())

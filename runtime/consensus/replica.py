@@ -139,7 +139,7 @@ class ConsensusReplica:
         try:
             message = Message.from_bytes(data)
         except MessageDecodeError as exc:
-            return self.drops.drop('malformed', lambda: str(exc))
+            return self.drops.drop('malformed', lambda exc=exc: str(exc))
         if message.dst != self.node_id:
             return self.drops.drop('wrong_dst', message.describe)
         if message.src == self.node_id or message.src not in self.peers:
@@ -147,7 +147,7 @@ class ConsensusReplica:
         try:
             self.node.step(message)
         except Exception as exc:  # the core refused it (e.g. a commit past our log)
-            self.drops.drop('refused', lambda: f'{message.describe()}: {exc}')
+            self.drops.drop('refused', lambda exc=exc: f'{message.describe()}: {exc}')
         self._wake.set()  # a refused message may have changed the term before it failed
 
     def propose_here(self, request: pb.DataRequest) -> pb.ProposeReply:

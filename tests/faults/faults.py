@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from tests.integration.test_consensus import replicas
+from tests.integration.helpers import replicas
 
 # kill-all: every replica at once (a power cut: acknowledged writes live only on disk);
 # restart: close and start the Deployment again on the same workspace.

@@ -186,3 +186,34 @@ class SlowWriter(Executor):
         with open(parameters['path'], 'a') as f:
             f.writelines(f'{doc.text}\n' for doc in docs)
         return docs
+
+
+def docs(n: int, prefix: str = 'w') -> DocList[TextDoc]:
+    """`n` docs with ids `<prefix>0..` (write ids the Raft tests check on every replica)."""
+    return DocList[TextDoc]([TextDoc(id=f'{prefix}{i}', text=str(i)) for i in range(n)])
+
+
+def replicas(dep, shard: int = 0) -> list[dict]:
+    """The first executor's replicas of `shard` as `dep.status()` reports them."""
+    return dep.status()['executors'][0]['shards'][shard]['replicas']
+
+
+def poll(condition, what: str, timeout: float = 60.0, every: float = 0.05):
+    """`condition()`'s first truthy value, asked every `every` s; AssertionError naming
+    `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f'{what}: not within {timeout} s')
+        time.sleep(every)
+
+
+def converged(dep, at_least: int) -> list[dict] | None:
+    """The replicas once all applied the same Raft index >= `at_least` (one per request,
+    plus a no-op per leader), else None."""
+    reps = replicas(dep)
+    applied = {(r.get('raft') or {}).get('applied', -1) for r in reps}
+    return reps if len(applied) == 1 and applied.pop() >= at_least else None

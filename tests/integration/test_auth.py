@@ -24,36 +24,20 @@ from nborch.protos import nborch_pb2_grpc as pb_grpc
 from nborch.runtime.auth import CALLER_KEY, LinkAuth, new_secret
 from nborch.runtime.codec import encode_docs
 from nborch.runtime.consensus.core.messages import AppendEntries, Entry, Heartbeat
-from tests.integration.helpers import Ledger, WhoAmI, read_history
+from tests.integration.helpers import (Ledger, WhoAmI, converged, docs, poll, read_history,
+                                       replicas)
 
 pytestmark = pytest.mark.timeout(180)
 FAST = {'heartbeat_timeout': 50, 'election_timeout': 300}
 FORGED = DocList[TextDoc]([TextDoc(id='forged', text='forged')])
 
 
-def docs(n: int, prefix: str = 'w') -> DocList[TextDoc]:
-    return DocList[TextDoc]([TextDoc(id=f'{prefix}{i}', text=str(i)) for i in range(n)])
 
 
-def replicas(dep) -> list[dict]:
-    return dep.status()['executors'][0]['shards'][0]['replicas']
 
 
-def wait_for(condition, what: str, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f'timed out waiting for {what}')
-        time.sleep(0.05)
 
 
-def converged(dep, at_least: int) -> list[dict] | None:
-    reps = replicas(dep)
-    applied = {(r.get('raft') or {}).get('applied', -1) for r in reps}
-    return reps if len(applied) == 1 and applied.pop() >= at_least else None
 
 
 def refused(call) -> grpc.StatusCode:
@@ -68,7 +52,7 @@ def test_callers_without_the_secret_are_refused_and_change_nothing(tmp_path):
                     workspace=str(tmp_path), raft_configuration=FAST,
                     peer_ports=raft_ports) as dep:
         dep.post('/index', docs(5), request_size=1, prefetch=1)
-        before = wait_for(lambda: converged(dep, 5), 'the first writes to apply')
+        before = poll(lambda: converged(dep, 5), 'the first writes to apply')
         terms = [r['raft']['term'] for r in before]
         leader = next(r['replica'] for r in before if r['raft']['role'] == 'leader')
         forged_request = pb.DataRequest(endpoint='/index', docs=encode_docs(FORGED),
@@ -96,7 +80,7 @@ def test_callers_without_the_secret_are_refused_and_change_nothing(tmp_path):
                         refused(lambda: executor.Status(pb.StatusRequest(), timeout=10))]
         assert set(codes) == {grpc.StatusCode.UNAUTHENTICATED}, codes
         dep.post('/index', docs(1, 'after'))  # the group still serves its own gateway
-        after = wait_for(lambda: converged(dep, 6), 'the last write to apply')
+        after = poll(lambda: converged(dep, 6), 'the last write to apply')
         assert [r['raft']['term'] for r in after] == terms  # no forged term reached Raft
         histories = [read_history(str(tmp_path), 'ledger', i) for i in range(3)]
         status = dep.client.status()
@@ -154,7 +138,7 @@ def test_an_impostor_on_a_dead_replicas_port_never_answers_users():
             assert len(served) == 40
             assert all(d.text != 'forged' and '|rep-1|' in d.text for d in served), \
                 [d.text for d in served if '|rep-1|' not in d.text]
-            wait_for(lambda: impostor.seen_metadata, 'the gateway to call the impostor')
+            poll(lambda: impostor.seen_metadata, 'the gateway to call the impostor')
             # What the impostor saw cannot open a call on the surviving replica either.
             captured = [(k, v) for k, v in impostor.seen_metadata[0].items() if k == CALLER_KEY]
             with grpc.insecure_channel(f'127.0.0.1:{survivor["port"]}') as channel:
@@ -173,7 +157,7 @@ def test_workspace_files_and_folders_are_private(tmp_path):
                     raft_configuration={**FAST, 'snapshot_threshold': 5,
                                         'snapshot_interval': 2, 'trailing_logs': 1}) as dep:
         dep.post('/index', docs(30), request_size=1)
-        wait_for(lambda: converged(dep, 30), 'the writes to apply')
+        poll(lambda: converged(dep, 30), 'the writes to apply')
     modes = {}
     for root, folders, files in os.walk(tmp_path):
         for name in folders + files:

@@ -15,18 +15,14 @@ from docarray import DocList
 from docarray.documents import TextDoc
 
 from nborch import Deployment
-from tests.integration.helpers import Ledger, read_history
+from tests.integration.helpers import Ledger, docs, read_history, replicas
 
 pytestmark = pytest.mark.timeout(180)
 FAST = {'heartbeat_timeout': 50, 'election_timeout': 300}
 
 
-def docs(n: int, prefix: str = 'w') -> DocList[TextDoc]:
-    return DocList[TextDoc]([TextDoc(id=f'{prefix}{i}', text=str(i)) for i in range(n)])
 
 
-def replicas(dep, shard: int = 0) -> list[dict]:
-    return dep.status()['executors'][0]['shards'][shard]['replicas']
 
 
 def wait_converged(dep, at_least: int, shard: int = 0, timeout: float = 60) -> list[dict]:

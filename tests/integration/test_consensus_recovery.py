@@ -13,7 +13,8 @@ import pytest
 from nborch import Deployment
 from nborch.runtime.consensus.wal_format import RECORD_HEAD, read_records
 from tests.integration.helpers import Ledger, read_history
-from tests.integration.test_consensus import FAST, docs, replicas, wait_converged
+from tests.integration.helpers import docs, replicas
+from tests.integration.test_consensus import FAST, wait_converged
 
 pytestmark = pytest.mark.timeout(240)
 CONFIG = {**FAST, 'snapshot_threshold': 20, 'snapshot_interval': 10, 'trailing_logs': 5}

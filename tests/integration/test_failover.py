@@ -16,25 +16,11 @@ from docarray.documents import TextDoc
 
 from nborch import Client, Deployment, IncompletePostError, UnavailableError
 from nborch.runtime.router import LIVENESS_CHECK_S, PROBE_TIMEOUT_S
-from tests.integration.helpers import Ledger, SlowWriter, WhoAmI, read_history, text_docs
+from tests.integration.helpers import (Ledger, SlowWriter, WhoAmI, poll, read_history, replicas,
+                                       text_docs)
 
 pytestmark = pytest.mark.timeout(180)
 SLACK_S = 2.0  # scheduling on a loaded two-core machine
-
-
-def replicas(dep) -> list[dict]:
-    return dep.status()['executors'][0]['shards'][0]['replicas']
-
-
-def poll(condition, timeout: float, what: str, every: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f'{what}: not within {timeout} s')
-        time.sleep(every)
 
 
 def timed_posts(dep, n: int, freeze_after: int, victim: int, **kwargs) -> tuple[list, list]:
@@ -109,7 +95,8 @@ def test_prefetch_1_does_not_stall_and_a_thawed_replica_is_readmitted():
         assert len(docs) == 100 and stopped.is_set()
         gaps = [b - a for a, b in zip(arrived, arrived[1:])]
         assert max(gaps) < 1.0 + SLACK_S, max(gaps)
-        poll(lambda: not replicas(dep)[0]['ejected'], 30, 'the thawed replica is re-admitted')
+        poll(lambda: not replicas(dep)[0]['ejected'], 'the thawed replica is re-admitted',
+             timeout=30)
         served = replicas(dep)[0]['served']
         dep.post('/', text_docs(30), request_size=1)
         assert replicas(dep)[0]['served'] > served
@@ -153,7 +140,8 @@ def test_a_stateless_write_past_its_deadline_is_an_error_and_runs_once(tmp_path)
         errors = []
         dep.post('/write', text_docs(1, 'slow'), parameters={'sleep': 2, 'path': str(path)},
                  on_error=errors.append)
-        poll(lambda: path.exists() and path.read_text(), 10, 'the slow write to finish')
+        poll(lambda: path.exists() and path.read_text(), 'the slow write to finish',
+             timeout=10)
         fast = dep.post('/write', text_docs(2, 'fast'), parameters={'path': str(path)})
     assert len(errors) == 1 and isinstance(errors[0].error, ConnectionError)
     assert 'not sent again' in str(errors[0].error)
@@ -187,17 +175,17 @@ def test_writes_are_acknowledged_again_soon_after_a_frozen_leader_is_replaced(tm
             '/index', writes, request_size=1, prefetch=4, on_done=on_ack)))
         poster.start()
         try:
-            poll(lambda: 'at' in frozen, 60, 'the leader is frozen')
+            poll(lambda: 'at' in frozen, 'the leader is frozen', timeout=60)
             # hold it frozen until writes flow again, or 15 s (the old behaviour)
             poll(lambda: any(t > frozen['at'] for t in acks) or
-                 time.monotonic() - frozen['at'] > 15, 30, 'writes resume', every=0.02)
+                 time.monotonic() - frozen['at'] > 15, 'writes resume', timeout=30, every=0.02)
         finally:
             os.kill(leader['pid'], signal.SIGCONT)
         poster.join(timeout=120)
         resumed = min(t for t in acks if t > frozen['at']) - frozen['at']
         assert len(result['docs']) == 400
         poll(lambda: len({(r.get('raft') or {}).get('applied') for r in replicas(dep)}) == 1,
-             60, 'replicas converge')
+             'replicas converge', timeout=60)
         histories = [read_history(str(tmp_path), 'ledger', i) for i in range(3)]
     # An election takes one to two election timeouts; the gateway learns of it within
     # about one more (it asks the other replicas while a write waits at the old leader).
@@ -222,21 +210,22 @@ def test_killed_gateway_is_reported_then_restarted_on_its_port_and_serves_again(
 
         poster = threading.Thread(target=slow_post)
         poster.start()
-        poll(lambda: any(r['outstanding'] for r in replicas(dep)), 10, 'the post in flight')
+        poll(lambda: any(r['outstanding'] for r in replicas(dep)), 'the post in flight',
+             timeout=10)
         os.kill(before['pid'], signal.SIGKILL)
-        status = poll(lambda: status_if(dep, lambda s: not s['running']), 5,
-                      'the dead gateway reported')
+        status = poll(lambda: status_if(dep, lambda s: not s['running']),
+                      'the dead gateway reported', timeout=5)
         gateway = status['gateway']  # dead, or already being restarted
         assert not status['healthy'] and (not gateway['alive'] or gateway['state'] != 'ready')
         assert any('gateway' in name for name in status['down'])
         poster.join(timeout=30)
         assert failed and failed['after'] < 3, failed  # in flight: fails fast, retryable
-        status = poll(lambda: status_if(dep, lambda s: s['running']), 30,
-                      'the gateway restarted')
+        status = poll(lambda: status_if(dep, lambda s: s['running']),
+                      'the gateway restarted', timeout=30)
         assert status['gateway']['pid'] != before['pid']
         assert status['gateway']['port'] == before['port'] == dep.port
         assert status['gateway']['restarts'] == 1 and status['healthy']
-        docs = poll(lambda: _post_or_none(dep), 10, 'posts work again')
+        docs = poll(lambda: _post_or_none(dep), 'posts work again', timeout=10)
         assert len(docs) == 3
 
 

@@ -13,8 +13,6 @@ import time
 import grpc
 import psutil
 import pytest
-from docarray import DocList
-from docarray.documents import TextDoc
 
 from nborch import Deployment
 from nborch.errors import MembershipError
@@ -24,7 +22,8 @@ from nborch.runtime.consensus.core import AppendEntries, Entry, Heartbeat, check
 from nborch.runtime.auth import LinkAuth
 from nborch.runtime.process import ChildHandle, ChildStartError
 from nborch.runtime.worker_spec import WorkerSpec
-from tests.integration.helpers import Ledger, read_history
+from tests.integration.helpers import (Ledger, converged, docs, poll, read_history,
+                                       replicas)
 
 pytestmark = pytest.mark.timeout(240)
 FAST = {'heartbeat_timeout': 50, 'election_timeout': 300}
@@ -43,31 +42,12 @@ class BrittleLedger(Ledger):
         return os.path.join(self.workspace, f'broken-{self.runtime_args.replica_id}')
 
 
-def docs(n: int, prefix: str) -> DocList[TextDoc]:
-    return DocList[TextDoc]([TextDoc(id=f'{prefix}{i}', text=str(i)) for i in range(n)])
 
 
-def replicas(dep) -> list[dict]:
-    return dep.status()['executors'][0]['shards'][0]['replicas']
 
 
-def poll(condition, what: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f'{what}: not within {timeout} s')
-        time.sleep(0.1)
 
 
-def converged(dep, at_least: int) -> list[dict] | None:
-    """The replicas once all applied the same Raft index >= `at_least` (one per request,
-    plus a no-op per leader)."""
-    reps = replicas(dep)
-    applied = {(r.get('raft') or {}).get('applied', -1) for r in reps}
-    return reps if len(applied) == 1 and applied.pop() >= at_least else None
 
 
 def raft_address(dep, replica: int) -> str:

@@ -2,7 +2,7 @@
 import logging
 
 import pytest
-from docarray import BaseDoc, DocList
+from docarray import DocList
 from docarray.documents import TextDoc
 
 from nborch import Executor, requests, write
