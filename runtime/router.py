@@ -25,6 +25,7 @@ from nborch.runtime.mux import Overdue, StreamError, StreamMux
 from nborch.runtime.resolve import dial_target, resolve_replicas
 from nborch.runtime.tls import TlsFiles
 
+MAX_LEADER_MOVES = 16  # a write follows a moving leader this many times before it gives up
 EJECT_SECONDS = 0.5  # a failed replica is tried last for at least this long
 DISCOVERY_REFRESH_S = 5.0  # how often a discovered name is resolved again
 # A request unanswered this long makes the router ask whether its replica is alive: far above
@@ -285,6 +286,7 @@ class ReplicaPool:
         deadline = policy.timeout_send if timeout is None else timeout
         tried: list[_Replica] = []
         errors: list[str] = []
+        moves = 0
         while True:
             replicas = self.replicas
             now = self._clock()
@@ -306,7 +308,15 @@ class ReplicaPool:
                 response = await self._attempt(replica, request, deadline,
                                                watch_leader=is_write and policy.stateful)
             except _LeaderMoved:
-                errors.append('a newer Raft leader was reported')
+                # Not a failure of that replica: the write (its id applies once) follows the
+                # leader, and may come back here if leadership returns; elections under load
+                # can move it several times, so only a run of moves ends it.
+                tried.pop()
+                moves += 1
+                if moves > MAX_LEADER_MOVES:
+                    raise ConnectionError(
+                        f'executor {self.executor!r}: the Raft leader moved {moves} times while '
+                        'the write waited; the group has no stable leader') from None
                 continue
             except _NotSent as exc:  # nothing reached the replica: any request may go elsewhere
                 replica.failures += 1

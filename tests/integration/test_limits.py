@@ -13,6 +13,7 @@ from nborch import Client, Deployment, Flow
 from nborch.errors import MessageTooLargeError
 from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
+from nborch.runtime.auth import LinkAuth
 from tests.integration.blobs import BlobDoc, BlobEcho, blob_docs
 from tests.integration.helpers import text_docs
 
@@ -86,10 +87,12 @@ def test_a_replica_refuses_a_megabyte_claiming_a_million_docs_at_once(small, bac
     # itself refuses counts its bytes do not back: tests/unit/test_codec.py).
     replica = small._orchestrator.process_status()['executors']['executor'][0][0]['port']
     request = pb.DataRequest(endpoint='/echo', docs=_megabyte_claiming_a_million(backed))
-    with grpc.insecure_channel(f'127.0.0.1:{replica}') as channel:
+    target = f'127.0.0.1:{replica}'
+    insider = LinkAuth(small.secret).handshake('/nborch.Executor/Process', target)
+    with grpc.insecure_channel(target) as channel:
         stub = pb_grpc.ExecutorStub(channel)
         started = time.monotonic()
-        reply = stub.Process(request, timeout=60)
+        reply = stub.Process(request, metadata=insider.metadata, timeout=60)
         took = time.monotonic() - started
     assert reply.error.type == 'MessageTooLargeError'
     assert 'a request of 1000000 docs is over the max_request_docs=50' in reply.error.message

@@ -1,4 +1,8 @@
 """choose_replica: least outstanding wins, ties by rotation, tried never twice (SPEC §3)."""
+import asyncio
+
+import pytest
+
 from nborch.runtime.router import choose_replica
 
 
@@ -184,3 +188,54 @@ def test_an_overdue_waiter_is_woken_and_a_late_reply_still_lands():
         return late
 
     assert asyncio.run(main()).docs == b'late'
+
+
+def test_a_write_follows_a_moving_leader_back_to_a_replica_it_left():
+    """Elections under load can move the leader away from a waiting write and back: each
+    move re-sends the write (its id applies once), and a replica it left is no failure.
+    Counting moves as tries once ran a write out of replicas during a leader's kill -9."""
+    from nborch.runtime import router
+
+    async def main():
+        pool = router.ReplicaPool('ledger', ['127.0.0.1:1', '127.0.0.1:2', '127.0.0.1:3'],
+                                  policy=CallPolicy(endpoints={'/index': True}, stateful=True))
+        visits = []
+
+        async def attempt(replica, request, deadline, watch_leader):
+            visits.append(pool.replicas.index(replica))
+            if len(visits) <= 4:  # the leader moves 0 → 1 → 2 → 0 → 1 while it waits
+                pool.leader = (len(visits) + 1, len(visits) % 3 + 1)
+                raise router._LeaderMoved()
+            return pb.DataResponse()
+
+        pool._attempt = attempt
+        pool.leader = (1, 1)
+        served = await pool.call(pb.DataRequest(endpoint='/index', write_id='w1'))
+        await pool.close()
+        return visits, served.replica
+
+    visits, replica = asyncio.run(main())
+    assert visits == [0, 1, 2, 0, 1] and replica == 1
+
+
+def test_a_write_gives_up_when_the_leader_never_settles():
+    from nborch.runtime import router
+
+    async def main():
+        pool = router.ReplicaPool('ledger', ['127.0.0.1:1', '127.0.0.1:2'],
+                                  policy=CallPolicy(endpoints={'/index': True}, stateful=True))
+
+        async def attempt(replica, request, deadline, watch_leader):
+            term, leader = pool.leader
+            pool.leader = (term + 1, 3 - leader)
+            raise router._LeaderMoved()
+
+        pool._attempt = attempt
+        pool.leader = (1, 1)
+        try:
+            with pytest.raises(ConnectionError, match='moved 17 times'):
+                await pool.call(pb.DataRequest(endpoint='/index', write_id='w1'))
+        finally:
+            await pool.close()
+
+    asyncio.run(main())
