@@ -6,6 +6,7 @@ finds leftovers even when they were re-parented (e.g. after a test killed their 
 from __future__ import annotations
 
 import os
+import signal
 import time
 import uuid
 
@@ -14,6 +15,15 @@ import pytest
 
 SESSION_MARK = f'nborch-test-{uuid.uuid4().hex[:12]}'
 os.environ['NBORCH_TEST_SESSION'] = SESSION_MARK
+
+# A shell that starts CI in the background ignores SIGINT, and children inherit an ignored
+# signal (Python would not turn Ctrl-C into KeyboardInterrupt in the CLI tests). A handled
+# signal is reset to its default by exec, so handling it here gives every child the default
+# without a preexec_fn: that forces a plain fork of this gRPC-running process, whose fork
+# handlers then poll an epoll fd the child closes ("epoll_wait error: Bad file descriptor",
+# and now and then a child that never starts).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def session_processes() -> list[psutil.Process]:

@@ -24,7 +24,6 @@ import yaml
 from nborch.ports import free_port
 from nborch.runtime.auth import new_secret
 from nborch.runtime.resolve import HOSTS_ENV
-from tests.integration.helpers import default_sigint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -175,8 +174,7 @@ class LocalCluster:
         env = {**os.environ, **c.env, HOSTS_ENV: json.dumps(self.hosts)}
         with open(self.log_path(c.name), 'w') as log:  # a file: nobody has to drain a pipe
             self.procs[c.name] = subprocess.Popen(
-                self.command(c), env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                preexec_fn=default_sigint)
+                self.command(c), env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
 
     def _wait_ready(self, name: str, timeout: float) -> None:
         """Roles run alone print `{"pid": ..., "port": ...}` once they serve."""

@@ -5,7 +5,6 @@ from typing import Optional
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -61,18 +60,11 @@ def text_docs(n: int, prefix: str = 'doc') -> DocList[TextDoc]:
     return DocList[TextDoc]([TextDoc(text=f'{prefix}-{i}') for i in range(n)])
 
 
-def default_sigint() -> None:
-    """preexec_fn: a shell that starts CI in the background ignores SIGINT, the child would
-    inherit that and Python would not turn Ctrl-C into KeyboardInterrupt."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def run_script(code: str, **kwargs) -> subprocess.Popen:
     """Start `code` in a fresh interpreter (its __main__ is the script), output piped."""
     return subprocess.Popen([sys.executable, '-c', textwrap.dedent(code)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                            preexec_fn=default_sigint, **kwargs)
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), **kwargs)
 
 
 def wait_for_line(proc: subprocess.Popen, marker: str, timeout: float = 60) -> list[str]:

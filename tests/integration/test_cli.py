@@ -17,7 +17,7 @@ from nborch.cli import build_parser, given, main
 from nborch.config import deployment_keys
 from nborch.ports import free_port
 from nborch.spec import DeploymentSpec
-from tests.integration.helpers import default_sigint, text_docs, wait_for_line
+from tests.integration.helpers import text_docs, wait_for_line
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -29,8 +29,7 @@ SERVING = re.compile(r'serving on 127\.0\.0\.1:(\d+)')
 def start(*args: str) -> subprocess.Popen:
     """`python -m nborch ARGS` from the repository root, stdout and stderr merged."""
     return subprocess.Popen([sys.executable, '-m', 'nborch', *map(str, args)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=default_sigint)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -203,7 +202,7 @@ def test_executor_with_a_secret_answers_only_callers_that_hold_it(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, '-m', 'nborch', 'executor', '--uses', 'tests.integration.helpers:Echo',
          '--port', str(port), '--name', 'echo'], cwd=REPO, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, preexec_fn=default_sigint,
+        stderr=subprocess.STDOUT, text=True,
         env={**os.environ, 'NBORCH_SECRET': secret.read_text()})
     try:
         wait_for_line(proc, f'"port": {port}', timeout=60)
