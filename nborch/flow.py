@@ -15,16 +15,15 @@ from nborch.spec import DeploymentSpec
 
 class Flow(Serving):
     def __init__(self, *, port: int | None = None, host: str = '127.0.0.1', name: str = 'flow',
-                 quiet: bool = False, timeout_ready: int = 60_000, protocol: str = 'grpc',
+                 quiet: bool = False, timeout_ready: int = 60_000, protocol='grpc',
                  require_secret: bool = False, secret: bytes | str | None = None,
                  tls: dict | None = None, ssl_certfile: str | None = None,
                  ssl_keyfile: str | None = None, tls_internal: bool = False,
                  max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
                  max_request_docs: int = DEFAULT_MAX_REQUEST_DOCS):
-        if str(protocol).lower() != 'grpc':
-            raise ValueError(f'protocol={protocol!r}: nborch serves gRPC only')
         gateway = DeploymentSpec.from_kwargs(name=name, port=port, host=host,
                                              timeout_ready=timeout_ready, quiet=quiet,
+                                             protocol=protocol,
                                              require_secret=require_secret, secret=secret,
                                              tls=tls, ssl_certfile=ssl_certfile,
                                              ssl_keyfile=ssl_keyfile, tls_internal=tls_internal,

@@ -160,6 +160,23 @@ class Serving:
         """Same as `Client(port=self.port).post(...)`."""
         return self.client.post(on, inputs, **kwargs)
 
+    # The reference system's shortcuts, as on its Flow and Client.
+    def index(self, inputs=None, **kwargs) -> DocList:
+        """`post('/index', inputs, ...)`."""
+        return self.post('/index', inputs, **kwargs)
+
+    def search(self, inputs=None, **kwargs) -> DocList:
+        """`post('/search', inputs, ...)`."""
+        return self.post('/search', inputs, **kwargs)
+
+    def update(self, inputs=None, **kwargs) -> DocList:
+        """`post('/update', inputs, ...)`."""
+        return self.post('/update', inputs, **kwargs)
+
+    def delete(self, inputs=None, **kwargs) -> DocList:
+        """`post('/delete', inputs, ...)`."""
+        return self.post('/delete', inputs, **kwargs)
+
     def status(self) -> dict:
         """Processes (pids, states, restarts, GPUs) joined with the gateway's routing counters.
 

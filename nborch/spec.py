@@ -6,6 +6,7 @@ reconciling processes to a valid spec.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import os
 import re
@@ -44,6 +45,7 @@ class DeploymentSpec:
     env: dict = field(default_factory=dict)
     workspace: str | None = None
     timeout_ready: int = 60_000        # ms, as in the reference system; -1 waits forever
+    protocol: Any = 'grpc'             # the gateway's: 'grpc', or a list of protocols
     timeout_send: int | None = None    # ms per request to a replica, as in the reference
                                        # system; -1: none; None: liveness checks only
     quiet: bool = False                # do not echo replica output to this process's stdout
@@ -101,6 +103,7 @@ class DeploymentSpec:
         if not isinstance(self.uses_with, dict):
             raise TypeError(f'uses_with must be a dict, got {type(self.uses_with).__name__}')
         self.polling_table = PollingTable.parse(self.polling)
+        self.protocol = check_protocol(self.protocol)
         if self.secret is not None:
             from nborch.runtime.auth import secret_from_text
             self.secret = secret_from_text(self.secret, 'secret=')
@@ -230,3 +233,21 @@ def parse_peer_ports(peer_ports, shards: int, replicas: int) -> dict[int, list[i
     if len(set(every)) != len(every):
         raise ValueError(f'peer_ports repeats a port: {every}')
     return table
+
+
+SERVED_PROTOCOLS = ('grpc',)
+
+
+def check_protocol(protocol: Any) -> str:
+    """The gateway's protocol in the reference system's spellings: 'grpc' (any case), a
+    list or tuple of protocols, or an enum member whose name says it (its ProtocolType). Only gRPC is
+    served: anything else is refused here, before any process starts."""
+    names = list(protocol) if isinstance(protocol, (list, tuple)) else [protocol]
+    if not names:
+        raise ValueError('protocol=[]: name at least one protocol (nborch serves grpc)')
+    for item in names:
+        name = (item.name if isinstance(item, enum.Enum) else str(item)).lower()
+        if name not in SERVED_PROTOCOLS:
+            raise ValueError(f'protocol={protocol!r}: nborch serves {", ".join(SERVED_PROTOCOLS)} '
+                             f'only, not {name!r}')
+    return 'grpc'

@@ -35,6 +35,32 @@ class WhoAmI(Executor):
         return docs
 
 
+class EndpointNamer(Executor):
+    """Prefixes each doc's text with the endpoint that served it."""
+
+    @staticmethod
+    def _stamp(docs, on: str):
+        for doc in docs:
+            doc.text = f'{on}:{doc.text}'
+        return docs
+
+    @requests(on='/index')
+    def index(self, docs: DocList[TextDoc], **kwargs) -> DocList[TextDoc]:
+        return self._stamp(docs, '/index')
+
+    @requests(on='/search')
+    def search(self, docs: DocList[TextDoc], **kwargs) -> DocList[TextDoc]:
+        return self._stamp(docs, '/search')
+
+    @requests(on='/update')
+    def update(self, docs: DocList[TextDoc], **kwargs) -> DocList[TextDoc]:
+        return self._stamp(docs, '/update')
+
+    @requests(on='/delete')
+    def delete(self, docs: DocList[TextDoc], **kwargs) -> DocList[TextDoc]:
+        return self._stamp(docs, '/delete')
+
+
 class Faulty(Executor):
     @requests(on='/boom')
     def boom(self, docs, **kwargs):

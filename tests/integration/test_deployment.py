@@ -17,8 +17,8 @@ from nborch.runtime.process import ChildStartError
 from nborch.runtime.router import ReplicaPool
 from nborch.protos import nborch_pb2 as pb
 from tests.conftest import session_processes, wait_for_no_processes
-from tests.integration.helpers import (BrokenInit, Echo, Faulty, WhoAmI, run_script, text_docs,
-                                       wait_for_line)
+from tests.integration.helpers import (BrokenInit, Echo, EndpointNamer, Faulty, WhoAmI, run_script,
+                                       text_docs, wait_for_line)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -229,3 +229,11 @@ def test_block_stops_cleanly_on_signal(sig):
         assert owner.wait(timeout=30) == 0
     finally:
         owner.kill()
+
+
+def test_index_search_update_delete_shortcuts_post_to_their_endpoints():
+    with Deployment(name='who', uses=EndpointNamer, quiet=True) as dep:
+        replies = {on: getattr(dep, on)(text_docs(2), return_type=DocList[TextDoc]).text
+                   for on in ('index', 'search', 'update', 'delete')}
+    assert replies == {on: [f'/{on}:doc-0', f'/{on}:doc-1']
+                       for on in ('index', 'search', 'update', 'delete')}

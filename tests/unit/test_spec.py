@@ -3,8 +3,9 @@ import socket
 
 import pytest
 
-from nborch import Deployment, Executor, PortInUseError, requests
+from nborch import Deployment, Executor, Flow, PortInUseError, requests
 from nborch.addresses import parse_address
+from nborch.spec import DeploymentSpec
 from nborch.uses import PassThrough, resolve_uses
 
 
@@ -110,3 +111,28 @@ def test_parse_address(host, port, expected):
 def test_parse_address_errors(host, port, message):
     with pytest.raises(ValueError, match=message):
         parse_address(host, port)
+
+
+@pytest.mark.parametrize('protocol', ['grpc', 'GRPC', ['grpc'], ('GRPC',)])
+def test_the_reference_systems_protocol_spellings_are_accepted(protocol):
+    assert DeploymentSpec.from_kwargs(uses=SpecEcho, protocol=protocol).protocol == 'grpc'
+    Flow(protocol=protocol)  # the gateway's, validated the same way
+
+
+def test_an_enum_member_naming_grpc_is_accepted():
+    import enum
+
+    class ProtocolType(enum.Enum):  # the reference system's gateway enum, by shape
+        GRPC = 0
+        HTTP = 1
+    assert DeploymentSpec.from_kwargs(uses=SpecEcho, protocol=ProtocolType.GRPC).protocol == 'grpc'
+    with pytest.raises(ValueError, match="serves grpc only, not 'http'"):
+        DeploymentSpec.from_kwargs(uses=SpecEcho, protocol=ProtocolType.HTTP)
+
+
+@pytest.mark.parametrize('protocol', ['http', ['grpc', 'websocket'], []])
+def test_a_protocol_nborch_does_not_serve_is_refused_before_start(protocol):
+    with pytest.raises(ValueError, match='protocol='):
+        DeploymentSpec.from_kwargs(uses=SpecEcho, protocol=protocol)
+    with pytest.raises(ValueError, match='protocol='):
+        Flow(protocol=protocol)
