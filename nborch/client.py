@@ -203,7 +203,8 @@ class AsyncClient:
                                          write_id=uuid.uuid4().hex,
                                          target_executor=target_executor or '')
                 try:
-                    response = _to_response(await self._send(request, stream, timeout), doc_type)
+                    response = _to_response(await self._send(request, stream, timeout), doc_type,
+                                            batch)
                 except (ConnectionError, TimeoutError, RuntimeError) as exc:
                     if not takes_failures:
                         raise
@@ -297,14 +298,20 @@ def _transport_error(exc: grpc.aio.AioRpcError, address: str) -> Exception:
     return RuntimeError(f'{address} failed: {exc.code().name}: {exc.details()}')
 
 
-def _to_response(reply: pb.DataResponse, doc_type) -> Response:
+def _to_response(reply: pb.DataResponse, doc_type, batch: list | None = None) -> Response:
     error = None
     if reply.HasField('error'):
         e = reply.error
         error = ExecutorError(e.executor, e.type, e.message, e.traceback)
-    # An error reply may carry no docs at all (a server-side failure before any were made).
-    docs = decode_docs(reply.docs, doc_type) if reply.docs or error is None \
-        else DocList[doc_type]() if doc_type is not None else DocList()
+    if error is None:
+        docs = decode_docs(reply.docs, doc_type)
+    elif batch is not None:
+        # A failed request's Response carries its input docs as sent: they need not fit
+        # `return_type` (an output-only required field), and the executor's error, not a
+        # decoding error, is what the caller must see.
+        docs = _as_doclist(batch, doc_type)
+    else:  # an error reply may carry no docs at all (a failure before any were made)
+        docs = DocList[doc_type]() if doc_type is not None else DocList()
     return Response(
         docs=docs,
         parameters=json.loads(reply.parameters) if reply.parameters else {},

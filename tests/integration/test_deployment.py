@@ -78,6 +78,14 @@ def test_executor_error_names_executor_type_and_message_and_replica_keeps_servin
             dep.post('/boom', text_docs(3), request_size=1, continue_on_error=True)
         assert len(info.value.failed) == 3 and len(info.value.docs) == 0
         assert [r.docs[0].text for r in info.value.failed] == ['doc-0', 'doc-1', 'doc-2']
+        # With return_type, the error is still the executor's, not the inputs failing to
+        # decode as an output type with a required field
+        with pytest.raises(ExecutorError, match="raised KeyError: 'no such doc'"):
+            dep.post('/boom', text_docs(2), return_type=DocList[ScoredDoc])
+
+
+class ScoredDoc(TextDoc):
+    score: float  # required: the inputs of /boom have none
 
 
 def test_dict_return_goes_to_results_and_parameters_reach_the_endpoint():
