@@ -235,7 +235,7 @@ def parse_peer_ports(peer_ports, shards: int, replicas: int) -> dict[int, list[i
     return table
 
 
-SERVED_PROTOCOLS = ('grpc',)
+SERVED_PROTOCOLS = ('grpc',)  # lower case, as the check compares
 
 
 def check_protocol(protocol: Any) -> str:
@@ -248,6 +248,5 @@ def check_protocol(protocol: Any) -> str:
     for item in names:
         name = (item.name if isinstance(item, enum.Enum) else str(item)).lower()
         if name not in SERVED_PROTOCOLS:
-            raise ValueError(f'protocol={protocol!r}: nborch serves {", ".join(SERVED_PROTOCOLS)} '
-                             f'only, not {name!r}')
+            raise ValueError(f'protocol={protocol!r}: nborch serves gRPC only, not {name!r}')
     return 'grpc'

@@ -126,7 +126,7 @@ def test_an_enum_member_naming_grpc_is_accepted():
         GRPC = 0
         HTTP = 1
     assert DeploymentSpec.from_kwargs(uses=SpecEcho, protocol=ProtocolType.GRPC).protocol == 'grpc'
-    with pytest.raises(ValueError, match="serves grpc only, not 'http'"):
+    with pytest.raises(ValueError, match="serves gRPC only, not 'http'"):
         DeploymentSpec.from_kwargs(uses=SpecEcho, protocol=ProtocolType.HTTP)
 
 
