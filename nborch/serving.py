@@ -46,6 +46,7 @@ class Serving:
 
     @property
     def healthy(self) -> bool:
+        """Running with every process up; `status()['down']` names any that is not."""
         return self._orchestrator.healthy
 
     # -- export (SPEC §9) ------------------------------------------------------------------

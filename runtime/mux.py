@@ -99,11 +99,6 @@ class StreamMux:
     as dialed) and waits for the server's proof (runtime/auth.py); then messages flow as
     without it."""
 
-    _auth: LinkAuth | None = None
-    _target = ''
-    _max_message_size = DEFAULT_MAX_MESSAGE_SIZE
-    _limit_of = 'the receiver'
-
     def __init__(self, channel: grpc.aio.Channel, *, auth: LinkAuth | None = None,
                  target: str = '', max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
                  limit_of: str = 'the receiver'):
