@@ -2,7 +2,7 @@
 from nborch.client import AsyncClient, Client, Response
 from nborch.deployment import Deployment
 from nborch.errors import ExecutorError, IncompletePostError, PortInUseError, UnavailableError
-from nborch.executor import Executor, requests, write
+from nborch.executor import Executor, dynamic_batching, requests, write
 from nborch.flow import Flow
 
 __version__ = '0.1.0'
@@ -18,6 +18,7 @@ __all__ = [
     'PortInUseError',
     'Response',
     'UnavailableError',
+    'dynamic_batching',
     'requests',
     'write',
 ]

@@ -1,8 +1,8 @@
-"""The Executor API: `Executor`, `@requests`, `@write` (SPEC §1).
+"""The Executor API: `Executor`, `@requests`, `@write`, `@dynamic_batching` (SPEC §1).
 
-Decorators only mark functions (no wrappers), so `@write` may sit above or below
-`@requests` and a method stays an ordinary method. The endpoint table is built once per
-class from those marks; the worker process asks it which method serves an endpoint.
+Decorators only mark functions (no wrappers), so they stack in any order and a method stays
+an ordinary method. The endpoint table is built once per class from those marks; the
+worker process asks it which method serves an endpoint.
 """
 from __future__ import annotations
 
@@ -16,19 +16,39 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from docarray import BaseDoc, DocList
-from docarray.documents import TextDoc
+from docarray.documents.legacy import LegacyDocument
 
-__all__ = ['Executor', 'requests', 'write', 'Endpoint', 'DEFAULT_ENDPOINT']
+__all__ = ['Executor', 'requests', 'write', 'dynamic_batching', 'Endpoint', 'Batching',
+           'DEFAULT_ENDPOINT']
 
 DEFAULT_ENDPOINT = '/default'
 _ENDPOINTS_ATTR = '_nborch_endpoints'
+_SCHEMAS_ATTR = '_nborch_schemas'
 _WRITE_ATTR = '_nborch_write'
+_BATCHING_ATTR = '_nborch_batching'
 
 
-def requests(func: Optional[Callable] = None, *, on: str | list[str] | tuple[str, ...] | None = None):
+def _schema_doc_type(schema: Any, which: str) -> type[BaseDoc] | None:
+    """The document class of a `request_schema`/`response_schema` (a `DocList[X]`)."""
+    if schema is None:
+        return None
+    origin = typing.get_origin(schema) or schema
+    doc_type = doc_type_of(schema) if inspect.isclass(origin) and issubclass(origin, DocList) \
+        else None
+    if doc_type is None:
+        hint = f'; give DocList[{schema.__name__}]' if inspect.isclass(schema) and \
+            issubclass(schema, BaseDoc) else ''
+        raise TypeError(f'@requests({which}=...) takes DocList[SomeDoc], got {schema!r}{hint}')
+    return doc_type
+
+
+def requests(func: Optional[Callable] = None, *, on: str | list[str] | tuple[str, ...] | None = None,
+             request_schema: Any = None, response_schema: Any = None):
     """Mark a method as the handler of `on` (a path or a list of paths).
 
     Bare `@requests` makes the method the fallback for every endpoint no other method serves.
+    `request_schema`/`response_schema` (`DocList[X]`) name the documents the endpoint takes
+    and returns; they take precedence over the method's annotations.
     """
     if on is None:
         endpoints = [DEFAULT_ENDPOINT]
@@ -39,9 +59,14 @@ def requests(func: Optional[Callable] = None, *, on: str | list[str] | tuple[str
     for endpoint in endpoints:
         if not isinstance(endpoint, str) or not endpoint:
             raise ValueError(f'@requests(on=...) takes endpoint paths, got {endpoint!r}')
+    schemas = (_schema_doc_type(request_schema, 'request_schema'),
+               _schema_doc_type(response_schema, 'response_schema'))
 
     def mark(fn: Callable) -> Callable:
         setattr(fn, _ENDPOINTS_ATTR, [*getattr(fn, _ENDPOINTS_ATTR, []), *endpoints])
+        if schemas != (None, None):
+            setattr(fn, _SCHEMAS_ATTR, {**getattr(fn, _SCHEMAS_ATTR, {}),
+                                        **{endpoint: schemas for endpoint in endpoints}})
         return fn
 
     return mark(func) if func is not None else mark
@@ -54,6 +79,44 @@ def write(func: Callable) -> Callable:
 
 
 @dataclass(frozen=True)
+class Batching:
+    """An endpoint's `@dynamic_batching` settings (`timeout` in milliseconds)."""
+
+    preferred_batch_size: int
+    timeout: float = 10_000
+    flush_all: bool = False
+
+
+def dynamic_batching(func: Optional[Callable] = None, *, preferred_batch_size: int | None = None,
+                     timeout: float = 10_000, flush_all: bool = False,
+                     use_dynamic_batching: bool = True):
+    """Gather the docs of concurrent requests to this endpoint into batched calls.
+
+    Each replica queues the requests per endpoint and per parameters (requests with
+    different parameters never share a call) and calls the method once `preferred_batch_size`
+    docs are queued, or `timeout` ms after the oldest queued request arrived. A call gets at
+    most `preferred_batch_size` docs (with `flush_all=True`, everything queued); it must
+    return the docs changed in place (None) or a DocList of as many docs, and each request
+    gets its own docs back, in order. An exception fails every request in that call.
+    """
+    if isinstance(preferred_batch_size, bool) or not isinstance(preferred_batch_size, int) \
+            or preferred_batch_size < 1:
+        raise ValueError('@dynamic_batching(preferred_batch_size=...) takes a whole number of '
+                         f'docs >= 1, got {preferred_batch_size!r}')
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ValueError('@dynamic_batching(timeout=...) takes milliseconds > 0, got '
+                         f'{timeout!r}')
+    config = Batching(preferred_batch_size, float(timeout), bool(flush_all)) \
+        if use_dynamic_batching else None
+
+    def mark(fn: Callable) -> Callable:
+        setattr(fn, _BATCHING_ATTR, config)
+        return fn
+
+    return mark(func) if func is not None else mark
+
+
+@dataclass(frozen=True)
 class Endpoint:
     """How one endpoint is served: the method and the document schemas it speaks."""
 
@@ -63,6 +126,7 @@ class Endpoint:
     is_write: bool
     is_async: bool
     accepted_kwargs: frozenset[str] | None  # None: the method takes **kwargs
+    batching: Batching | None = None
 
 
 def doc_type_of(annotation: Any) -> type[BaseDoc] | None:
@@ -77,13 +141,16 @@ def doc_type_of(annotation: Any) -> type[BaseDoc] | None:
     return None
 
 
-def _describe(method_name: str, fn: Callable) -> Endpoint:
+def _describe(method_name: str, fn: Callable, endpoint: str) -> Endpoint:
     try:
         hints = typing.get_type_hints(fn)
     except Exception:  # unresolvable forward references: fall back to raw annotations
         hints = getattr(fn, '__annotations__', {})
-    input_type = doc_type_of(hints.get('docs')) or TextDoc
-    output_type = doc_type_of(hints.get('return')) or input_type
+    request_schema, response_schema = getattr(fn, _SCHEMAS_ATTR, {}).get(endpoint, (None, None))
+    # Unannotated docs are the reference system's LegacyDocument (text, tags, embedding, ...).
+    input_type = request_schema or doc_type_of(hints.get('docs')) or LegacyDocument
+    # An endpoint that changes its docs in place returns what it took.
+    output_type = response_schema or doc_type_of(hints.get('return')) or input_type
     params = inspect.signature(fn).parameters.values()
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
     accepted = None if takes_any else frozenset(p.name for p in params)
@@ -94,7 +161,19 @@ def _describe(method_name: str, fn: Callable) -> Endpoint:
         is_write=bool(getattr(fn, _WRITE_ATTR, False)),
         is_async=inspect.iscoroutinefunction(fn),
         accepted_kwargs=accepted,
+        batching=getattr(fn, _BATCHING_ATTR, None),
     )
+
+
+def refuse_batched_writes(cls: type['Executor'], name: str) -> None:
+    """ValueError when a stateful executor has a `@write` endpoint with `@dynamic_batching`:
+    each write is one Raft log entry, applied alone and in log order on every replica, so
+    writes are never gathered into one call."""
+    batched = sorted(path for path, e in cls.endpoints().items() if e.is_write and e.batching)
+    if batched:
+        raise ValueError(f'{name}: stateful=True replicates each @write request as one Raft '
+                         f'entry, so @dynamic_batching cannot apply to @write endpoint(s) '
+                         f'{", ".join(batched)}; remove one of the two decorators')
 
 
 class Executor:
@@ -123,24 +202,30 @@ class Executor:
 
     def __init__(self, *args, metas: dict | None = None, runtime_args: dict | None = None,
                  workspace: str | None = None, **kwargs):
+        metas_ = dict(metas or {})
+        # metas.name is the executor's name (a Deployment passes its own); runtime_args.name
+        # is this replica's, e.g. 'indexer/rep-0' or 'indexer/shard-1/rep-0'.
+        metas_['name'] = metas_.get('name') or type(self).__name__
         args_ = dict(runtime_args or {})
-        args_.setdefault('name', (metas or {}).get('name', type(self).__name__))
+        args_.setdefault('name', metas_['name'])
         args_.setdefault('replica_id', 0)
         args_.setdefault('shard_id', 0)
         args_.setdefault('replicas', 1)
         args_.setdefault('shards', 1)
-        args_.setdefault('workspace', workspace or (metas or {}).get('workspace'))
+        args_.setdefault('workspace', workspace or metas_.get('workspace'))
+        metas_['workspace'] = args_['workspace']
         self.runtime_args = types.SimpleNamespace(**args_)
-        self.metas = types.SimpleNamespace(name=args_['name'], workspace=args_['workspace'])
-        self.logger = logging.getLogger(f"{args_['name']}/rep-{args_['replica_id']}")
+        self.metas = types.SimpleNamespace(**metas_)
+        self.logger = logging.getLogger(args_['name'])  # log lines: `indexer/rep-0@902 ...`
 
     @property
     def workspace(self) -> str | None:
-        """`<workspace>/<name>/<shard_id>`, created on first use; None without a workspace."""
+        """`<workspace>/<metas.name>/<shard_id>`, created on first use; None without a
+        workspace."""
         root = self.runtime_args.workspace
         if not root:
             return None
-        path = os.path.join(root, self.runtime_args.name, str(self.runtime_args.shard_id))
+        path = os.path.join(root, self.metas.name, str(self.runtime_args.shard_id))
         os.makedirs(path, exist_ok=True)
         return path
 
@@ -152,7 +237,7 @@ class Executor:
         for klass in reversed(cls.__mro__):  # subclasses override their bases
             for name, fn in vars(klass).items():
                 for endpoint in getattr(fn, _ENDPOINTS_ATTR, ()):
-                    table[endpoint] = _describe(name, fn)
+                    table[endpoint] = _describe(name, fn, endpoint)
         return table
 
     def endpoint_for(self, path: str) -> Endpoint | None:

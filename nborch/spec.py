@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nborch.addresses import Address, external_addresses
-from nborch.executor import Executor
+from nborch.executor import Executor, refuse_batched_writes
 from nborch.ports import free_port
 from nborch.runtime.consensus.settings import RaftSettings
 from nborch.runtime.gpu import CUDA_VISIBLE_DEVICES, RoundRobinSpec, parse_rr
@@ -177,6 +177,7 @@ class DeploymentSpec:
         if not any(e.is_write for e in self.executor_class.endpoints().values()):
             warnings.warn(f'{self.name}: stateful=True but no endpoint is marked @write, so '
                           'nothing is replicated', stacklevel=4)
+        refuse_batched_writes(self.executor_class, self.name)
         self.raft_settings = RaftSettings.parse(self.raft_configuration)
         self.peer_port_table = parse_peer_ports(self.peer_ports, self.shards, self.replicas)
 

@@ -2,13 +2,16 @@
 
 Sync endpoints run on one dedicated thread (executors need not be thread-safe, and the gRPC
 loop stays free for status calls); async endpoints run on the loop. Decoding and encoding
-happen on the same thread as the endpoint.
+happen on the same thread as the endpoint, except for `@dynamic_batching` endpoints: their
+requests are decoded and answered on the loop, so that they join the batch queue while the
+executor's thread is busy with the previous batch.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import concurrent.futures
+import functools
 import json
 import logging
 import os
@@ -21,7 +24,11 @@ import grpc
 from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
 from nborch.errors import MembershipError
+from nborch.executor import DEFAULT_ENDPOINT, refuse_batched_writes
+from docarray import DocList
+
 from nborch.runtime import auth, child, tls
+from nborch.runtime.batching import BatchQueue
 from nborch.runtime.codec import batch_length, decode_docs, encode_docs
 from nborch.runtime.consensus import membership
 from nborch.runtime.consensus.replica import ConsensusReplica
@@ -29,7 +36,7 @@ from nborch.runtime.consensus.settings import RaftSettings
 from nborch.runtime.consensus.storage import StorageError
 from nborch.runtime.consensus.transport import RaftServicer
 from nborch.runtime.grpc_options import bind, server_options
-from nborch.runtime.health import serve_until_stopped
+from nborch.runtime.health import draining, serve_until_stopped
 from nborch.runtime.limits import (DEFAULT_MAX_REQUEST_DOCS, RAFT_ENVELOPE, bounded_reply,
                                    too_many_docs)
 from nborch.runtime.mux import serve_stream
@@ -53,9 +60,16 @@ class ExecutorRunner:
 
     def prepare(self, request: pb.DataRequest):
         """Return (endpoint, kwargs) for `request`, or (None, None) to pass it through."""
+        endpoint, docs, parameters = self.decode(request)
+        if endpoint is None:
+            return None, None
+        return endpoint, self.call_kwargs(endpoint, docs, parameters)
+
+    def decode(self, request: pb.DataRequest):
+        """(endpoint, docs, parameters) of `request`, or (None, None, None) to pass it through."""
         endpoint = self.executor.endpoint_for(request.endpoint)
         if endpoint is None or (request.target_executor and request.target_executor != self.name):
-            return None, None
+            return None, None, None
         n_docs = batch_length(request.docs)  # from the batch's prefix: nothing decoded yet
         if n_docs > self.max_request_docs:
             raise too_many_docs(n_docs, self.max_request_docs, f'executor {self.name!r}')
@@ -64,11 +78,15 @@ class ExecutorRunner:
         own = parameters.get(self.name)
         call_parameters = {**parameters, **own} if isinstance(own, dict) else dict(parameters)
         call_parameters.pop('__results__', None)
-        kwargs = {'docs': docs, 'parameters': call_parameters, 'docs_matrix': None,
+        return endpoint, docs, call_parameters
+
+    @staticmethod
+    def call_kwargs(endpoint, docs, parameters: dict) -> dict:
+        kwargs = {'docs': docs, 'parameters': parameters, 'docs_matrix': None,
                   'tracing_context': None}
         if endpoint.accepted_kwargs is not None:
             kwargs = {k: v for k, v in kwargs.items() if k in endpoint.accepted_kwargs}
-        return endpoint, kwargs
+        return kwargs
 
     def respond(self, request: pb.DataRequest, docs, returned, reply: bool = True) -> pb.DataResponse:
         self.requests_served += 1
@@ -110,6 +128,64 @@ class ExecutorRunner:
             return self.respond(request, kwargs.get('docs'), returned)
         except Exception as exc:
             return self.fail(request, exc)
+
+
+class Batcher:
+    """The `@dynamic_batching` queues of one replica, one per (endpoint path, parameters),
+    made on first use; batched calls of sync endpoints run on the executor's thread."""
+
+    def __init__(self, runner: ExecutorRunner, pool: concurrent.futures.Executor):
+        self.runner = runner
+        self.pool = pool
+        self.queues: dict[tuple[str, str], BatchQueue] = {}
+
+    def batched(self, request: pb.DataRequest) -> bool:
+        """Whether `request` goes through a batch queue (one with no docs never waits)."""
+        endpoint = self.runner.executor.endpoint_for(request.endpoint)
+        if endpoint is None or endpoint.batching is None:
+            return False
+        try:
+            return batch_length(request.docs) > 0
+        except ValueError:  # not a batch: the unbatched path reports it
+            return False
+
+    async def handle(self, request: pb.DataRequest) -> pb.DataResponse:
+        runner = self.runner
+        try:
+            endpoint, docs, parameters = runner.decode(request)
+            if endpoint is None:
+                return _pass_through(request)
+            path = request.endpoint if request.endpoint in type(runner.executor).endpoints() \
+                else DEFAULT_ENDPOINT
+            key = (path, json.dumps(parameters, sort_keys=True))
+            queue = self.queues.get(key)
+            if queue is None:
+                queue = self.queues[key] = BatchQueue(
+                    functools.partial(self._call, endpoint, parameters),
+                    preferred_batch_size=endpoint.batching.preferred_batch_size,
+                    timeout=endpoint.batching.timeout / 1000,
+                    flush_all=endpoint.batching.flush_all,
+                    make_batch=type(docs).construct)  # DocList[input type], unvalidated
+            return runner.respond(request, await queue.push(docs), None)
+        except Exception as exc:
+            return runner.fail(request, exc)
+
+    async def _call(self, endpoint, parameters: dict, docs):
+        method = getattr(self.runner.executor, endpoint.method_name)
+        kwargs = self.runner.call_kwargs(endpoint, docs, parameters)
+        if endpoint.is_async:
+            returned = await method(**kwargs)
+        else:
+            returned = await asyncio.get_running_loop().run_in_executor(
+                self.pool, functools.partial(method, **kwargs))
+        if returned is not None and not isinstance(returned, DocList):
+            raise TypeError('with @dynamic_batching an endpoint returns a DocList or None, '
+                            f'got {type(returned).__name__}')
+        return returned
+
+    async def close(self) -> None:
+        """Run what waits now (a draining replica answers it before it stops)."""
+        await asyncio.gather(*(queue.close() for queue in self.queues.values()))
 
 
 class ExecutorStateMachine:
@@ -154,6 +230,7 @@ class WorkerServicer(pb_grpc.ExecutorServicer):
         self.runner = runner
         self.spec = spec
         self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='nborch-exec')
+        self.batcher = Batcher(runner, self.pool)
         self.consensus: ConsensusReplica | None = None
 
     async def Process(self, request, context):
@@ -183,6 +260,9 @@ class WorkerServicer(pb_grpc.ExecutorServicer):
                     await self.consensus.read_barrier()
             except TimeoutError as exc:
                 return self.runner.fail(request, exc)
+        if endpoint is not None and endpoint.batching is not None and \
+                self.batcher.batched(request):
+            return await self.batcher.handle(request)
         if endpoint is not None and endpoint.is_async:
             return await self.runner.handle_async(request)
         loop = asyncio.get_running_loop()
@@ -216,6 +296,8 @@ async def serve(spec: WorkerSpec, ready_fd: int | None) -> str | None:
                           tuple(range(1, len(spec.peers) + 1)), spec.raft_group,
                           label=f'{spec.name} (workspace {spec.workspace or spec.raft_dir})')
     executor = spec.build_executor()
+    if spec.stateful:
+        refuse_batched_writes(type(executor), spec.name)
     servicer = WorkerServicer(ExecutorRunner(executor, spec.name, spec.max_request_docs), spec)
     guard = auth.guard_of(auth.installed(), required=True)
     # One server for the Executor and the Raft service: Raft messages wrap whole requests.
@@ -242,10 +324,18 @@ async def serve(spec: WorkerSpec, ready_fd: int | None) -> str | None:
         bind(server, spec.host, int(raft_address.rpartition(':')[2]), guard=guard,
              credentials=credentials)
         await servicer.consensus.start()
-    await serve_until_stopped(server, ready_fd, stop=stop, port=port,
-                              cuda_visible_devices=os.environ.get('CUDA_VISIBLE_DEVICES'))
+    # Requests waiting in a batch queue are run at once when the server drains: its grace
+    # period is shorter than a batch timeout.
+    flush_on_drain = asyncio.ensure_future(_close_when_draining(servicer.batcher))
+    try:
+        await serve_until_stopped(server, ready_fd, stop=stop, port=port,
+                                  cuda_visible_devices=os.environ.get('CUDA_VISIBLE_DEVICES'))
+    except BaseException:
+        flush_on_drain.cancel()
+        raise
     failure = servicer.consensus.failure if servicer.consensus is not None else None
     try:
+        await flush_on_drain
         if servicer.consensus is not None:
             await servicer.consensus.close()
         servicer.pool.shutdown(wait=True)
@@ -256,6 +346,11 @@ async def serve(spec: WorkerSpec, ready_fd: int | None) -> str | None:
         # What broke the driver may break closing too; the failure is what to report.
         logging.getLogger('nborch.worker').exception('closing after the failure failed')
     return failure
+
+
+async def _close_when_draining(batcher: Batcher) -> None:
+    await draining().wait()
+    await batcher.close()
 
 
 def main(argv: list[str] | None = None) -> None:

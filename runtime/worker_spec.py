@@ -124,12 +124,19 @@ class WorkerSpec:
     def executor_class(self):
         return cloudpickle.loads(base64.b64decode(self.uses))
 
+    @property
+    def replica_name(self) -> str:
+        """This replica's name, as the reference system's: `<name>/rep-<r>`, or
+        `<name>/shard-<s>/rep-<r>` when the executor is sharded."""
+        shard = f'/shard-{self.shard_id}' if self.shards > 1 else ''
+        return f'{self.name}{shard}/rep-{self.replica_id}'
+
     def build_executor(self):
         cls = self.executor_class()
-        runtime_args = {'name': self.name, 'replica_id': self.replica_id, 'shard_id': self.shard_id,
-                        'replicas': self.replicas, 'shards': self.shards,
-                        'workspace': self.workspace}
-        return cls(**self.uses_with, runtime_args=runtime_args)
+        runtime_args = {'name': self.replica_name, 'replica_id': self.replica_id,
+                        'shard_id': self.shard_id, 'replicas': self.replicas,
+                        'shards': self.shards, 'workspace': self.workspace}
+        return cls(**self.uses_with, metas={'name': self.name}, runtime_args=runtime_args)
 
     def dump(self, path: str) -> None:
         with open(path, 'w') as f:

@@ -4,6 +4,7 @@ import logging
 import pytest
 from docarray import DocList
 from docarray.documents import TextDoc
+from docarray.documents.legacy import LegacyDocument
 
 from nborch import Executor, requests, write
 from nborch.executor import DEFAULT_ENDPOINT
@@ -56,7 +57,9 @@ def test_schemas_come_from_annotations():
     assert table['/search'].input_type is QueryDoc
     assert table['/search'].output_type is QueryDoc
     assert table['/index'].input_type is TextDoc
-    assert table[DEFAULT_ENDPOINT].input_type is TextDoc  # unannotated: TextDoc-compatible
+    # unannotated: the reference system's LegacyDocument (tags, text, embedding, ...)
+    assert table[DEFAULT_ENDPOINT].input_type is LegacyDocument
+    assert table[DEFAULT_ENDPOINT].output_type is LegacyDocument
 
 
 def test_unknown_endpoint_falls_back_to_default():
@@ -104,13 +107,20 @@ def test_subclass_overrides_endpoint():
 
 
 def test_runtime_args_logger_and_workspace(tmp_path):
-    ex = Indexer(dim=4, runtime_args={'name': 'indexer', 'replica_id': 2, 'shard_id': 1,
-                                      'replicas': 3, 'shards': 2, 'workspace': str(tmp_path)})
+    ex = Indexer(dim=4, metas={'name': 'indexer'},
+                 runtime_args={'name': 'indexer/shard-1/rep-2', 'replica_id': 2, 'shard_id': 1,
+                               'replicas': 3, 'shards': 2, 'workspace': str(tmp_path)})
     assert ex.dim == 4
     assert ex.runtime_args.replica_id == 2 and ex.runtime_args.shards == 2
-    assert isinstance(ex.logger, logging.Logger) and ex.logger.name == 'indexer/rep-2'
-    assert ex.workspace == str(tmp_path / 'indexer' / '1')
+    assert ex.metas.name == 'indexer' and ex.runtime_args.name == 'indexer/shard-1/rep-2'
+    assert isinstance(ex.logger, logging.Logger) and ex.logger.name == 'indexer/shard-1/rep-2'
+    assert ex.workspace == str(tmp_path / 'indexer' / '1')  # from metas.name, not the replica's
     assert (tmp_path / 'indexer' / '1').is_dir()
+
+
+def test_names_default_to_the_class_name_outside_a_deployment():
+    ex = Indexer()
+    assert ex.metas.name == ex.runtime_args.name == ex.logger.name == 'Indexer'
 
 
 def test_workspace_is_none_without_one():

@@ -1,0 +1,138 @@
+"""`BatchQueue`: the docs of concurrent requests gathered into batched calls (pure asyncio).
+
+One queue serves one (endpoint, parameters) of one replica. A request's docs join the
+queue; the queue is flushed once `preferred_batch_size` docs wait, or `timeout` seconds after
+the oldest waiting request arrived. A flush calls the endpoint on consecutive slices of at
+most `preferred_batch_size` docs (all of them with `flush_all`), and each request is answered
+as soon as every one of its docs was processed: with its own slice of the results, in order,
+or with the exception of a call that held any of its docs.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+
+@dataclass
+class _Waiting:
+    docs: Sequence
+    reply: asyncio.Future
+    start: int = 0  # offset of its first doc in the flushed batch
+    pieces: list = field(default_factory=list)
+    error: BaseException | None = None
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.docs)
+
+
+def check_batch_result(returned: Any, docs: Sequence) -> Sequence:
+    """What a batched call returned, as docs to split: its docs changed in place (None) or a
+    sequence of as many docs as it was given; TypeError/ValueError otherwise."""
+    if returned is None:
+        return docs
+    # A DocList or a list: their slices can be joined again (`extend`).
+    if not isinstance(returned, Sequence) or not hasattr(returned, 'extend'):
+        raise TypeError('with @dynamic_batching an endpoint returns a DocList or None, got '
+                        f'{type(returned).__name__}')
+    if len(returned) != len(docs):
+        raise ValueError(f'with @dynamic_batching an endpoint returns as many docs as it was '
+                         f'given: got {len(docs)}, returned {len(returned)}')
+    return returned
+
+
+class BatchQueue:
+    """Gathers requests' docs and calls `call(batch)` for each batch (one event loop only).
+
+    `call` takes a batch built by `make_batch(list_of_docs)` and returns what the endpoint
+    returned; results are cut with slicing (a DocList's slice is a DocList of its class)."""
+
+    def __init__(self, call: Callable[[Sequence], Awaitable[Any]], *, preferred_batch_size: int,
+                 timeout: float, flush_all: bool = False,
+                 make_batch: Callable[[list], Sequence] = list):
+        self._call = call
+        self._size = preferred_batch_size
+        self._timeout = timeout
+        self._flush_all = flush_all
+        self._make_batch = make_batch
+        self._waiting: list[_Waiting] = []
+        self._queued_docs = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._running: set[asyncio.Task] = set()
+        self.calls = 0  # batched calls made (Status)
+
+    @property
+    def queued(self) -> int:
+        """Docs waiting for the next flush."""
+        return self._queued_docs
+
+    async def push(self, docs: Sequence) -> Sequence:
+        """Queue `docs` (one request's) and return the results for them once processed."""
+        loop = asyncio.get_running_loop()
+        if not len(docs):
+            return docs
+        waiting = _Waiting(docs, loop.create_future())
+        self._waiting.append(waiting)
+        self._queued_docs += len(docs)
+        if self._queued_docs >= self._size:
+            self.flush()
+        elif self._timer is None:  # the oldest waiting request starts the clock
+            self._timer = loop.call_later(self._timeout, self.flush)
+        return await waiting.reply
+
+    def flush(self) -> None:
+        """Hand everything queued to a batch run now (the run goes on in a task)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._waiting:
+            return
+        batch, self._waiting, self._queued_docs = self._waiting, [], 0
+        task = asyncio.ensure_future(self._run(batch))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def close(self) -> None:
+        """Flush what waits and wait for every batch run to end."""
+        self.flush()
+        while self._running:
+            await asyncio.wait(set(self._running))
+
+    async def _run(self, batch: list[_Waiting]) -> None:
+        docs: list = []
+        for waiting in batch:
+            waiting.start = len(docs)
+            docs.extend(waiting.docs)
+        step = len(docs) if self._flush_all else self._size
+        unanswered = list(batch)  # in offset order
+        for start in range(0, len(docs), step):
+            stop = min(start + step, len(docs))
+            chunk = self._make_batch(docs[start:stop])
+            involved = [w for w in unanswered if w.start < stop and w.end > start]
+            try:
+                self.calls += 1
+                results = check_batch_result(await self._call(chunk), chunk)
+            except Exception as exc:  # every request with a doc in this call fails
+                for waiting in involved:
+                    waiting.error = waiting.error or exc
+            else:
+                for waiting in involved:
+                    if waiting.error is None:
+                        waiting.pieces.append(results[max(waiting.start, start) - start:
+                                                      min(waiting.end, stop) - start])
+            while unanswered and unanswered[0].end <= stop:  # all its docs were processed
+                _answer(unanswered.pop(0))
+
+
+def _answer(waiting: _Waiting) -> None:
+    if waiting.reply.done():  # its caller stopped waiting
+        return
+    if waiting.error is not None:
+        waiting.reply.set_exception(waiting.error)
+        return
+    result, *rest = waiting.pieces
+    for piece in rest:
+        result.extend(piece)  # a slice is a new sequence: extending it changes nothing else
+    waiting.reply.set_result(result)
