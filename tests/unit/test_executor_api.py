@@ -6,8 +6,8 @@ from docarray import DocList
 from docarray.documents import TextDoc
 from docarray.documents.legacy import LegacyDocument
 
-from nborch import Executor, requests, write
-from nborch.executor import DEFAULT_ENDPOINT
+from nborch import Executor, dynamic_batching, requests, write
+from nborch.executor import DEFAULT_ENDPOINT, Batching, refuse_batched_writes
 
 
 class QueryDoc(TextDoc):
@@ -134,3 +134,107 @@ def test_registered_by_class_name():
 def test_requests_rejects_bad_paths():
     with pytest.raises(ValueError, match='endpoint paths'):
         requests(on=['/ok', ''])
+
+
+class InDoc(TextDoc):
+    n: int = 0
+
+
+class OutDoc(TextDoc):
+    score: float = 0.0
+
+
+def test_request_and_response_schema_take_precedence_over_annotations():
+    class Schemas(Executor):
+        @requests(on='/bar', request_schema=DocList[InDoc], response_schema=DocList[OutDoc])
+        def bar(self, docs: DocList[TextDoc], **kwargs) -> DocList[TextDoc]:
+            pass
+
+        @requests(on='/only-in', request_schema=DocList[InDoc])
+        def only_in(self, docs, **kwargs):
+            pass
+
+        @requests(on='/plain')
+        def plain(self, docs: DocList[QueryDoc], **kwargs) -> DocList[OutDoc]:
+            pass
+
+    table = Schemas.endpoints()
+    assert (table['/bar'].input_type, table['/bar'].output_type) == (InDoc, OutDoc)
+    assert (table['/only-in'].input_type, table['/only-in'].output_type) == (InDoc, InDoc)
+    assert (table['/plain'].input_type, table['/plain'].output_type) == (QueryDoc, OutDoc)
+
+
+def test_schemas_are_per_path_of_one_method():
+    class TwoPaths(Executor):
+        @requests(on='/a', request_schema=DocList[InDoc])
+        @requests(on='/b')
+        def f(self, docs: DocList[QueryDoc], **kwargs):
+            pass
+
+    table = TwoPaths.endpoints()
+    assert table['/a'].input_type is InDoc and table['/b'].input_type is QueryDoc
+
+
+@pytest.mark.parametrize('schema', [InDoc, dict, 'DocList[InDoc]', DocList[InDoc]()])
+def test_schemas_must_be_a_doclist_of_a_doc(schema):
+    with pytest.raises(TypeError, match=r'request_schema=\.\.\.\) takes DocList\[SomeDoc\]'):
+        requests(on='/x', request_schema=schema)
+    with pytest.raises(TypeError, match='give DocList\\[InDoc\\]'):
+        requests(on='/x', response_schema=InDoc)
+
+
+def test_dynamic_batching_marks_the_endpoint_in_either_order():
+    class Batched(Executor):
+        @requests(on='/a')
+        @dynamic_batching(preferred_batch_size=8, timeout=200)
+        def a(self, docs, **kwargs):
+            pass
+
+        @dynamic_batching(preferred_batch_size=2, flush_all=True)
+        @requests(on='/b')
+        async def b(self, docs, **kwargs):
+            pass
+
+        @requests(on='/c')
+        @dynamic_batching(preferred_batch_size=2, use_dynamic_batching=False)
+        def c(self, docs, **kwargs):
+            pass
+
+        @requests(on='/d')
+        def d(self, docs, **kwargs):
+            pass
+
+    table = Batched.endpoints()
+    assert table['/a'].batching == Batching(8, 200.0, False)
+    assert table['/b'].batching == Batching(2, 10_000.0, True)  # the reference default: 10 s
+    assert table['/c'].batching is None and table['/d'].batching is None
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    ({}, 'preferred_batch_size'), ({'preferred_batch_size': 0}, 'preferred_batch_size'),
+    ({'preferred_batch_size': 2.5}, 'preferred_batch_size'),
+    ({'preferred_batch_size': True}, 'preferred_batch_size'),
+    ({'preferred_batch_size': 4, 'timeout': 0}, 'timeout'),
+    ({'preferred_batch_size': 4, 'timeout': '200'}, 'timeout'),
+])
+def test_dynamic_batching_refuses_bad_settings(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        dynamic_batching(**kwargs)
+
+
+def test_batched_writes_refused_for_stateful_executors():
+    class BatchedWrite(Executor):
+        @requests(on='/index')
+        @write
+        @dynamic_batching(preferred_batch_size=4)
+        def index(self, docs, **kwargs):
+            pass
+
+        @requests(on='/search')
+        @dynamic_batching(preferred_batch_size=4)
+        def search(self, docs, **kwargs):
+            pass
+
+    with pytest.raises(ValueError, match=r"idx: stateful=True .* @write endpoint\(s\) /index;"):
+        refuse_batched_writes(BatchedWrite, 'idx')
+    refuse_batched_writes(Indexer, 'idx')  # writes without batching are fine
