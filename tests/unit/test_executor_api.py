@@ -8,6 +8,7 @@ from docarray.documents.legacy import LegacyDocument
 
 from nborch import Executor, dynamic_batching, requests, write
 from nborch.executor import DEFAULT_ENDPOINT, Batching, refuse_batched_writes
+from nborch.runtime.worker_spec import WorkerSpec
 
 
 class QueryDoc(TextDoc):
@@ -238,3 +239,18 @@ def test_batched_writes_refused_for_stateful_executors():
     with pytest.raises(ValueError, match=r"idx: stateful=True .* @write endpoint\(s\) /index;"):
         refuse_batched_writes(BatchedWrite, 'idx')
     refuse_batched_writes(Indexer, 'idx')  # writes without batching are fine
+
+
+@pytest.mark.parametrize('shards, shard, replica, name', [
+    (1, 0, 0, 'indexer/rep-0'), (1, 0, 2, 'indexer/rep-2'),
+    (3, 1, 0, 'indexer/shard-1/rep-0'), (3, 2, 1, 'indexer/shard-2/rep-1'),
+])
+def test_each_replica_is_named_as_in_the_reference_system(tmp_path, shards, shard, replica, name):
+    spec = WorkerSpec(name='indexer', uses=WorkerSpec.pack_class(Indexer), shards=shards,
+                      shard_id=shard, replicas=3, replica_id=replica, workspace=str(tmp_path),
+                      uses_with={'dim': 2})
+    ex = spec.build_executor()
+    assert spec.replica_name == ex.runtime_args.name == ex.logger.name == name
+    assert ex.metas.name == 'indexer' and ex.dim == 2
+    # The workspace (and what replicas persisted there) keeps the executor's name.
+    assert ex.workspace == str(tmp_path / 'indexer' / str(shard))
