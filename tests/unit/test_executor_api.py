@@ -254,3 +254,19 @@ def test_each_replica_is_named_as_in_the_reference_system(tmp_path, shards, shar
     assert ex.metas.name == 'indexer' and ex.dim == 2
     # The workspace (and what replicas persisted there) keeps the executor's name.
     assert ex.workspace == str(tmp_path / 'indexer' / str(shard))
+
+
+def test_a_stateful_deployment_refuses_batched_writes_before_starting(tmp_path):
+    from nborch import Deployment
+
+    class BatchedIndexer(Executor):
+        @requests(on='/index')
+        @write
+        @dynamic_batching(preferred_batch_size=4)
+        def index(self, docs, **kwargs):
+            pass
+
+    with pytest.raises(ValueError, match='@dynamic_batching cannot apply to @write endpoint'):
+        Deployment(name='idx', uses=BatchedIndexer, replicas=3, stateful=True,
+                   workspace=str(tmp_path))
+    Deployment(name='idx', uses=BatchedIndexer)  # stateless: batched like any endpoint
