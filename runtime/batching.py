@@ -1,11 +1,12 @@
 """`BatchQueue`: the docs of concurrent requests gathered into batched calls (pure asyncio).
 
 One queue serves one (endpoint, parameters) of one replica. A request's docs join the
-queue; the queue is flushed once `preferred_batch_size` docs wait, or `timeout` seconds after
-the oldest waiting request arrived. A flush calls the endpoint on consecutive slices of at
-most `preferred_batch_size` docs (all of them with `flush_all`), and each request is answered
-as soon as every one of its docs was processed: with its own slice of the results, in order,
-or with the exception of a call that held any of its docs.
+queue; the queue is due once `preferred_batch_size` docs wait, or `timeout` seconds after the
+oldest waiting request arrived, and is flushed then, or when the flush before it ends. A
+flush calls the endpoint on consecutive slices of at most `preferred_batch_size` docs (all
+of them with `flush_all`), and each request is answered as soon as every one of its docs was
+processed: with its own slice of the results, in order, or with the exception of a call
+that held any of its docs.
 """
 from __future__ import annotations
 
@@ -47,7 +48,9 @@ class BatchQueue:
     """Gathers requests' docs and calls `call(batch)` for each batch (one event loop only).
 
     `call` takes a batch built by `make_batch(list_of_docs)` and returns what the endpoint
-    returned; results are cut with slicing (a DocList's slice is a DocList of its class)."""
+    returned; results are cut with slicing (a DocList's slice is a DocList of its class).
+    One flush runs at a time: what arrives meanwhile waits and, once due, goes whole into
+    the next flush, so a busy endpoint gets full batches rather than many small ones."""
 
     def __init__(self, call: Callable[[Sequence], Awaitable[Any]], *, preferred_batch_size: int,
                  timeout: float, flush_all: bool = False,
@@ -59,9 +62,10 @@ class BatchQueue:
         self._make_batch = make_batch
         self._waiting: list[_Waiting] = []
         self._queued_docs = 0
+        self._due = False  # enough docs wait, or the oldest waited `timeout`
         self._timer: asyncio.TimerHandle | None = None
-        self._running: set[asyncio.Task] = set()
-        self.calls = 0  # batched calls made (Status)
+        self._runner: asyncio.Task | None = None
+        self.calls = 0  # batched calls made
 
     @property
     def queued(self) -> int:
@@ -83,22 +87,30 @@ class BatchQueue:
         return await waiting.reply
 
     def flush(self) -> None:
-        """Hand everything queued to a batch run now (the run goes on in a task)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        """Run what waits as soon as the previous flush (if any) is done."""
         if not self._waiting:
             return
-        batch, self._waiting, self._queued_docs = self._waiting, [], 0
-        task = asyncio.ensure_future(self._run(batch))
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
+        self._due = True
+        if self._runner is None:
+            self._runner = asyncio.ensure_future(self._run_due())
 
     async def close(self) -> None:
-        """Flush what waits and wait for every batch run to end."""
+        """Flush what waits and wait until it ran."""
         self.flush()
-        while self._running:
-            await asyncio.wait(set(self._running))
+        while self._runner is not None:
+            await asyncio.wait({self._runner})
+
+    async def _run_due(self) -> None:
+        try:
+            while self._due and self._waiting:
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
+                batch, self._waiting, self._queued_docs, self._due = \
+                    self._waiting, [], 0, False
+                await self._run(batch)
+        finally:
+            self._runner = None
 
     async def _run(self, batch: list[_Waiting]) -> None:
         docs: list = []
@@ -109,9 +121,9 @@ class BatchQueue:
         unanswered = list(batch)  # in offset order
         for start in range(0, len(docs), step):
             stop = min(start + step, len(docs))
-            chunk = self._make_batch(docs[start:stop])
             involved = [w for w in unanswered if w.start < stop and w.end > start]
             try:
+                chunk = self._make_batch(docs[start:stop])
                 self.calls += 1
                 results = check_batch_result(await self._call(chunk), chunk)
             except Exception as exc:  # every request with a doc in this call fails

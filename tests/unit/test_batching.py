@@ -199,3 +199,31 @@ def test_a_caller_that_stopped_waiting_does_not_break_the_batch():
         return await stays
 
     assert run(scenario()) == ['B']
+
+
+def test_what_arrives_during_a_call_waits_for_it_and_is_taken_whole():
+    async def scenario():
+        endpoint = Recorder(delay=0.15)
+        queue = BatchQueue(endpoint, preferred_batch_size=4, timeout=0.01)
+        first = [asyncio.ensure_future(queue.push([d])) for d in 'abcd']  # full: runs now
+        await asyncio.sleep(0.02)
+        later = [asyncio.ensure_future(queue.push([d])) for d in 'efg']  # due at +10 ms
+        await asyncio.sleep(0.05)
+        later += [asyncio.ensure_future(queue.push([d])) for d in 'hi']
+        await asyncio.gather(*first, *later)
+        return endpoint.calls, [f.result() for f in first + later]
+
+    calls, results = run(scenario())
+    assert calls == [list('abcd'), list('efgh'), ['i']]
+    assert results == [[d.upper()] for d in 'abcdefghi']
+
+
+def test_a_batch_that_cannot_be_built_fails_its_requests():
+    def refuse(docs):
+        raise TypeError('mixed document types')
+
+    async def scenario():
+        queue = BatchQueue(Recorder(), preferred_batch_size=2, timeout=60, make_batch=refuse)
+        return await asyncio.gather(queue.push(['a']), queue.push(['b']), return_exceptions=True)
+
+    assert [str(e) for e in run(scenario())] == ['mixed document types'] * 2
