@@ -72,6 +72,11 @@ class BatchQueue:
         """Docs waiting for the next flush."""
         return self._queued_docs
 
+    @property
+    def idle(self) -> bool:
+        """Nothing waits and no flush runs."""
+        return not self._waiting and self._runner is None
+
     async def push(self, docs: Sequence) -> Sequence:
         """Queue `docs` (one request's) and return the results for them once processed."""
         loop = asyncio.get_running_loop()

@@ -20,13 +20,12 @@ import tempfile
 import traceback
 
 import grpc
+from docarray import DocList
 
 from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
 from nborch.errors import MembershipError
 from nborch.executor import DEFAULT_ENDPOINT, refuse_batched_writes
-from docarray import DocList
-
 from nborch.runtime import auth, child, tls
 from nborch.runtime.batching import BatchQueue
 from nborch.runtime.codec import batch_length, decode_docs, encode_docs
@@ -166,7 +165,11 @@ class Batcher:
                     timeout=endpoint.batching.timeout / 1000,
                     flush_all=endpoint.batching.flush_all,
                     make_batch=type(docs).construct)  # DocList[input type], unvalidated
-            return runner.respond(request, await queue.push(docs), None)
+            try:
+                return runner.respond(request, await queue.push(docs), None)
+            finally:
+                if queue.idle:  # parameters seen once must not keep a queue forever
+                    self.queues.pop(key, None)
         except Exception as exc:
             return runner.fail(request, exc)
 
