@@ -1,0 +1,68 @@
+"""The reference system's arguments: each is taken (acted on, warned about, or refused with a
+reason) and none is a TypeError; docs/compatibility.md has a row for each."""
+import json
+import os
+import random
+import warnings
+
+import pytest
+
+from nborch import compat
+from nborch.client import RetryPolicy
+from nborch.errors import IgnoredArgumentWarning
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+REFERENCE = json.load(open(os.path.join(ROOT, 'tests', 'fixtures', 'reference',
+                                        'jina_arguments.json')))
+
+
+def test_a_set_no_effect_argument_warns_and_is_removed():
+    kwargs = {'monitoring': True, 'replicas': 2}
+    with pytest.warns(IgnoredArgumentWarning, match=r'monitoring=.*no effect.*status\(\)'):
+        compat.take_reference_arguments(kwargs, 'Deployment')
+    assert kwargs == {'replicas': 2}
+
+
+def test_a_set_unsupported_argument_is_refused_with_what_to_do_instead():
+    with pytest.raises(ValueError, match=r"uses_after='Merger'.*not supported.*Flow"):
+        compat.take_reference_arguments({'uses_after': 'Merger'}, 'Deployment')
+
+
+@pytest.mark.parametrize('name,value', [('when', None), ('reload', False), ('retries', -1),
+                                        ('log_config', 'default'), ('docker_kwargs', {}),
+                                        ('exit_on_exceptions', [])])
+def test_the_reference_systems_default_values_pass_silently(name, value):
+    kwargs = {name: value}
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert compat.take_reference_arguments(kwargs, 'Deployment') == {}
+
+
+def test_an_argument_scoped_to_one_place_applies_only_there():
+    # `prefetch` means nothing to a Flow's gateway, but is the client's window.
+    with pytest.warns(IgnoredArgumentWarning):
+        assert compat.take_reference_arguments({'prefetch': 10}, 'Flow') == {}
+    assert compat.take_reference_arguments({'prefetch': 10}, 'Client.post') == {'prefetch': 10}
+
+
+def test_every_argument_in_the_tables_is_a_reference_argument():
+    known = {name for names in REFERENCE.values() if isinstance(names, list) for name in names}
+    internal = {'k8s_namespace', 'env_from_secret', 'image_pull_secrets'}  # hidden options
+    for name in [*compat.NO_EFFECT, *compat.NOT_SUPPORTED]:
+        assert name.partition('@')[0] in known | internal, name
+
+
+def test_retry_waits_follow_the_reference_clients_schedule():
+    policy = RetryPolicy.checked(5, 0.5, 2, 1.5)
+    assert policy.wait(1) == 0.5
+    random.seed(7)
+    waits = [policy.wait(a) for a in range(2, 5) for _ in range(200)]
+    assert 0 <= min(waits) and max(waits) <= 2.0
+    assert max(policy.wait(2) for _ in range(200)) <= 0.5 * 1.5
+
+
+@pytest.mark.parametrize('args', [(0, 0.5, 2, 1.5), (True, 0.5, 2, 1.5), (3, -1, 2, 1.5),
+                                  (3, 0.5, 'x', 1.5)])
+def test_bad_retry_settings_are_refused(args):
+    with pytest.raises(ValueError):
+        RetryPolicy.checked(*args)
