@@ -53,6 +53,10 @@ NO_EFFECT: dict[str, str] = {
     'expose_graphql_endpoint': 'no GraphQL endpoint',
 }
 
+# Taken without a warning: the reference page passes it in its examples, and there is
+# nothing to install that the environment does not already have or the user must change.
+QUIET = frozenset({'install_requirements'})
+
 # Would change behaviour nborch does not have: refused, with what to do instead.
 NOT_SUPPORTED: dict[str, str] = {
     'uses_before': 'no before-shards executor: add one before this executor in a Flow',
@@ -101,7 +105,7 @@ def take_reference_arguments(kwargs: dict, where: str) -> dict:
         if reason is None and refusal is None:
             continue
         value = kwargs.pop(key)
-        if is_default(key, value):
+        if is_default(key, value) or key in QUIET:
             continue
         if refusal is not None:
             raise ValueError(f'{where}({key}={value!r}): not supported by nborch: {refusal}')

@@ -22,6 +22,7 @@ from typing import Any
 import cloudpickle
 import yaml
 
+from nborch.compat import NO_EFFECT, NOT_SUPPORTED
 from nborch.executor import Executor
 from nborch.spec import DeploymentSpec
 from nborch.uses import is_executor_yaml, resolve_uses
@@ -29,9 +30,9 @@ from nborch.uses import is_executor_yaml, resolve_uses
 __all__ = ['ConfigError', 'deployment_keys', 'deployment_kwargs', 'executor_yaml', 'flow_keys',
            'flow_kwargs', 'yaml_jtype']
 
-# Keys a Deployment takes besides DeploymentSpec's fields: accepted and dropped (reference-page
-# options with nothing to do here), and accepted and passed on (the Deployment handles them).
-IGNORED_KEYS = ('install_requirements',)
+# Keys a Deployment takes besides DeploymentSpec's fields, passed on to it: the reference
+# system's options that nborch warns about or refuses (nborch.compat), and the ones below.
+REFERENCE_KEYS = tuple(dict.fromkeys(k.partition('@')[0] for k in (*NO_EFFECT, *NOT_SUPPORTED)))
 PASS_THROUGH_KEYS = ('external', 'stateful', 'peer_ports', 'raft_configuration')
 # DeploymentSpec fields that validate() fills in; they are not user input. Fields added for the
 # same purpose are recognised by `repr=False`.
@@ -201,10 +202,9 @@ def _wrong_jtype(source: _Source, node: yaml.Node, jtype: str, expected: str) ->
 
 def _executor_entry(source: _Source, entries, what: str, extra: tuple[str, ...] = ()) -> dict:
     """`Deployment(...)` / `Flow.add(...)` kwargs from checked entries of a mapping."""
-    allowed = (*deployment_keys(), *IGNORED_KEYS, *extra)
+    allowed = (*deployment_keys(), *REFERENCE_KEYS, *extra)
     source.check_keys(entries, allowed, what)
-    kwargs = {key: source.value(node) for key, (_, node) in entries.items()
-              if key not in IGNORED_KEYS}
+    kwargs = {key: source.value(node) for key, (_, node) in entries.items()}
     if is_executor_yaml(kwargs.get('uses')):
         kwargs['uses'] = source.resolve_path(kwargs['uses'])
     return kwargs
@@ -214,14 +214,15 @@ def deployment_kwargs(path: str | os.PathLike) -> dict:
     """`Deployment(**kwargs)` from a `jtype: Deployment` YAML, keys at top level or in `with:`.
 
     An executor YAML named in `uses:` is made absolute relative to this file's folder;
-    `install_requirements` is accepted and dropped.
+    the reference system's options in nborch.compat go on to the Deployment, which warns
+    about or refuses them.
     """
     source = _Source(path)
     entries = _root(source, "'jtype: Deployment'")
     jtype, jtype_node = _jtype(source, entries, "'jtype: Deployment'")
     if jtype != 'Deployment':
         raise _wrong_jtype(source, jtype_node, jtype, 'a Deployment YAML')
-    source.check_keys(entries, (*_DEPLOYMENT_FILE_KEYS, *deployment_keys(), *IGNORED_KEYS),
+    source.check_keys(entries, (*_DEPLOYMENT_FILE_KEYS, *deployment_keys(), *REFERENCE_KEYS),
                       'a Deployment')
     top = {k: v for k, v in entries.items() if k not in _DEPLOYMENT_FILE_KEYS}
     nested = source.mapping(entries['with'][1], 'with:') if 'with' in entries else {}

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nborch.addresses import Address, external_addresses
+from nborch.compat import take_reference_arguments
 from nborch.executor import Executor
 from nborch.ports import free_port
 from nborch.runtime.consensus.settings import RaftSettings
@@ -26,7 +27,6 @@ from nborch.runtime.tls import TlsFiles
 from nborch.uses import resolve_uses_and_defaults
 
 _NAME = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_.\-]*$')
-_IGNORED = {'install_requirements'}  # reference-system options with nothing to do here
 _RESOLVED = ('executor_class', 'polling_table', 'external_addresses', 'round_robin',
              'raft_settings', 'peer_port_table', 'port_given', 'tls_files')
 
@@ -83,8 +83,7 @@ class DeploymentSpec:
     @classmethod
     def from_kwargs(cls, **kwargs) -> 'DeploymentSpec':
         known = {f.name for f in dataclasses.fields(cls) if f.name not in _RESOLVED}
-        for key in _IGNORED & kwargs.keys():
-            kwargs.pop(key)
+        take_reference_arguments(kwargs, 'Deployment')  # warned about or refused there
         unknown = sorted(kwargs.keys() - known)
         if unknown:
             raise TypeError(f'unknown argument(s) {", ".join(unknown)}; '

@@ -66,3 +66,23 @@ def test_retry_waits_follow_the_reference_clients_schedule():
 def test_bad_retry_settings_are_refused(args):
     with pytest.raises(ValueError):
         RetryPolicy.checked(*args)
+
+
+def test_a_deployment_warns_about_a_no_effect_argument_and_refuses_an_unsupported_one():
+    from nborch import Deployment
+    with pytest.warns(IgnoredArgumentWarning, match='monitoring'):
+        Deployment(name='d', monitoring=True, port_monitoring=9090)
+    with pytest.raises(ValueError, match='uses_before.*not supported'):
+        Deployment(name='d', uses_before='Filter')
+
+
+def test_a_reference_yaml_with_such_arguments_loads_and_passes_them_on(tmp_path):
+    from nborch import Deployment
+    path = tmp_path / 'dep.yml'
+    path.write_text('jtype: Deployment\nwith:\n  replicas: 2\n  tracing: true\n  when: null\n')
+    with pytest.warns(IgnoredArgumentWarning, match='tracing'):
+        dep = Deployment.load_config(str(path))
+    assert dep.spec.replicas == 2
+    path.write_text('jtype: Deployment\nuses_after: Merger\n')
+    with pytest.raises(ValueError, match='uses_after'):
+        Deployment.load_config(str(path))
