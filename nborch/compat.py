@@ -51,11 +51,19 @@ NO_EFFECT: dict[str, str] = {
     'no_crud_endpoints': 'the HTTP gateway serves one route per endpoint the executors have',
     'expose_endpoints': 'the HTTP gateway serves one route per endpoint the executors have',
     'expose_graphql_endpoint': 'no GraphQL endpoint',
+    **dict.fromkeys(('workspace_id', 'pod_role', 'deployment_role', 'noblock_on_start',
+                     'replica_id', 'shard_id', 'extra_search_paths', 'force_network_mode'),
+                    "the reference system's internal process wiring; nborch numbers and "
+                    'places replicas itself'),
 }
 
-# Taken without a warning: the reference page passes it in its examples, and there is
-# nothing to install that the environment does not already have or the user must change.
-QUIET = frozenset({'install_requirements'})
+# Taken without a warning. install_requirements: the reference page passes it in its
+# examples, and there is nothing to install that the environment lacks. The others are the
+# reference system's own process wiring (its parser fills them in, port_monitoring with a
+# random port), which code passing `vars(args)` of its parser carries along.
+QUIET = frozenset({'install_requirements', 'port_monitoring', 'workspace_id', 'pod_role',
+                   'deployment_role', 'noblock_on_start', 'replica_id', 'shard_id',
+                   'extra_search_paths', 'force_network_mode'})
 
 # Would change behaviour nborch does not have: refused, with what to do instead.
 NOT_SUPPORTED: dict[str, str] = {
@@ -85,7 +93,7 @@ NOT_SUPPORTED: dict[str, str] = {
 # values is the same as not passing the argument.
 _REFERENCE_DEFAULTS: dict[str, tuple] = {
     'log_config': ('default',), 'runtime_cls': ('WorkerRuntime',), 'timeout_ctrl': (60,),
-    'retries': (-1,), 'use_dynamic_batching': (True,),
+    'retries': (-1,), 'use_dynamic_batching': (True,), 'provider': (['NONE'], 'NONE'),
 }
 
 
