@@ -40,6 +40,8 @@ NO_EFFECT: dict[str, str] = {
     'compression': 'local hops need none; gRPC compression is not used',
     'grpc_server_options': _GRPC_OPTIONS, 'grpc_channel_options': _GRPC_OPTIONS,
     'output_array_type': "tensors travel as raw arrays in nborch's codec",
+    'allow_concurrent': 'sync endpoints run one at a time on the replica\'s executor thread, '
+                        'async endpoints concurrently on its event loop',
     'reuse_session': 'a client keeps one connection per event loop anyway',
     'proxy': 'the client connects directly; proxies from the environment are not used',
     'prefetch@Flow': "the gateway takes every request a client sends; bound the client's "
@@ -72,6 +74,7 @@ NOT_SUPPORTED: dict[str, str] = {
                   'no_reduce=True it sees every shard\'s docs)',
     'uses_before_address': 'no before-shards executor: add one before this executor in a Flow',
     'uses_after_address': 'no after-shards executor: add one after this executor in a Flow',
+    'floating': "every executor's result is part of the reply: add it to the chain",
     'when': 'no document conditions: filter inside the executor',
     'reload': 'no hot reload: re-run the cell (or restart) with the edited class',
     'uses_requests': 'endpoints come from the class\'s @requests: subclass it to remap them',

@@ -8,6 +8,7 @@ from nborch.executor import Executor
 
 HUB_PREFIXES = ('jinaai://', 'jinahub://', 'jinahub+docker://', 'jinahub+sandbox://')
 YAML_SUFFIXES = ('.yml', '.yaml')
+REFERENCE_DEFAULT_EXECUTOR = 'BaseExecutor'  # the reference system's default `uses`: passes docs on
 
 
 class PassThrough(Executor):
@@ -30,7 +31,7 @@ def resolve_uses_and_defaults(uses) -> tuple[type[Executor], dict]:
 def resolve_uses(uses) -> type[Executor]:
     """An Executor subclass, `'module:Class'` / `'module.Class'`, a registered class name, or
     an executor YAML (only its class: `resolve_uses_and_defaults` also returns its `with:`)."""
-    if uses is None:
+    if uses is None or uses == REFERENCE_DEFAULT_EXECUTOR:
         return PassThrough
     if inspect.isclass(uses):
         if not issubclass(uses, Executor):

@@ -86,3 +86,8 @@ def test_a_reference_yaml_with_such_arguments_loads_and_passes_them_on(tmp_path)
     path.write_text('jtype: Deployment\nuses_after: Merger\n')
     with pytest.raises(ValueError, match='uses_after'):
         Deployment.load_config(str(path))
+
+
+def test_the_reference_systems_default_executor_passes_docs_through():
+    from nborch.uses import PassThrough, resolve_uses
+    assert resolve_uses('BaseExecutor') is PassThrough
