@@ -11,21 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
-import importlib.util
 import inspect
 import os
-import re
-import sys
 from typing import Any
 
-import cloudpickle
 import yaml
 
 from nborch.compat import NO_EFFECT, NOT_SUPPORTED
 from nborch.executor import Executor
 from nborch.spec import DeploymentSpec
-from nborch.uses import is_executor_yaml, resolve_uses
+from nborch.uses import import_py_module, is_executor_yaml, resolve_uses
 
 __all__ = ['ConfigError', 'deployment_keys', 'deployment_kwargs', 'executor_yaml', 'flow_keys',
            'flow_kwargs', 'yaml_jtype']
@@ -320,37 +315,10 @@ def _py_module_files(source: _Source, node: yaml.Node) -> list[tuple[yaml.Node, 
 
 
 def _import_py_module(source: _Source, node: yaml.Node, file: str):
-    path = source.resolve_path(file)
-    init = os.path.join(path, '__init__.py')
-    if os.path.isdir(path) and os.path.isfile(init):
-        location, search = init, [path]
-    elif os.path.isfile(path):
-        location, search = path, None
-    else:
-        raise source.error(node, f"py_modules: no such file '{file}' (in {source.folder})")
-    stat = os.stat(location)
-    signature = (stat.st_mtime_ns, stat.st_size)
-    digest = hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:10]
-    stem = re.sub(r'\W', '_', os.path.splitext(os.path.basename(path))[0])
-    name = f'_nborch_py_modules_{stem}_{digest}'
-    module = sys.modules.get(name)
-    if module is not None and getattr(module, '__nborch_signature__', None) == signature:
-        return module
-    spec = importlib.util.spec_from_file_location(name, location,
-                                                  submodule_search_locations=search)
-    module = importlib.util.module_from_spec(spec)
-    module.__nborch_signature__ = signature
-    sys.modules[name] = module  # before exec: dataclasses/pydantic look their module up there
     try:
-        spec.loader.exec_module(module)
-    except BaseException as exc:
-        sys.modules.pop(name, None)
-        if not isinstance(exc, Exception):
-            raise
-        detail = f'{type(exc).__name__}: {exc}'.splitlines()[0]
-        raise source.error(node, f"py_modules: importing '{file}' failed: {detail}") from None
-    cloudpickle.register_pickle_by_value(module)
-    return module
+        return import_py_module(source.resolve_path(file), shown_as=file)
+    except ValueError as exc:
+        raise source.error(node, f'py_modules: {exc}') from None
 
 
 def _find_class(source: _Source, node: yaml.Node, jtype: str, modules) -> type[Executor]:

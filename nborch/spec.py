@@ -24,7 +24,7 @@ from nborch.runtime.limits import (DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_REQUEST
                                    GRPC_MAX_MESSAGE_SIZE, RAFT_ENVELOPE, check_limit)
 from nborch.runtime.polling import PollingTable
 from nborch.runtime.tls import TlsFiles
-from nborch.uses import resolve_uses_and_defaults
+from nborch.uses import import_py_modules, resolve_uses_and_defaults
 
 _NAME = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_.\-]*$')
 _RESOLVED = ('executor_class', 'polling_table', 'external_addresses', 'round_robin',
@@ -36,6 +36,7 @@ class DeploymentSpec:
     name: str = 'executor'
     uses: Any = None
     uses_with: dict = field(default_factory=dict)
+    py_modules: Any = None             # Python files imported before `uses` is resolved
     replicas: int = 1
     shards: int = 1
     polling: Any = 'ANY'
@@ -114,6 +115,7 @@ class DeploymentSpec:
         if self.external:
             self._validate_external()
         else:
+            import_py_modules(self.py_modules)  # their Executor classes are then registered
             self.executor_class, defaults = resolve_uses_and_defaults(self.uses)
             self.uses_with = {**defaults, **self.uses_with}  # an executor YAML's `with:` first
         if self.host in ('localhost', None):

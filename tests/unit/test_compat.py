@@ -91,3 +91,15 @@ def test_a_reference_yaml_with_such_arguments_loads_and_passes_them_on(tmp_path)
 def test_the_reference_systems_default_executor_passes_docs_through():
     from nborch.uses import PassThrough, resolve_uses
     assert resolve_uses('BaseExecutor') is PassThrough
+
+
+def test_py_modules_are_imported_before_uses_is_resolved(tmp_path):
+    from nborch import Deployment
+    module = tmp_path / 'my_module_for_py_modules.py'
+    module.write_text('from nborch import Executor, requests\n\n'
+                      'class FromPyModules(Executor):\n'
+                      '    @requests\n    def f(self, docs, **kwargs):\n        return docs\n')
+    dep = Deployment(name='d', uses='FromPyModules', py_modules=[str(module)])
+    assert dep.spec.executor_class.__name__ == 'FromPyModules'
+    with pytest.raises(ValueError, match=r"py_modules: no such file 'nope\.py'"):
+        Deployment(name='d', uses='FromPyModules', py_modules='nope.py')

@@ -1,4 +1,4 @@
-"""The reference system's Client.post options, against a real deployment."""
+"""The reference system's arguments against real deployments: Client.post options, py_modules."""
 from __future__ import annotations
 
 import asyncio
@@ -99,3 +99,14 @@ def test_without_retries_nothing_listening_fails_at_once_and_retries_are_bounded
                                max_backoff=0.3)
     # two waits: exactly 0.3 s, then at most 0.3 s
     assert time.monotonic() - started >= 0.3 + once * 0.5
+
+
+def test_a_class_from_py_modules_runs_in_the_replicas(tmp_path):
+    module = tmp_path / 'shouting_module.py'
+    module.write_text('from nborch import Executor, requests\n\n'
+                      'class ShoutFromFile(Executor):\n'
+                      '    @requests\n    def f(self, docs, **kwargs):\n'
+                      '        for d in docs:\n            d.text = d.text.upper()\n')
+    with Deployment(name='shout', uses='ShoutFromFile', py_modules=[str(module)], replicas=2,
+                    quiet=True) as dep:
+        assert dep.post('/', text_docs(2), request_size=1).text == ['DOC-0', 'DOC-1']
