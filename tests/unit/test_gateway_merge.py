@@ -16,7 +16,6 @@ from docarray.documents import TextDoc
 from nborch.protos import nborch_pb2 as pb
 from nborch.runtime.codec import decode_docs, encode_docs
 from nborch.runtime.gateway import Gateway, merge_responses, merge_shards
-from nborch.runtime.reduce import concat_docs
 from nborch.runtime.topology import ExecutorTopology, Topology
 
 
@@ -100,14 +99,6 @@ def test_merge_responses_concatenates_in_order_with_reduce_off():
     branches = [reply('a', 'b', ids=['1', '2']), reply('b2', 'c', ids=['2', '3'])]
     assert texts(merge_responses(branches)) == ['a', 'b2', 'c']
     assert texts(merge_responses(branches, reduce=False)) == ['a', 'b', 'b2', 'c']
-
-
-def test_concat_docs_keeps_the_first_schema_and_every_doc():
-    first = DocList[TextDoc]([TextDoc(id='1', text='a')])
-    second = DocList[TextDoc]([TextDoc(id='1', text='b')])
-    out = concat_docs([DocList[TextDoc](), first, second])
-    assert out.doc_type is TextDoc and list(out.text) == ['a', 'b']
-    assert len(concat_docs([])) == 0 and len(concat_docs([DocList[TextDoc]()])) == 0
 
 
 class _Pool:
