@@ -46,7 +46,8 @@ def test_a_raising_shard_leaves_the_others_results_and_is_named():
 
 
 def test_one_shard_answering_is_enough():
-    merged = merge_shards('ex', [(0, error_reply(0, 'ValueError', 'bad')), (1, reply('x', shard=1))])
+    merged = merge_shards('ex', [(0, error_reply(0, 'ValueError', 'bad')),
+                                 (1, reply('x', shard=1))])
     assert not merged.HasField('error')
     assert texts(merged) == ['x']
     assert list(merged.failed_shards) == ['ex/shard-0: ValueError: bad']
