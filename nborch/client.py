@@ -10,6 +10,7 @@ import functools
 import inspect
 import itertools
 import json
+import logging
 import random
 import uuid
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from nborch.runtime.mux import StreamError, StreamMux
 from nborch.runtime.tls import TlsFiles
 
 DEFAULT_PREFETCH = 100
+log = logging.getLogger('nborch.client')
 
 
 @dataclass
@@ -45,6 +47,8 @@ class Response:
     docs: DocList
     parameters: dict
     route: list[tuple[str, int, int]] = field(default_factory=list)  # (executor, shard, replica)
+    # ALL polling: '<executor>/shard-<i>: <error type>: <message>' for each shard that raised
+    # or could not be reached; the docs are then the other shards' results
     failed_shards: list[str] = field(default_factory=list)
     # ExecutorError when an endpoint raised; ConnectionError / TimeoutError when the request
     # got no answer (its `docs` are then the request's input docs)
@@ -190,6 +194,11 @@ class AsyncClient:
         first failure raises it and stops sending; with `continue_on_error=True` every
         request is sent and the post ends with `IncompletePostError`, whose `docs` are what
         came back and whose `failed` are the failed requests' Responses.
+
+        With ALL polling, a request some of whose shards failed (the executor raised, or no
+        replica could serve) is not a failed request, as in the reference system: its docs
+        are the other shards' results, its `Response.failed_shards` names each failed shard
+        and its error, and a warning is logged (logger `nborch.client`).
         """
         _refuse_unknown('Client.post', take_reference_arguments(kwargs, 'Client.post'))
         retry = RetryPolicy.checked(max_attempts, initial_backoff, max_backoff,
@@ -233,6 +242,9 @@ class AsyncClient:
                                         parameters=parameters or {}, error=exc)
                 if response.error is None:
                     results[i] = response.docs
+                    if response.failed_shards:  # a partial result is kept, never silent
+                        log.warning('%s: request %d has the results of only some shards; '
+                                    'failed: %s', on, i, '; '.join(response.failed_shards))
                 else:
                     failures[i] = response
                 if return_responses:

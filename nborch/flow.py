@@ -1,8 +1,8 @@
 """`Flow`: several executors in a DAG behind one gateway (SPEC §2).
 
 `add()` appends an executor that needs the previous one (or `needs=` names); a join waits
-for all its predecessors and reduces their results like shards (SPEC §4). Everything is
-validated before any process starts.
+for all its predecessors and reduces their results like shards (SPEC §4), or concatenates
+them with `no_reduce=True`. Everything is validated before any process starts.
 """
 from __future__ import annotations
 
@@ -63,7 +63,8 @@ class Flow(Serving):
         return self
 
     def needs(self, needs: str | list[str], name: str = 'joiner', **kwargs) -> 'Flow':
-        """Add a pass-through executor that joins `needs` (their results are reduced)."""
+        """Add a pass-through executor that joins `needs` (their results are reduced, or
+        concatenated with `no_reduce=True`)."""
         return self.add(name=name, needs=needs, **kwargs)
 
     def needs_all(self, name: str = 'joiner', **kwargs) -> 'Flow':
@@ -88,6 +89,11 @@ class Flow(Serving):
             needs = [needs]
         elif not isinstance(needs, (list, tuple)) or not all(isinstance(n, str) for n in needs):
             raise ValueError(f'needs={needs!r}: an executor name or a list of names')
+        if spec.external and spec.no_reduce and len(needs) > 1:
+            # The reference page's rule for external executors with several needs.
+            raise ValueError(f'{spec.name}: an external executor that needs several '
+                             f'executors ({", ".join(needs)}) must reduce their results; '
+                             'no_reduce=True is not allowed here')
         self._plans.append(ExecutorPlan(spec, list(needs)))
 
     def _check(self) -> None:

@@ -186,6 +186,7 @@ class Orchestrator:
                              stateful=plan.spec.stateful,
                              external=plan.spec.external and self.given_secret is None,
                              max_message_size=plan.spec.max_message_size,
+                             no_reduce=plan.spec.no_reduce,
                              shards=self._addresses(plan.spec), **plan.spec.routing())
             for plan in self.plans], require_secret=self.require_secret,
             tls=self.tls.to_dict() if self.tls else None, internal_tls=self.internal_tls)

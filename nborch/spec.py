@@ -70,6 +70,8 @@ class DeploymentSpec:
     tls_internal: bool = False         # the same files as mutual TLS on every internal link
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE  # bytes of one request or reply
     max_request_docs: int = DEFAULT_MAX_REQUEST_DOCS  # docs in one request to a replica
+    no_reduce: bool = False            # concatenate the results of its shards (ALL polling)
+                                       # and of its needs in a Flow instead of merging by id
 
     # Resolved by validate():
     executor_class: type[Executor] | None = field(default=None, repr=False)
@@ -109,6 +111,8 @@ class DeploymentSpec:
             self.secret = secret_from_text(self.secret, 'secret=')
         self.tls_files = TlsFiles.parse(self.tls, ssl_certfile=self.ssl_certfile,
                                         ssl_keyfile=self.ssl_keyfile, server=True)
+        if not isinstance(self.no_reduce, bool):
+            raise ValueError(f'no_reduce={self.no_reduce!r}: True or False')
         if self.tls_internal and (self.tls_files is None or self.tls_files.ca is None):
             raise ValueError("tls_internal=True needs tls={'cert', 'key', 'ca'}: internal links "
                              'are mutual TLS, each side checked against the ca')

@@ -154,6 +154,15 @@ def test_options_are_derived_from_the_spec_dataclasses():
     assert given(executor, executor.options) == {'port': 7, 'shard_id': 1}
 
 
+@pytest.mark.parametrize('flags, expected', [(['--no-reduce'], {'no_reduce': True}),
+                                             (['--disable-reduce'], {'no_reduce': True}),
+                                             ([], {})])
+def test_no_reduce_is_a_flag_in_the_reference_systems_spellings(flags, expected):
+    """A '--no-' flag sets True: it is the option's name, not the negative of 'reduce'."""
+    args = build_parser().parse_args(['deployment', '--uses', 'x:Y', *flags])
+    assert given(args, args.options) == expected
+
+
 def test_port_in_use_is_exit_code_2():
     with socket.socket() as taken:
         taken.bind(('127.0.0.1', 0))

@@ -450,3 +450,15 @@ def test_misspelt_with_is_suggested(tmp_path):
     ''')
     assert config_error(deployment_kwargs, path) == \
         f"{path}:2: unknown key 'witth' in a Deployment (did you mean 'with'?)"
+
+
+def test_no_reduce_is_a_yaml_key_of_a_flow_executor(tmp_path):
+    path = write(tmp_path, 'flow.yml', '''
+        jtype: Flow
+        executors:
+          - {name: a}
+          - {name: b, needs: gateway}
+          - {name: join, needs: [a, b], no_reduce: true}
+    ''')
+    assert 'no_reduce' in deployment_keys()
+    assert [e.no_reduce for e in Flow.load_config(path).executors] == [False, False, True]
