@@ -151,9 +151,11 @@ class Serving:
         if self._client is None:
             # It proves the deployment secret, and the gateway must prove it back.
             tls = self._orchestrator.tls
+            direct = self._orchestrator.direct  # then the external replica's own TLS
             self._client = Client(host=self.host, port=self.port,
                                   secret=self._orchestrator.secret,
-                                  tls=tls.for_own_client() if tls else False,
+                                  tls=direct.tls if direct else
+                                  tls.for_own_client() if tls else False,
                                   max_message_size=self._orchestrator.max_message_size)
         return self._client
 
@@ -196,6 +198,8 @@ class Serving:
                 routed = self.client.status(timeout=2.0)
             except (ConnectionError, TimeoutError, RuntimeError) as exc:
                 processes['gateway']['error'] = str(exc)
+        if self._orchestrator.direct is not None:  # no gateway: the replica's own report
+            processes['gateway']['replica'] = routed or None
         counters = {e['name']: e for e in routed.get('executors', [])}
         executors = []
         for name, shards in processes['executors'].items():
