@@ -198,8 +198,11 @@ class Serving:
                 routed = self.client.status(timeout=2.0)
             except (ConnectionError, TimeoutError, RuntimeError) as exc:
                 processes['gateway']['error'] = str(exc)
-        if self._orchestrator.direct is not None:  # no gateway: the replica's own report
-            processes['gateway']['replica'] = routed or None
+        if self._orchestrator.direct is not None:  # no gateway: the replica reports itself
+            (((replica,),),) = processes['executors'].values()
+            replica.update(reachable=bool(routed), pid=routed.get('pid'),
+                           served=routed.get('requests_served'))
+            routed = {}
         counters = {e['name']: e for e in routed.get('executors', [])}
         executors = []
         for name, shards in processes['executors'].items():
