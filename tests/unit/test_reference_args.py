@@ -15,7 +15,6 @@ from nborch import Deployment, Flow
 from nborch.addresses import external_addresses
 from nborch.config import ConfigError
 from nborch.runtime.consensus.settings import RaftSettings
-from nborch.spec import single_port
 from tests.integration.helpers import Ledger
 from tests.unit.test_export import COMPOSE_SCHEMA, K8S_VERSION, compose, container, k8s_objects
 
@@ -81,6 +80,7 @@ def test_flow_yaml_with_takes_executor_defaults(tmp_path):
 # -- port lists --------------------------------------------------------------------------------
 
 def test_a_one_element_port_list_is_that_port():
+    from nborch.spec import single_port
     assert Deployment(port=[12345]).port == 12345
     assert Flow(port=(12346,)).port == 12346
     assert single_port([5]) == 5 and single_port(5) == 5 and single_port(None) is None
