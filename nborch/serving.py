@@ -188,6 +188,8 @@ class Serving:
         `state`, `restarts`, `gpu` from the owner. It never raises because a process is
         down: `healthy` is False, `down` names the processes not up, and while the gateway
         is down the routing counters are missing (`gateway.state` says 'restarting').
+        A Deployment of one external address runs no gateway (`gateway.state` is 'none',
+        `gateway.direct` the address): its one replica reports `reachable`, `pid`, `served`.
         """
         running = self.running  # first: a process seen down below stays down in the report
         processes = self._orchestrator.process_status()

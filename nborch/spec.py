@@ -159,7 +159,8 @@ class DeploymentSpec:
         self._validate_consensus()
 
     def _validate_external(self) -> None:
-        """host/port name the replicas; the deployment only runs a gateway in front of them.
+        """host/port name the replicas; the deployment runs only a gateway in front of them
+        (none for one address: Deployment dials it directly).
 
         With shards > 1 the address(es) are the sharded executor's entry point (its own
         gateway, which polls and reduces its shards), as the reference system dials an
