@@ -204,6 +204,8 @@ class Serving:
             (((replica,),),) = processes['executors'].values()
             replica.update(reachable=bool(routed), pid=routed.get('pid'),
                            served=routed.get('requests_served'))
+            if running and not routed:
+                healthy, down = False, [replica['address']]
             routed = {}
         counters = {e['name']: e for e in routed.get('executors', [])}
         executors = []

@@ -222,3 +222,14 @@ def test_one_external_address_needs_no_gateway_several_do():
     # a gateway feature asked for keeps the gateway
     assert Deployment(host='localhost:9000', external=True,
                       timeout_send=1000)._orchestrator.direct is None
+
+
+def test_an_unreachable_single_external_address_is_reported_not_raised():
+    dep = Deployment(name='gone', host='localhost:1', external=True).start()
+    try:
+        status = dep.status()
+    finally:
+        dep.close()
+    assert (status['running'], status['healthy'], status['down']) == (True, False, ['127.0.0.1:1'])
+    assert 'cannot reach 127.0.0.1:1' in status['gateway']['error']
+    assert status['executors'][0]['shards'][0]['replicas'][0]['reachable'] is False
