@@ -168,7 +168,7 @@ _HELP = {
     'polling': "ANY, ALL, or {endpoint: ANY|ALL, '*': default}",
     'port': 'port of the gateway; with --external the replicas\' port(s)',
     'host': "address to bind (0.0.0.0: all interfaces); with --external the replicas' host(s)",
-    'external': 'host/port name replicas that already run: start only a gateway',
+    'external': 'host/port name replicas that already run: start only a gateway (none for one)',
     'env': 'environment of the replica processes (e.g. {"CUDA_VISIBLE_DEVICES": "RR"})',
     'workspace': 'folder for executor state',
     'timeout_ready': 'milliseconds to wait for readiness; -1 waits forever',

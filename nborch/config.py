@@ -57,10 +57,10 @@ def deployment_keys() -> tuple[str, ...]:
 
 
 def flow_keys() -> tuple[str, ...]:
-    """Every key of a Flow's `with:`: the keyword arguments of `Flow()` (its gateway)."""
-    from nborch.flow import Flow  # flow.py imports this module when it loads a YAML
-    return tuple(p.name for p in inspect.signature(Flow.__init__).parameters.values()
-                 if p.kind is p.KEYWORD_ONLY)
+    """Every key of a Flow's `with:`: the keyword arguments of `Flow()` — its gateway's, then
+    the Deployment arguments it takes as defaults of every executor."""
+    from nborch.flow import executor_default_keys, gateway_keys  # flow.py imports this module
+    return (*gateway_keys(), *executor_default_keys())
 
 
 # -- reading ------------------------------------------------------------------------------------

@@ -72,6 +72,9 @@ class DeploymentSpec:
     max_request_docs: int = DEFAULT_MAX_REQUEST_DOCS  # docs in one request to a replica
     no_reduce: bool = False            # concatenate the results of its shards (ALL polling)
                                        # and of its needs in a Flow instead of merging by id
+    # The reference system's docker volumes ('host_path[:container_path]'): local replicas
+    # see the host's files already; exports mount them (nborch/export).
+    volumes: Any = None
 
     # Resolved by validate():
     executor_class: type[Executor] | None = field(default=None, repr=False)
@@ -85,7 +88,7 @@ class DeploymentSpec:
 
     @classmethod
     def from_kwargs(cls, **kwargs) -> 'DeploymentSpec':
-        known = {f.name for f in dataclasses.fields(cls) if f.name not in _RESOLVED}
+        known = set(user_keys())
         take_reference_arguments(kwargs, 'Deployment')  # warned about or refused there
         unknown = sorted(kwargs.keys() - known)
         if unknown:
@@ -124,11 +127,17 @@ class DeploymentSpec:
             self.uses_with = {**defaults, **self.uses_with}  # an executor YAML's `with:` first
         if self.host in ('localhost', None):
             self.host = '127.0.0.1'
-        if not isinstance(self.host, str):
+        if not isinstance(self.host, str) or ',' in self.host:
             raise ValueError(f'host={self.host!r}: one host to bind (a list of hosts needs '
                              'external=True)')
         if isinstance(self.gpus, bool) or not isinstance(self.gpus, int) or self.gpus < 0:
             raise ValueError(f'gpus={self.gpus!r}: GPUs per replica, an integer >= 0')
+        self.volumes = parse_volumes(self.volumes)
+        if self.volumes:
+            warnings.warn(f'{self.name}: volumes={self.volumes} are docker mounts; local replica '
+                          'processes see these paths as they are, and the Kubernetes and '
+                          'Compose exports mount them', stacklevel=4)
+        self.port = single_port(self.port)
         self.port_given = self.port is not None
         if self.port is None:
             self.port = free_port(self.host)
@@ -155,11 +164,15 @@ class DeploymentSpec:
         self._validate_consensus()
 
     def _validate_external(self) -> None:
-        """host/port name the replicas; the deployment only runs a gateway in front of them."""
+        """host/port name the replicas; the deployment runs only a gateway in front of them
+        (none for one address: Deployment dials it directly).
+
+        With shards > 1 the address(es) are the sharded executor's entry point (its own
+        gateway, which polls and reduces its shards), as the reference system dials an
+        external sharded executor's head: `shards` is then that executor's business.
+        """
         self.external_addresses = external_addresses(self.host, self.port)
         self.executor_class = None
-        if self.shards != 1:
-            raise ValueError('external=True: an external executor is one shard of replicas')
         self.replicas = len(self.external_addresses)
         self.host, self.port = '127.0.0.1', None
 
@@ -196,6 +209,12 @@ class DeploymentSpec:
     @property
     def ready_seconds(self) -> float:
         return 10 ** 9 if self.timeout_ready == -1 else self.timeout_ready / 1000
+
+
+def user_keys() -> tuple[str, ...]:
+    """Every argument a Deployment takes, in field order (besides the reference system's
+    arguments that nborch.compat warns about or refuses)."""
+    return tuple(f.name for f in dataclasses.fields(DeploymentSpec) if f.name not in _RESOLVED)
 
 
 def parse_peer_ports(peer_ports, shards: int, replicas: int) -> dict[int, list[int]] | None:
@@ -238,6 +257,38 @@ def parse_peer_ports(peer_ports, shards: int, replicas: int) -> dict[int, list[i
     if len(set(every)) != len(every):
         raise ValueError(f'peer_ports repeats a port: {every}')
     return table
+
+
+def single_port(port: Any) -> Any:
+    """The gateway's one port: the reference system also takes it as a one-element list (a
+    list has a port per protocol, and nborch serves one protocol). Other values pass
+    through to the range check."""
+    if isinstance(port, (list, tuple)):
+        if len(port) != 1:
+            raise ValueError(f'port={port!r}: one port per protocol, and this gateway serves '
+                             'one protocol (gRPC): give one port')
+        (port,) = port
+    return port
+
+
+def parse_volumes(volumes: Any) -> list[str] | None:
+    """`volumes` in the reference system's forms: one 'host_path[:container_path]' string,
+    a list of them, or comma-separated. Host paths are made absolute (as docker needs)."""
+    if volumes is None:
+        return None
+    items = [v.strip() for v in volumes.split(',')] if isinstance(volumes, str) else volumes
+    if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) and v for v in items):
+        raise ValueError(f'volumes={volumes!r}: a path, "host_path:container_path", or a list '
+                         'of them')
+    parsed = []
+    for item in items:
+        host, sep, rest = item.partition(':')
+        if not host:
+            raise ValueError(f'volumes: {item!r} has no host path')
+        host = os.path.abspath(os.path.expanduser(host))
+        # Without a container path the folder goes to /<basename>, as in the reference system.
+        parsed.append(f'{host}:{rest}' if sep else f'{host}:/{os.path.basename(host)}')
+    return parsed
 
 
 SERVED_PROTOCOLS = ('grpc',)  # lower case, as the check compares

@@ -185,7 +185,7 @@ def test_external_address_errors(host, port, message):
 def test_external_broadcasts():
     one_host = Deployment(host='localhost', port=[1001, 1002], external=True).spec
     one_port = Deployment(host=['h1', 'grpcs://h2'], port=1003, external=True).spec
-    assert [str(a) for a in one_host.external_addresses] == ['localhost:1001', 'localhost:1002']
+    assert [str(a) for a in one_host.external_addresses] == ['127.0.0.1:1001', '127.0.0.1:1002']
     assert [str(a) for a in one_port.external_addresses] == ['h1:1003', 'grpcs://h2:1003']
     assert one_host.replicas == 2
 
