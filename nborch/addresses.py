@@ -38,15 +38,36 @@ def parse_address(host: str = 'localhost', port: int | str | None = None) -> tup
     return host, port, tls
 
 
+def _split(value) -> list:
+    """A list, or a string of comma-separated items (the reference system's `--host h1,h2`
+    and `--port p1,p2`), as a list; anything else as a one-item list."""
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if isinstance(value, str) and ',' in value:
+        return [item.strip() for item in value.split(',')]
+    return [value]
+
+
+_LOOPBACK = ('localhost', 'localhost.', '127.0.0.1', '::1', '[::1]')
+
+
+def _same_place(address: Address) -> tuple[str, int]:
+    host = address.host.lower()
+    return ('127.0.0.1' if host in _LOOPBACK else host), address.port
+
+
 def external_addresses(host, port=None) -> list[Address]:
     """The replicas of an external executor (SPEC §7).
 
-    `host` and `port` are each one value or a list. 1 host × N ports and N hosts × 1 port
-    broadcast; N × N pair up; any other mismatch is a ValueError. A host may carry its own
-    port (`'localhost:12345'`, `'grpc://10.0.0.2:12346'`), then `port` may be omitted.
+    `host` and `port` are each one value, a list, or a comma-separated string. 1 host × N
+    ports and N hosts × 1 port broadcast; N × N pair up; any other mismatch is a ValueError.
+    A host may carry its own port (`'localhost:12345'`, `'grpc://10.0.0.2:12346'`), then
+    `port` may be omitted. `localhost` becomes 127.0.0.1 (what a local worker binds; no
+    resolver is asked) unless the address is TLS, whose certificate names the host. One
+    address given twice is an error: it would count as two replicas.
     """
-    hosts = list(host) if isinstance(host, (list, tuple)) else [host]
-    ports = list(port) if isinstance(port, (list, tuple)) else [port]
+    hosts = _split(host)
+    ports = _split(port)
     if not hosts or any(not isinstance(h, str) for h in hosts):
         raise ValueError(f'external executor: host must be a string or a list of strings, got {host!r}')
     if len(hosts) == len(ports):
@@ -64,4 +85,12 @@ def external_addresses(host, port=None) -> list[Address]:
             addresses.append(Address(*parse_address(h, p)))
         except ValueError as exc:
             raise ValueError(f'external executor address {h!r} / port {p!r}: {exc}') from None
+    seen: dict[tuple[str, int], Address] = {}
+    for i, address in enumerate(addresses):
+        if not address.tls and address.host.lower() in ('localhost', 'localhost.'):
+            addresses[i] = address = Address('127.0.0.1', address.port)
+        first = seen.setdefault(_same_place(address), address)
+        if first is not address:
+            raise ValueError(f'external executor: {first} and {address} are the same address; '
+                             'each replica needs its own host:port')
     return addresses

@@ -168,7 +168,7 @@ _HELP = {
     'polling': "ANY, ALL, or {endpoint: ANY|ALL, '*': default}",
     'port': 'port of the gateway; with --external the replicas\' port(s)',
     'host': "address to bind (0.0.0.0: all interfaces); with --external the replicas' host(s)",
-    'external': 'host/port name replicas that already run: start only a gateway',
+    'external': 'host/port name replicas that already run: start only a gateway (none for one)',
     'env': 'environment of the replica processes (e.g. {"CUDA_VISIBLE_DEVICES": "RR"})',
     'workspace': 'folder for executor state',
     'timeout_ready': 'milliseconds to wait for readiness; -1 waits forever',
@@ -184,6 +184,8 @@ _HELP = {
     'max_message_size': 'bytes one request or reply may take (gateway, replicas, Raft links, '
                         'client); larger ones fail with MessageTooLargeError',
     'max_request_docs': 'docs one request to a replica may hold',
+    'no_reduce': "concatenate the results of the shards (ALL polling) and of the executors "
+                 'it needs instead of merging them by id',
     ('flow', 'name'): "the flow's name",
     ('flow', 'port'): 'port of the gateway',
     ('flow', 'host'): 'address to bind (0.0.0.0: all interfaces)',
@@ -203,6 +205,7 @@ _HELP = {
             'CUDA_VISIBLE_DEVICES=RR',
 }
 
+_ALIASES = {'no_reduce': ('--disable-reduce',)}  # the reference system's other spelling
 _CONVERT = {'int': (_number(int), 'N'), 'float': (_number(float), 'X'), 'str': (str, 'TEXT'),
             'dict': (_json('dict'), 'JSON'), 'list': (_json('list'), 'JSON'),
             'any': (_json_or_text, 'VALUE')}
@@ -220,7 +223,11 @@ def add_options(parser: argparse.ArgumentParser, options: list[Option], command:
         if option.default not in (None, {}, [], False):
             text += f'; default: {option.default}'
         text = text.replace('%', '%%')
-        if option.kind == 'bool':
+        if option.kind == 'bool' and option.flag.startswith('--no-'):
+            # BooleanOptionalAction reads a '--no-' flag as the negative: it would set False.
+            group.add_argument(option.flag, *_ALIASES.get(option.name, ()), dest=option.name,
+                               action='store_true', default=argparse.SUPPRESS, help=text)
+        elif option.kind == 'bool':
             group.add_argument(option.flag, dest=option.name, action=argparse.BooleanOptionalAction,
                                default=argparse.SUPPRESS, help=text)
         else:

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import itertools
 import json
+import logging
+import random
 import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -19,6 +22,7 @@ from docarray.base_doc import AnyDoc
 
 from nborch._loop import run_sync
 from nborch.addresses import parse_address
+from nborch.compat import take_reference_arguments
 from nborch.errors import (ExecutorError, IncompletePostError, MessageTooLargeError,
                            UnavailableError)
 from nborch.executor import doc_type_of
@@ -33,6 +37,7 @@ from nborch.runtime.mux import StreamError, StreamMux
 from nborch.runtime.tls import TlsFiles
 
 DEFAULT_PREFETCH = 100
+log = logging.getLogger('nborch.client')
 
 
 @dataclass
@@ -42,6 +47,8 @@ class Response:
     docs: DocList
     parameters: dict
     route: list[tuple[str, int, int]] = field(default_factory=list)  # (executor, shard, replica)
+    # ALL polling: '<executor>/shard-<i>: <error type>: <message>' for each shard that raised
+    # or could not be reached; the docs are then the other shards' results
     failed_shards: list[str] = field(default_factory=list)
     # ExecutorError when an endpoint raised; ConnectionError / TimeoutError when the request
     # got no answer (its `docs` are then the request's input docs)
@@ -82,11 +89,15 @@ class AsyncClient:
 
     def __init__(self, host: str = 'localhost', port: int | str | None = None, *,
                  secret: bytes | None = None, tls=False,
-                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, **kwargs):
+                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+                 prefetch: int | None = None, **kwargs):
         """`secret`: the deployment secret (`Deployment.secret`, a `nborch executor`'s
         --secret-file): sent to the server, which must prove it holds it too.
         `tls=True` (or a `grpcs://` host): TLS with the system's roots; a dict
-        {'ca', 'cert', 'key'}: these roots, and this certificate for mutual TLS."""
+        {'ca', 'cert', 'key'}: these roots, and this certificate for mutual TLS.
+        `prefetch`: the default of `post(prefetch=...)`."""
+        _refuse_unknown('Client', take_reference_arguments(kwargs, 'Client'))
+        self.prefetch = _check_prefetch(prefetch)
         self.host, self.port, scheme_tls = parse_address(host, port)
         self._tls = tls if isinstance(tls, TlsFiles) else \
             TlsFiles.parse(tls or scheme_tls, server=False)
@@ -158,13 +169,23 @@ class AsyncClient:
                    request_size: int = 100, show_progress: bool = False,
                    continue_on_error: bool = False, return_type=DocList, prefetch: int | None = None,
                    results_in_order: bool = False, stream: bool = True,
-                   timeout: float | None = None, **kwargs) -> DocList:
+                   timeout: float | None = None, return_responses: bool = False,
+                   max_attempts: int = 1, initial_backoff: float = 0.5, max_backoff: float = 2,
+                   backoff_multiplier: float = 1.5, **kwargs):
         """Send `inputs` to endpoint `on` in requests of `request_size` docs; return all docs.
 
         At most `prefetch` requests are in flight. The returned DocList is in input order;
         callbacks fire as responses arrive, or in input order with `results_in_order=True`.
         `timeout` (seconds) limits each request. With `stream=True` requests travel on one
-        bidirectional gRPC stream, else as unary calls.
+        bidirectional gRPC stream, else as unary calls. `return_type` a doc class (not a
+        DocList) and one doc back: that doc is returned. `return_responses=True`: the list of
+        `Response`s, in input order, instead of the docs.
+
+        A request that gets no answer (the server unreachable, the connection broken, the
+        gateway finding no replica, `timeout`) is sent again up to `max_attempts` times in
+        all, after `initial_backoff` seconds, then after a random wait of up to
+        `initial_backoff * backoff_multiplier ** (attempt - 1)` seconds, at most
+        `max_backoff`. A retried write is applied once (it keeps its write id).
 
         Every input doc is accounted for: it comes back, or it is in the `docs` of a failed
         request's `Response` (`error` set: `ExecutorError` when an endpoint raised,
@@ -173,10 +194,19 @@ class AsyncClient:
         first failure raises it and stops sending; with `continue_on_error=True` every
         request is sent and the post ends with `IncompletePostError`, whose `docs` are what
         came back and whose `failed` are the failed requests' Responses.
+
+        With ALL polling, a request some of whose shards failed (the executor raised, or no
+        replica could serve) is not a failed request, as in the reference system: its docs
+        are the other shards' results, its `Response.failed_shards` names each failed shard
+        and its error, and a warning is logged (logger `nborch.client`).
         """
+        _refuse_unknown('Client.post', take_reference_arguments(kwargs, 'Client.post'))
+        retry = RetryPolicy.checked(max_attempts, initial_backoff, max_backoff,
+                                    backoff_multiplier)
         doc_type = _doc_type_of(return_type)
         params = json.dumps(parameters or {}).encode()
-        window = asyncio.Semaphore(prefetch or DEFAULT_PREFETCH)
+        window = asyncio.Semaphore(_check_prefetch(prefetch) or self.prefetch or DEFAULT_PREFETCH)
+        responses: dict[int, Response] = {}
         results: dict[int, DocList] = {}
         failures: dict[int, Response] = {}
         pending_callbacks: dict[int, Response] = {}
@@ -203,8 +233,8 @@ class AsyncClient:
                                          write_id=uuid.uuid4().hex,
                                          target_executor=target_executor or '')
                 try:
-                    response = _to_response(await self._send(request, stream, timeout), doc_type,
-                                            batch)
+                    reply = await retry.run(lambda: self._send(request, stream, timeout))
+                    response = _to_response(reply, doc_type, batch)
                 except (ConnectionError, TimeoutError, RuntimeError) as exc:
                     if not takes_failures:
                         raise
@@ -212,8 +242,13 @@ class AsyncClient:
                                         parameters=parameters or {}, error=exc)
                 if response.error is None:
                     results[i] = response.docs
+                    if response.failed_shards:  # a partial result is kept, never silent
+                        log.warning('%s: request %d has the results of only some shards; '
+                                    'failed: %s', on, i, '; '.join(response.failed_shards))
                 else:
                     failures[i] = response
+                if return_responses:
+                    responses[i] = response
                 deliver(i, response)
                 if progress is not None:
                     progress.update(1)
@@ -239,6 +274,10 @@ class AsyncClient:
         docs = _concat([results[i] for i in sorted(results)], doc_type)
         if failures and on_error is None:
             raise IncompletePostError(docs, [failures[i] for i in sorted(failures)])
+        if return_responses:
+            return [responses[i] for i in sorted(responses)]
+        if _is_doc_class(return_type) and len(docs) == 1:
+            return docs[0]  # as the reference system: a doc class asked for, one doc back
         return docs
 
     async def index(self, inputs=None, **kwargs) -> DocList:
@@ -280,6 +319,66 @@ class AsyncClient:
         for owner, channel in [c for c in self._channels if c[0] is loop]:
             await channel.close()
         self._channels = [c for c in self._channels if c[0] is not loop]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often a request that got no answer is sent again, and the waits in between (the
+    reference system's client's schedule: the first wait is `initial_backoff`, later ones
+    random up to the exponential bound, as gRPC's retry policy does)."""
+
+    max_attempts: int = 1
+    initial_backoff: float = 0.5
+    max_backoff: float = 2.0
+    backoff_multiplier: float = 1.5
+
+    @classmethod
+    def checked(cls, max_attempts, initial_backoff, max_backoff, backoff_multiplier):
+        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+            raise ValueError(f'max_attempts={max_attempts!r}: an integer >= 1 (1: no retry)')
+        for name, value in (('initial_backoff', initial_backoff), ('max_backoff', max_backoff),
+                            ('backoff_multiplier', backoff_multiplier)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f'{name}={value!r}: a number of seconds >= 0')
+        return cls(max_attempts, float(initial_backoff), float(max_backoff),
+                   float(backoff_multiplier))
+
+    def wait(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based)."""
+        if attempt == 1:
+            return min(self.initial_backoff, self.max_backoff)
+        bound = min(self.initial_backoff * self.backoff_multiplier ** (attempt - 1),
+                    self.max_backoff)
+        return random.uniform(0, bound)
+
+    async def run(self, send: Callable):
+        """`await send()`, again after each ConnectionError/TimeoutError while attempts are
+        left; the last attempt's error is raised."""
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                return await send()
+            except (ConnectionError, TimeoutError):
+                if attempt == self.max_attempts:
+                    raise
+            await asyncio.sleep(self.wait(attempt))
+
+
+def _check_prefetch(prefetch):
+    if prefetch is not None and (isinstance(prefetch, bool) or not isinstance(prefetch, int)
+                                 or prefetch < 0):
+        raise ValueError(f'prefetch={prefetch!r}: requests in flight, an integer >= 1 '
+                         '(0 or None: the default)')
+    return prefetch
+
+
+def _refuse_unknown(where: str, kwargs: dict) -> None:
+    if kwargs:
+        raise TypeError(f'{where}() got unknown argument(s) {", ".join(sorted(kwargs))} '
+                        '(docs/compatibility.md lists what nborch takes)')
+
+
+def _is_doc_class(return_type) -> bool:
+    return inspect.isclass(return_type) and issubclass(return_type, BaseDoc)
 
 
 def _progress(inputs, request_size: int):
@@ -363,7 +462,15 @@ def _blocking(name: str):
 class Client:
     """The blocking face of `AsyncClient`: same methods, run on nborch's loop thread."""
 
-    def __init__(self, host: str = 'localhost', port: int | str | None = None, **kwargs):
+    def __new__(cls, host: str = 'localhost', port: int | str | None = None, *,
+                asyncio: bool = False, **kwargs):
+        # Client(asyncio=True) is the AsyncClient, as in the reference system.
+        if asyncio:
+            return AsyncClient(host, port, **kwargs)
+        return super().__new__(cls)
+
+    def __init__(self, host: str = 'localhost', port: int | str | None = None, *,
+                 asyncio: bool = False, **kwargs):
         self._async = AsyncClient(host, port, **kwargs)  # max_message_size=..., see there
 
     @property

@@ -11,27 +11,23 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
-import importlib.util
 import inspect
 import os
-import re
-import sys
 from typing import Any
 
-import cloudpickle
 import yaml
 
+from nborch.compat import NO_EFFECT, NOT_SUPPORTED
 from nborch.executor import Executor
 from nborch.spec import DeploymentSpec
-from nborch.uses import is_executor_yaml, resolve_uses
+from nborch.uses import import_py_module, is_executor_yaml, resolve_uses
 
 __all__ = ['ConfigError', 'deployment_keys', 'deployment_kwargs', 'executor_yaml', 'flow_keys',
            'flow_kwargs', 'yaml_jtype']
 
-# Keys a Deployment takes besides DeploymentSpec's fields: accepted and dropped (reference-page
-# options with nothing to do here), and accepted and passed on (the Deployment handles them).
-IGNORED_KEYS = ('install_requirements',)
+# Keys a Deployment takes besides DeploymentSpec's fields, passed on to it: the reference
+# system's options that nborch warns about or refuses (nborch.compat), and the ones below.
+REFERENCE_KEYS = tuple(dict.fromkeys(k.partition('@')[0] for k in (*NO_EFFECT, *NOT_SUPPORTED)))
 PASS_THROUGH_KEYS = ('external', 'stateful', 'peer_ports', 'raft_configuration')
 # DeploymentSpec fields that validate() fills in; they are not user input. Fields added for the
 # same purpose are recognised by `repr=False`.
@@ -61,10 +57,10 @@ def deployment_keys() -> tuple[str, ...]:
 
 
 def flow_keys() -> tuple[str, ...]:
-    """Every key of a Flow's `with:`: the keyword arguments of `Flow()` (its gateway)."""
-    from nborch.flow import Flow  # flow.py imports this module when it loads a YAML
-    return tuple(p.name for p in inspect.signature(Flow.__init__).parameters.values()
-                 if p.kind is p.KEYWORD_ONLY)
+    """Every key of a Flow's `with:`: the keyword arguments of `Flow()` — its gateway's, then
+    the Deployment arguments it takes as defaults of every executor."""
+    from nborch.flow import executor_default_keys, gateway_keys  # flow.py imports this module
+    return (*gateway_keys(), *executor_default_keys())
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -201,10 +197,9 @@ def _wrong_jtype(source: _Source, node: yaml.Node, jtype: str, expected: str) ->
 
 def _executor_entry(source: _Source, entries, what: str, extra: tuple[str, ...] = ()) -> dict:
     """`Deployment(...)` / `Flow.add(...)` kwargs from checked entries of a mapping."""
-    allowed = (*deployment_keys(), *IGNORED_KEYS, *extra)
+    allowed = (*deployment_keys(), *REFERENCE_KEYS, *extra)
     source.check_keys(entries, allowed, what)
-    kwargs = {key: source.value(node) for key, (_, node) in entries.items()
-              if key not in IGNORED_KEYS}
+    kwargs = {key: source.value(node) for key, (_, node) in entries.items()}
     if is_executor_yaml(kwargs.get('uses')):
         kwargs['uses'] = source.resolve_path(kwargs['uses'])
     return kwargs
@@ -214,14 +209,15 @@ def deployment_kwargs(path: str | os.PathLike) -> dict:
     """`Deployment(**kwargs)` from a `jtype: Deployment` YAML, keys at top level or in `with:`.
 
     An executor YAML named in `uses:` is made absolute relative to this file's folder;
-    `install_requirements` is accepted and dropped.
+    the reference system's options in nborch.compat go on to the Deployment, which warns
+    about or refuses them.
     """
     source = _Source(path)
     entries = _root(source, "'jtype: Deployment'")
     jtype, jtype_node = _jtype(source, entries, "'jtype: Deployment'")
     if jtype != 'Deployment':
         raise _wrong_jtype(source, jtype_node, jtype, 'a Deployment YAML')
-    source.check_keys(entries, (*_DEPLOYMENT_FILE_KEYS, *deployment_keys(), *IGNORED_KEYS),
+    source.check_keys(entries, (*_DEPLOYMENT_FILE_KEYS, *deployment_keys(), *REFERENCE_KEYS),
                       'a Deployment')
     top = {k: v for k, v in entries.items() if k not in _DEPLOYMENT_FILE_KEYS}
     nested = source.mapping(entries['with'][1], 'with:') if 'with' in entries else {}
@@ -319,37 +315,10 @@ def _py_module_files(source: _Source, node: yaml.Node) -> list[tuple[yaml.Node, 
 
 
 def _import_py_module(source: _Source, node: yaml.Node, file: str):
-    path = source.resolve_path(file)
-    init = os.path.join(path, '__init__.py')
-    if os.path.isdir(path) and os.path.isfile(init):
-        location, search = init, [path]
-    elif os.path.isfile(path):
-        location, search = path, None
-    else:
-        raise source.error(node, f"py_modules: no such file '{file}' (in {source.folder})")
-    stat = os.stat(location)
-    signature = (stat.st_mtime_ns, stat.st_size)
-    digest = hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:10]
-    stem = re.sub(r'\W', '_', os.path.splitext(os.path.basename(path))[0])
-    name = f'_nborch_py_modules_{stem}_{digest}'
-    module = sys.modules.get(name)
-    if module is not None and getattr(module, '__nborch_signature__', None) == signature:
-        return module
-    spec = importlib.util.spec_from_file_location(name, location,
-                                                  submodule_search_locations=search)
-    module = importlib.util.module_from_spec(spec)
-    module.__nborch_signature__ = signature
-    sys.modules[name] = module  # before exec: dataclasses/pydantic look their module up there
     try:
-        spec.loader.exec_module(module)
-    except BaseException as exc:
-        sys.modules.pop(name, None)
-        if not isinstance(exc, Exception):
-            raise
-        detail = f'{type(exc).__name__}: {exc}'.splitlines()[0]
-        raise source.error(node, f"py_modules: importing '{file}' failed: {detail}") from None
-    cloudpickle.register_pickle_by_value(module)
-    return module
+        return import_py_module(source.resolve_path(file), shown_as=file)
+    except ValueError as exc:
+        raise source.error(node, f'py_modules: {exc}') from None
 
 
 def _find_class(source: _Source, node: yaml.Node, jtype: str, modules) -> type[Executor]:

@@ -14,17 +14,23 @@ class Deployment(Serving):
 
     All arguments are validated here, before any process starts; `start()` (or `with`)
     starts them and returns once every one is ready. With `external=True`, `host`/`port`
-    name replicas that already run elsewhere and only a gateway is started (on a free port).
+    name replicas that already run elsewhere and only a gateway is started (on a free port),
+    and not even that for one address: posts then go straight to it.
     """
 
     def __init__(self, *, name: str | None = None, uses: Any = None, **kwargs):
         self.spec = DeploymentSpec.from_kwargs(name=name, uses=uses, **kwargs)
+        s = self.spec
+        # One external address needs no gateway unless a gateway feature is asked for
+        # (several addresses do: the gateway spreads requests over them).
+        direct = s.external_addresses[0] if s.external and len(s.external_addresses) == 1 \
+            and s.tls_files is None and not s.require_secret and s.timeout_send is None else None
         self._orchestrator = Orchestrator(
-            self.spec.name, [ExecutorPlan(self.spec, [GATEWAY])], host=self.spec.host,
-            port=self.spec.port, ready_timeout=self.spec.ready_seconds, quiet=self.spec.quiet,
-            require_secret=self.spec.require_secret, secret=self.spec.secret,
-            tls=self.spec.tls_files, tls_internal=self.spec.tls_internal,
-            max_message_size=self.spec.max_message_size)
+            s.name, [ExecutorPlan(s, [GATEWAY])], host=direct.host if direct else s.host,
+            port=direct.port if direct else s.port, ready_timeout=s.ready_seconds,
+            quiet=s.quiet, require_secret=s.require_secret, secret=s.secret,
+            tls=s.tls_files, tls_internal=s.tls_internal,
+            max_message_size=s.max_message_size, direct=direct)
         self._given_port = self.spec.port if self.spec.port_given else None
 
     @classmethod

@@ -11,6 +11,11 @@ class ExecutorError(RuntimeError):
         self.remote_traceback = traceback
 
 
+class IgnoredArgumentWarning(UserWarning):
+    """A reference-system (Jina) argument that nborch accepts but that changes nothing here;
+    the message says why (nborch.compat lists them)."""
+
+
 class PortInUseError(OSError):
     """A port nborch was asked to listen on is taken (checked before any process starts)."""
 

@@ -1,16 +1,36 @@
 """`Flow`: several executors in a DAG behind one gateway (SPEC §2).
 
 `add()` appends an executor that needs the previous one (or `needs=` names); a join waits
-for all its predecessors and reduces their results like shards (SPEC §4). Everything is
-validated before any process starts.
+for all its predecessors and reduces their results like shards (SPEC §4), or concatenates
+them with `no_reduce=True`. Everything is validated before any process starts.
 """
 from __future__ import annotations
 
+import inspect
+import warnings
+
+from nborch.compat import take_reference_arguments
 from nborch.orchestrator import ExecutorPlan, Orchestrator
 from nborch.runtime.limits import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_REQUEST_DOCS
 from nborch.runtime.topology import GATEWAY, order_dag
 from nborch.serving import Serving
-from nborch.spec import DeploymentSpec
+from nborch.spec import DeploymentSpec, user_keys
+
+# Not executor defaults: the executor itself, which each add() names (in the reference
+# system a Flow's `uses` is a Flow YAML: Flow.load_config here).
+_NOT_INHERITED = ('uses', 'uses_with')
+
+
+def gateway_keys() -> tuple[str, ...]:
+    """The arguments of `Flow()` that configure its gateway (its named parameters)."""
+    return tuple(p.name for p in inspect.signature(Flow.__init__).parameters.values()
+                 if p.kind is p.KEYWORD_ONLY)
+
+
+def executor_default_keys() -> tuple[str, ...]:
+    """The Deployment arguments `Flow()` also takes, as defaults of every `add()`."""
+    gateway = set(gateway_keys())
+    return tuple(k for k in user_keys() if k not in gateway and k not in _NOT_INHERITED)
 
 
 class Flow(Serving):
@@ -20,7 +40,11 @@ class Flow(Serving):
                  tls: dict | None = None, ssl_certfile: str | None = None,
                  ssl_keyfile: str | None = None, tls_internal: bool = False,
                  max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-                 max_request_docs: int = DEFAULT_MAX_REQUEST_DOCS):
+                 max_request_docs: int = DEFAULT_MAX_REQUEST_DOCS, **executor_defaults):
+        """Gateway arguments, and any Deployment argument (`replicas=3`, `polling=...`,
+        `env=...`) as the default of every `add()`; an add's own value wins, as in the
+        reference system's Flow."""
+        self._executor_defaults = _check_executor_defaults(executor_defaults)
         gateway = DeploymentSpec.from_kwargs(name=name, port=port, host=host,
                                              timeout_ready=timeout_ready, quiet=quiet,
                                              protocol=protocol,
@@ -63,7 +87,8 @@ class Flow(Serving):
         return self
 
     def needs(self, needs: str | list[str], name: str = 'joiner', **kwargs) -> 'Flow':
-        """Add a pass-through executor that joins `needs` (their results are reduced)."""
+        """Add a pass-through executor that joins `needs` (their results are reduced, or
+        concatenated with `no_reduce=True`)."""
         return self.add(name=name, needs=needs, **kwargs)
 
     def needs_all(self, name: str = 'joiner', **kwargs) -> 'Flow':
@@ -75,11 +100,17 @@ class Flow(Serving):
         needs = kwargs.pop('needs', None)
         kwargs.setdefault('name', f'executor{len(self._plans)}')
         kwargs.setdefault('quiet', self.quiet)
-        for key, value in self._limits.items():
+        for key, value in {**self._limits, **self._executor_defaults}.items():
             kwargs.setdefault(key, value)
         spec = DeploymentSpec.from_kwargs(**kwargs)
         if any(p.spec.name == spec.name for p in self._plans):
             raise ValueError(f'the flow already has an executor named {spec.name!r}')
+        shared = [p.spec.name for p in self._plans if spec.stateful and p.spec.stateful
+                  and p.spec.workspace == spec.workspace]
+        if shared:  # a Flow-wide workspace makes this easy to do by accident
+            raise ValueError(f'{spec.name!r} and {shared[0]!r} are both stateful in workspace '
+                             f'{spec.workspace}: their Raft logs would mix; give each its own '
+                             'workspace=')
         if spec.name == GATEWAY:
             raise ValueError(f'{GATEWAY!r} is reserved for the flow\'s entry point')
         if needs is None:
@@ -88,6 +119,11 @@ class Flow(Serving):
             needs = [needs]
         elif not isinstance(needs, (list, tuple)) or not all(isinstance(n, str) for n in needs):
             raise ValueError(f'needs={needs!r}: an executor name or a list of names')
+        if spec.external and spec.no_reduce and len(needs) > 1:
+            # The reference page's rule for external executors with several needs.
+            raise ValueError(f'{spec.name}: an external executor that needs several '
+                             f'executors ({", ".join(needs)}) must reduce their results; '
+                             'no_reduce=True is not allowed here')
         self._plans.append(ExecutorPlan(spec, list(needs)))
 
     def _check(self) -> None:
@@ -110,3 +146,23 @@ class Flow(Serving):
 
     def logs(self, executor: str, shard: int = 0, replica: int = 0) -> str:
         return self._orchestrator.logs(executor, shard, replica)
+
+
+def _check_executor_defaults(defaults: dict) -> dict:
+    """Unknown names are a TypeError naming what Flow() takes; values are checked as one
+    Deployment would check them, unless they need each add's own arguments to be judged."""
+    defaults = take_reference_arguments(dict(defaults), 'Flow')  # warned about or refused
+    known = executor_default_keys()
+    unknown = sorted(defaults.keys() - set(known))
+    if unknown:
+        hint = ('; in the reference system Flow(uses=...) is a Flow YAML: here that is '
+                "Flow.load_config(path), and each executor's uses= goes to add()") \
+            if 'uses' in unknown else ''
+        raise TypeError(f'unknown argument(s) {", ".join(unknown)}; a Flow takes '
+                        f'{", ".join(gateway_keys())} for its gateway, and as defaults of '
+                        f'every add(): {", ".join(known)}{hint}')
+    if defaults and not {'stateful', 'external'} & defaults.keys():
+        with warnings.catch_warnings():  # each add() warns for its own executor
+            warnings.simplefilter('ignore')
+            DeploymentSpec.from_kwargs(name='flow-defaults', **defaults)
+    return dict(defaults)

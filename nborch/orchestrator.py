@@ -14,6 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from nborch.addresses import Address
 from nborch.ports import check_port_free, free_port
 from nborch.runtime.auth import new_secret
 from nborch.runtime.consensus.membership import check_workspace
@@ -67,8 +68,12 @@ class Orchestrator:
     def __init__(self, label: str, plans: list[ExecutorPlan], *, host: str, port: int,
                  ready_timeout: float, quiet: bool = False, require_secret: bool = False,
                  secret: bytes | None = None, tls: TlsFiles | None = None,
-                 tls_internal: bool = False, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE):
+                 tls_internal: bool = False, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+                 direct: Address | None = None):
         self.label = label
+        # One external replica and nothing a gateway adds: posts go straight to it (it serves
+        # the gateway's Executor service), and start() starts no process.
+        self.direct = direct
         self.tls = tls  # the gateway's public port
         self.internal_tls = tls.to_dict() if tls and tls_internal else None
         self.require_secret = require_secret
@@ -90,7 +95,8 @@ class Orchestrator:
     @property
     def running(self) -> bool:
         """Started, and the gateway (what serves posts) is up: False while it restarts."""
-        return self.started and self.gateway is not None and self.gateway.up
+        return self.started and (self.direct is not None or
+                                 (self.gateway is not None and self.gateway.up))
 
     @property
     def healthy(self) -> bool:
@@ -111,6 +117,10 @@ class Orchestrator:
     def start(self) -> None:
         with self._lock:
             if self.started:
+                return
+            if self.direct is not None:
+                self.secret = self.given_secret  # an external replica is dialed with it, or none
+                self.started = True
                 return
             check_port_free(self.host, self.port, f'{self.label} gateway')
             self.run_dir = tempfile.mkdtemp(prefix=f'nborch-{self.label}-')  # 0700
@@ -186,6 +196,7 @@ class Orchestrator:
                              stateful=plan.spec.stateful,
                              external=plan.spec.external and self.given_secret is None,
                              max_message_size=plan.spec.max_message_size,
+                             no_reduce=plan.spec.no_reduce,
                              shards=self._addresses(plan.spec), **plan.spec.routing())
             for plan in self.plans], require_secret=self.require_secret,
             tls=self.tls.to_dict() if self.tls else None, internal_tls=self.internal_tls)
@@ -246,6 +257,10 @@ class Orchestrator:
     # -- observation -----------------------------------------------------------------------
     def process_status(self) -> dict:
         """What the owner knows of its processes (pids, ports, states, restarts)."""
+        if self.direct is not None:
+            return {'gateway': {'pid': None, 'port': None, 'alive': False, 'state': 'none',
+                                'restarts': 0, 'direct': str(self.direct)},
+                    'executors': {p.spec.name: self._replica_status(p.spec) for p in self.plans}}
         return {
             'gateway': {'pid': self.gateway.pid if self.gateway else None,
                         'port': self.port,

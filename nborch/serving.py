@@ -151,9 +151,11 @@ class Serving:
         if self._client is None:
             # It proves the deployment secret, and the gateway must prove it back.
             tls = self._orchestrator.tls
+            direct = self._orchestrator.direct  # then the external replica's own TLS
             self._client = Client(host=self.host, port=self.port,
                                   secret=self._orchestrator.secret,
-                                  tls=tls.for_own_client() if tls else False,
+                                  tls=direct.tls if direct else
+                                  tls.for_own_client() if tls else False,
                                   max_message_size=self._orchestrator.max_message_size)
         return self._client
 
@@ -186,6 +188,8 @@ class Serving:
         `state`, `restarts`, `gpu` from the owner. It never raises because a process is
         down: `healthy` is False, `down` names the processes not up, and while the gateway
         is down the routing counters are missing (`gateway.state` says 'restarting').
+        A Deployment of one external address runs no gateway (`gateway.state` is 'none',
+        `gateway.direct` the address): its one replica reports `reachable`, `pid`, `served`.
         """
         running = self.running  # first: a process seen down below stays down in the report
         processes = self._orchestrator.process_status()
@@ -196,6 +200,13 @@ class Serving:
                 routed = self.client.status(timeout=2.0)
             except (ConnectionError, TimeoutError, RuntimeError) as exc:
                 processes['gateway']['error'] = str(exc)
+        if self._orchestrator.direct is not None:  # no gateway: the replica reports itself
+            (((replica,),),) = processes['executors'].values()
+            replica.update(reachable=bool(routed), pid=routed.get('pid'),
+                           served=routed.get('requests_served'))
+            if running and not routed:
+                healthy, down = False, [replica['address']]
+            routed = {}
         counters = {e['name']: e for e in routed.get('executors', [])}
         executors = []
         for name, shards in processes['executors'].items():

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nborch.addresses import Address, external_addresses
+from nborch.compat import take_reference_arguments
 from nborch.executor import Executor, refuse_batched_writes
 from nborch.ports import free_port
 from nborch.runtime.consensus.settings import RaftSettings
@@ -23,10 +24,9 @@ from nborch.runtime.limits import (DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_REQUEST
                                    GRPC_MAX_MESSAGE_SIZE, RAFT_ENVELOPE, check_limit)
 from nborch.runtime.polling import PollingTable
 from nborch.runtime.tls import TlsFiles
-from nborch.uses import resolve_uses_and_defaults
+from nborch.uses import import_py_modules, resolve_uses_and_defaults
 
 _NAME = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_.\-]*$')
-_IGNORED = {'install_requirements'}  # reference-system options with nothing to do here
 _RESOLVED = ('executor_class', 'polling_table', 'external_addresses', 'round_robin',
              'raft_settings', 'peer_port_table', 'port_given', 'tls_files')
 
@@ -36,6 +36,7 @@ class DeploymentSpec:
     name: str = 'executor'
     uses: Any = None
     uses_with: dict = field(default_factory=dict)
+    py_modules: Any = None             # Python files imported before `uses` is resolved
     replicas: int = 1
     shards: int = 1
     polling: Any = 'ANY'
@@ -69,6 +70,11 @@ class DeploymentSpec:
     tls_internal: bool = False         # the same files as mutual TLS on every internal link
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE  # bytes of one request or reply
     max_request_docs: int = DEFAULT_MAX_REQUEST_DOCS  # docs in one request to a replica
+    no_reduce: bool = False            # concatenate the results of its shards (ALL polling)
+                                       # and of its needs in a Flow instead of merging by id
+    # The reference system's docker volumes ('host_path[:container_path]'): local replicas
+    # see the host's files already; exports mount them (nborch/export).
+    volumes: Any = None
 
     # Resolved by validate():
     executor_class: type[Executor] | None = field(default=None, repr=False)
@@ -82,9 +88,8 @@ class DeploymentSpec:
 
     @classmethod
     def from_kwargs(cls, **kwargs) -> 'DeploymentSpec':
-        known = {f.name for f in dataclasses.fields(cls) if f.name not in _RESOLVED}
-        for key in _IGNORED & kwargs.keys():
-            kwargs.pop(key)
+        known = set(user_keys())
+        take_reference_arguments(kwargs, 'Deployment')  # warned about or refused there
         unknown = sorted(kwargs.keys() - known)
         if unknown:
             raise TypeError(f'unknown argument(s) {", ".join(unknown)}; '
@@ -109,21 +114,30 @@ class DeploymentSpec:
             self.secret = secret_from_text(self.secret, 'secret=')
         self.tls_files = TlsFiles.parse(self.tls, ssl_certfile=self.ssl_certfile,
                                         ssl_keyfile=self.ssl_keyfile, server=True)
+        if not isinstance(self.no_reduce, bool):
+            raise ValueError(f'no_reduce={self.no_reduce!r}: True or False')
         if self.tls_internal and (self.tls_files is None or self.tls_files.ca is None):
             raise ValueError("tls_internal=True needs tls={'cert', 'key', 'ca'}: internal links "
                              'are mutual TLS, each side checked against the ca')
         if self.external:
             self._validate_external()
         else:
+            import_py_modules(self.py_modules)  # their Executor classes are then registered
             self.executor_class, defaults = resolve_uses_and_defaults(self.uses)
             self.uses_with = {**defaults, **self.uses_with}  # an executor YAML's `with:` first
         if self.host in ('localhost', None):
             self.host = '127.0.0.1'
-        if not isinstance(self.host, str):
+        if not isinstance(self.host, str) or ',' in self.host:
             raise ValueError(f'host={self.host!r}: one host to bind (a list of hosts needs '
                              'external=True)')
         if isinstance(self.gpus, bool) or not isinstance(self.gpus, int) or self.gpus < 0:
             raise ValueError(f'gpus={self.gpus!r}: GPUs per replica, an integer >= 0')
+        self.volumes = parse_volumes(self.volumes)
+        if self.volumes:
+            warnings.warn(f'{self.name}: volumes={self.volumes} are docker mounts; local replica '
+                          'processes see these paths as they are, and the Kubernetes and '
+                          'Compose exports mount them', stacklevel=4)
+        self.port = single_port(self.port)
         self.port_given = self.port is not None
         if self.port is None:
             self.port = free_port(self.host)
@@ -150,11 +164,15 @@ class DeploymentSpec:
         self._validate_consensus()
 
     def _validate_external(self) -> None:
-        """host/port name the replicas; the deployment only runs a gateway in front of them."""
+        """host/port name the replicas; the deployment runs only a gateway in front of them
+        (none for one address: Deployment dials it directly).
+
+        With shards > 1 the address(es) are the sharded executor's entry point (its own
+        gateway, which polls and reduces its shards), as the reference system dials an
+        external sharded executor's head: `shards` is then that executor's business.
+        """
         self.external_addresses = external_addresses(self.host, self.port)
         self.executor_class = None
-        if self.shards != 1:
-            raise ValueError('external=True: an external executor is one shard of replicas')
         self.replicas = len(self.external_addresses)
         self.host, self.port = '127.0.0.1', None
 
@@ -192,6 +210,12 @@ class DeploymentSpec:
     @property
     def ready_seconds(self) -> float:
         return 10 ** 9 if self.timeout_ready == -1 else self.timeout_ready / 1000
+
+
+def user_keys() -> tuple[str, ...]:
+    """Every argument a Deployment takes, in field order (besides the reference system's
+    arguments that nborch.compat warns about or refuses)."""
+    return tuple(f.name for f in dataclasses.fields(DeploymentSpec) if f.name not in _RESOLVED)
 
 
 def parse_peer_ports(peer_ports, shards: int, replicas: int) -> dict[int, list[int]] | None:
@@ -234,6 +258,38 @@ def parse_peer_ports(peer_ports, shards: int, replicas: int) -> dict[int, list[i
     if len(set(every)) != len(every):
         raise ValueError(f'peer_ports repeats a port: {every}')
     return table
+
+
+def single_port(port: Any) -> Any:
+    """The gateway's one port: the reference system also takes it as a one-element list (a
+    list has a port per protocol, and nborch serves one protocol). Other values pass
+    through to the range check."""
+    if isinstance(port, (list, tuple)):
+        if len(port) != 1:
+            raise ValueError(f'port={port!r}: one port per protocol, and this gateway serves '
+                             'one protocol (gRPC): give one port')
+        (port,) = port
+    return port
+
+
+def parse_volumes(volumes: Any) -> list[str] | None:
+    """`volumes` in the reference system's forms: one 'host_path[:container_path]' string,
+    a list of them, or comma-separated. Host paths are made absolute (as docker needs)."""
+    if volumes is None:
+        return None
+    items = [v.strip() for v in volumes.split(',')] if isinstance(volumes, str) else volumes
+    if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) and v for v in items):
+        raise ValueError(f'volumes={volumes!r}: a path, "host_path:container_path", or a list '
+                         'of them')
+    parsed = []
+    for item in items:
+        host, sep, rest = item.partition(':')
+        if not host:
+            raise ValueError(f'volumes: {item!r} has no host path')
+        host = os.path.abspath(os.path.expanduser(host))
+        # Without a container path the folder goes to /<basename>, as in the reference system.
+        parsed.append(f'{host}:{rest}' if sep else f'{host}:/{os.path.basename(host)}')
+    return parsed
 
 
 SERVED_PROTOCOLS = ('grpc',)  # lower case, as the check compares

@@ -1,13 +1,21 @@
 """Resolving `uses=` to an Executor class in the owner process, before anything starts."""
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
 import inspect
+import os
+import re
+import sys
+
+import cloudpickle
 
 from nborch.executor import Executor
 
 HUB_PREFIXES = ('jinaai://', 'jinahub://', 'jinahub+docker://', 'jinahub+sandbox://')
 YAML_SUFFIXES = ('.yml', '.yaml')
+REFERENCE_DEFAULT_EXECUTOR = 'BaseExecutor'  # the reference system's default `uses`: passes docs on
 
 
 class PassThrough(Executor):
@@ -30,7 +38,7 @@ def resolve_uses_and_defaults(uses) -> tuple[type[Executor], dict]:
 def resolve_uses(uses) -> type[Executor]:
     """An Executor subclass, `'module:Class'` / `'module.Class'`, a registered class name, or
     an executor YAML (only its class: `resolve_uses_and_defaults` also returns its `with:`)."""
-    if uses is None:
+    if uses is None or uses == REFERENCE_DEFAULT_EXECUTOR:
         return PassThrough
     if inspect.isclass(uses):
         if not issubclass(uses, Executor):
@@ -76,3 +84,61 @@ def _import_class(path: str) -> type[Executor]:
 
 def _not_a_class(path: str, obj) -> type[Executor]:
     raise TypeError(f'uses={path!r} names {type(obj).__name__}, not an Executor class')
+
+
+def import_py_module(path: str, shown_as: str | None = None):
+    """Import a Python file (or a package folder) given as `py_modules`, once per version.
+
+    It is imported under a name derived from its absolute path, registered in `sys.modules`
+    and for pickling by value, so replica processes receive classes defined there without
+    importing the file. An unchanged file is not imported twice. ValueError says what failed.
+    """
+    shown = shown_as or path
+    init = os.path.join(path, '__init__.py')
+    if os.path.isdir(path) and os.path.isfile(init):
+        location, search = init, [path]
+    elif os.path.isfile(path):
+        location, search = path, None
+    else:
+        raise ValueError(f"no such file '{shown}' (in {os.path.dirname(os.path.abspath(path))})")
+    stat = os.stat(location)
+    signature = (stat.st_mtime_ns, stat.st_size)
+    digest = hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:10]
+    stem = re.sub(r'\W', '_', os.path.splitext(os.path.basename(path))[0])
+    name = f'_nborch_py_modules_{stem}_{digest}'
+    module = sys.modules.get(name)
+    if module is not None and getattr(module, '__nborch_signature__', None) == signature:
+        return module
+    spec = importlib.util.spec_from_file_location(name, location,
+                                                  submodule_search_locations=search)
+    module = importlib.util.module_from_spec(spec)
+    module.__nborch_signature__ = signature
+    sys.modules[name] = module  # before exec: dataclasses/pydantic look their module up there
+    try:
+        spec.loader.exec_module(module)
+    except BaseException as exc:
+        sys.modules.pop(name, None)
+        if not isinstance(exc, Exception):
+            raise
+        detail = f'{type(exc).__name__}: {exc}'.splitlines()[0]
+        raise ValueError(f"importing '{shown}' failed: {detail}") from None
+    cloudpickle.register_pickle_by_value(module)
+    return module
+
+
+def import_py_modules(py_modules) -> list:
+    """`py_modules=` of a Deployment: a path or a list of paths, imported in order."""
+    if py_modules is None:
+        return []
+    paths = [py_modules] if isinstance(py_modules, (str, os.PathLike)) else py_modules
+    if not isinstance(paths, (list, tuple)) or not all(
+            isinstance(p, (str, os.PathLike)) and str(p).strip() for p in paths):
+        raise ValueError(f'py_modules={py_modules!r}: a file path or a list of file paths')
+    modules = []
+    for path in paths:
+        try:
+            modules.append(import_py_module(os.path.abspath(os.path.expanduser(str(path))),
+                                            shown_as=str(path)))
+        except ValueError as exc:
+            raise ValueError(f'py_modules: {exc}') from None
+    return modules

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import collections
 import json
+import logging
 import os
 import time
 
@@ -26,11 +27,12 @@ from nborch.runtime.health import serve_until_stopped
 from nborch.runtime.limits import bounded_reply, error_reply
 from nborch.runtime.mux import serve_stream
 from nborch.runtime.polling import Polling, PollingTable, choose_shards
-from nborch.runtime.reduce import reduce_docs
+from nborch.runtime.reduce import concat_docs, reduce_docs
 from nborch.runtime.router import CallPolicy, ReplicaPool
 from nborch.runtime.topology import GATEWAY, ExecutorTopology, Topology, order_dag
 
 RECENT_ROUTES = 32
+log = logging.getLogger('nborch.gateway')
 
 
 def _limit_of(parameters: bytes) -> int | None:
@@ -41,18 +43,56 @@ def _limit_of(parameters: bytes) -> int | None:
     return limit if isinstance(limit, int) and limit > 0 else None
 
 
-def merge_responses(responses: list[pb.DataResponse]) -> pb.DataResponse:
-    """Reduce several results for the same request into one (SPEC §4 reduce)."""
+def merge_responses(responses: list[pb.DataResponse], reduce: bool = True) -> pb.DataResponse:
+    """Several results for the same request as one (SPEC §4): docs merged by id, or with
+    `reduce=False` (an executor's `no_reduce=True`) concatenated in order."""
     if len(responses) == 1:
         return responses[0]
     first = responses[0]
-    docs = reduce_docs([decode_docs(r.docs) for r in responses], limit=_limit_of(first.parameters))
+    results = [decode_docs(r.docs) for r in responses]
+    docs = reduce_docs(results, limit=_limit_of(first.parameters)) if reduce else \
+        concat_docs(results)
     merged = pb.DataResponse(docs=encode_docs(docs), parameters=first.parameters)
     for r in responses:
         merged.route.extend(r.route)
         merged.failed_shards.extend(r.failed_shards)
         if r.HasField('error') and not merged.HasField('error'):
             merged.error.CopyFrom(r.error)
+    return merged
+
+
+def merge_shards(executor: str, outcomes: list[tuple[int, pb.DataResponse | BaseException]],
+                 reduce: bool = True) -> pb.DataResponse:
+    """One executor's reply from the (shard, reply or exception) of each shard it polled.
+
+    The shards that returned results are merged; each shard whose executor raised, or that
+    no replica of could serve, is named in `failed_shards` (as the reference system's head
+    keeps the successful shards' results). Only when no shard returned results does the
+    request fail: with the first executor error, else a ConnectionError naming every shard.
+    """
+    served: list[pb.DataResponse] = []
+    raised: list[pb.DataResponse] = []
+    failed: list[str] = []
+    for shard, outcome in outcomes:
+        if not isinstance(outcome, pb.DataResponse):
+            failed.append(f'{executor}/shard-{shard}: {type(outcome).__name__}: {outcome}')
+        elif outcome.HasField('error'):
+            raised.append(outcome)
+            failed.append(f'{executor}/shard-{shard}: {outcome.error.type}: '
+                          f'{outcome.error.message}')
+        else:
+            served.append(outcome)
+    if not served and not raised:
+        raise ConnectionError(f'executor {executor!r}: every shard failed: ' + '; '.join(failed))
+    # With results, the failed shards' docs (their inputs) are left out; without, the
+    # first shard's error reply (the request's input docs) is the reply.
+    merged = merge_responses(served, reduce) if served else raised[0]
+    # Where the request went, in shard order, failed shards included (a list first:
+    # `merged` may be one of the outcomes).
+    hops = [h for _, o in outcomes if isinstance(o, pb.DataResponse) for h in o.route]
+    del merged.route[:]
+    merged.route.extend(hops)
+    merged.failed_shards.extend(failed)
     return merged
 
 
@@ -63,6 +103,7 @@ class ExecutorNode:
         self.name = spec.name
         self.needs = list(spec.needs)
         self.stateful = spec.stateful
+        self.reduce = not spec.no_reduce  # of its shards' results and of its predecessors'
         self.polling = PollingTable.parse(spec.polling)
         policy = CallPolicy.from_timeout_send(spec.timeout_send, endpoints=spec.endpoints,
                                               stateful=spec.stateful,
@@ -86,13 +127,13 @@ class ExecutorNode:
             return await self._call_shard(shards[0], request)
         outcomes = await asyncio.gather(*(self._call_shard(s, request) for s in shards),
                                         return_exceptions=True)
-        served = [o for o in outcomes if isinstance(o, pb.DataResponse)]
-        failed = [(s, o) for s, o in zip(shards, outcomes) if not isinstance(o, pb.DataResponse)]
-        if not served:
-            raise ConnectionError(f'executor {self.name!r}: every shard failed: '
-                                  + '; '.join(f'shard {s}: {o}' for s, o in failed))
-        merged = merge_responses(served)
-        merged.failed_shards.extend(f'{self.name}/shard-{s}: {o}' for s, o in failed)
+        merged = merge_shards(self.name, list(zip(shards, outcomes)), reduce=self.reduce)
+        n_failed = sum(not isinstance(o, pb.DataResponse) or o.HasField('error')
+                       for o in outcomes)
+        if n_failed and not merged.HasField('error'):  # a partial result: say so here too
+            log.warning('%s on %s: %d of %d shards failed, the reply has the others\' '
+                        'results: %s', self.name, request.endpoint, n_failed, len(shards),
+                        '; '.join(merged.failed_shards[-n_failed:]))
         return merged
 
     async def _call_shard(self, shard: int, request: pb.DataRequest) -> pb.DataResponse:
@@ -157,7 +198,7 @@ class Gateway:
     async def _run(self, node: 'ExecutorNode', request: pb.DataRequest,
                    inputs: list[asyncio.Future]) -> pb.DataResponse:
         """One executor's step of `request`: merge what its predecessors returned, send it."""
-        merged = merge_responses(list(await asyncio.gather(*inputs)))
+        merged = merge_responses(list(await asyncio.gather(*inputs)), reduce=node.reduce)
         if merged.HasField('error'):
             return merged  # an executor failed upstream: skip the rest of this path
         if request.target_executor and request.target_executor != node.name:
@@ -175,6 +216,10 @@ class Gateway:
             hops = [*merged.route, *response.route]
             del response.route[:]
             response.route.extend(hops)
+        if merged.failed_shards:  # a partial result upstream stays reported downstream
+            failed = [*merged.failed_shards, *response.failed_shards]
+            del response.failed_shards[:]
+            response.failed_shards.extend(failed)
         return response
 
     async def status(self) -> dict:

@@ -50,7 +50,7 @@ from typing import Any
 from docarray import BaseDoc, DocList
 from docarray.base_doc import AnyDoc
 
-__all__ = ['SCORE_FIELD', 'reduce_docs']
+__all__ = ['SCORE_FIELD', 'concat_docs', 'reduce_docs']
 
 SCORE_FIELD = 'score'
 """Name of the numeric, higher-is-better attribute that ranks nested matches."""
@@ -75,6 +75,25 @@ def reduce_docs(results: Sequence[DocList], limit: int | None = None) -> DocList
         only = non_empty[0]
         return type(only)(list(only), validate_input_docs=False)
     return _merge_doclists(non_empty, limit)
+
+
+def concat_docs(results: Sequence[DocList]) -> DocList:
+    """Every doc of every result, in result order, none merged: an id present in two
+    results appears twice (``no_reduce=True``, Jina's concatenation when reduce is off).
+
+    The result has the doc type of the first non-empty result; a doc of another schema is
+    rebuilt with the fields the two share, as in :func:`reduce_docs`. Inputs are not mutated.
+    """
+    results = list(results)
+    if not results:
+        return DocList[AnyDoc]([], validate_input_docs=False)
+    non_empty = [result for result in results if len(result)]
+    if not non_empty:
+        return type(results[0])([], validate_input_docs=False)
+    out_cls = type(non_empty[0])
+    schema = out_cls.doc_type
+    return out_cls([_as_schema(doc, schema) for result in non_empty for doc in result],
+                   validate_input_docs=False)
 
 
 def _merge_doclists(lists: Sequence[DocList], limit: int | None) -> DocList:

@@ -29,6 +29,8 @@ class ExecutorTopology:
     endpoints: dict[str, bool] | None = None  # path → is a @write; None: unknown (external)
     election_ms: float = RaftSettings.election_ms  # stateful: the group's election timeout
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE  # its replicas' limit (bytes)
+    no_reduce: bool = False           # concatenate its shards' (and needs') results, not
+                                      # merge them by id
 
 
 @dataclass
@@ -81,6 +83,9 @@ class Topology:
                 raise ValueError(f'topology: executor {e.name!r} needs at least one address '
                                  'per shard')
             PollingTable.parse(e.polling)
+            if not isinstance(e.no_reduce, bool):
+                raise ValueError(f'topology: executor {e.name!r} has no_reduce='
+                                 f'{e.no_reduce!r}; expected true or false')
         order_dag({e.name: e.needs for e in self.executors})
 
 

@@ -33,12 +33,14 @@ def _workload_services(w: Workload, image: str) -> tuple[dict, dict]:
     if not w.stateful:
         service = _service(image, w.args, w.env, EXECUTOR_PORT, w.gpus)
         service.setdefault('deploy', {})['replicas'] = w.replicas
+        if w.volumes:
+            service['volumes'] = list(w.volumes)  # bind mounts, as `docker run -v`
         return {w.name: service}, {}
     services, volumes = {}, {}
     for i in range(w.replicas):
         name = f'{w.name}-{i}'
         service = _service(image, w.args_for(i), w.env, EXECUTOR_PORT, w.gpus)
-        service['volumes'] = [f'{name}-workspace:{WORKSPACE}']
+        service['volumes'] = [f'{name}-workspace:{WORKSPACE}', *w.volumes]
         services[name] = service
         volumes[f'{name}-workspace'] = {}
     return services, volumes

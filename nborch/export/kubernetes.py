@@ -99,7 +99,16 @@ def workload_objects(plan: ExportPlan, w: Workload, namespace: str, image: str) 
     labels = _labels(plan, w.name)
     ports = [{'name': 'grpc', 'containerPort': EXECUTOR_PORT}]
     service_ports = [_grpc_port('grpc', EXECUTOR_PORT)]
-    mounts = [{'name': 'workspace', 'mountPath': WORKSPACE}] if w.workspace else None
+    mounts = [{'name': 'workspace', 'mountPath': WORKSPACE}] if w.workspace else []
+    host_volumes = []
+    for i, volume in enumerate(w.volumes):
+        # `docker run -v` semantics: the path on the machine that runs the container.
+        host_path, _, rest = volume.partition(':')
+        path, _, mode = rest.partition(':')
+        host_volumes.append({'name': f'volume-{i}',
+                             'hostPath': {'path': host_path, 'type': 'DirectoryOrCreate'}})
+        mounts.append({'name': f'volume-{i}', 'mountPath': path,
+                       **({'readOnly': True} if mode == 'ro' else {})})
     if w.stateful:
         ports.append({'name': 'raft', 'containerPort': RAFT_PORT})
         service_ports.append(_grpc_port('raft', RAFT_PORT))
@@ -111,6 +120,8 @@ def workload_objects(plan: ExportPlan, w: Workload, namespace: str, image: str) 
     pod = {'metadata': {'labels': labels}, 'spec': {'containers': [container]}}
     if w.workspace and not w.stateful:
         pod['spec']['volumes'] = [{'name': 'workspace', 'emptyDir': {}}]
+    if host_volumes:
+        pod['spec'].setdefault('volumes', []).extend(host_volumes)
     _with_secret(plan, pod)
     service = _service(w.name, namespace, labels, service_ports, headless=True,
                        publish_not_ready=w.stateful)

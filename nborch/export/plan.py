@@ -11,7 +11,7 @@ import json
 import os
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nborch.errors import ExportError
 from nborch.runtime.gpu import CUDA_VISIBLE_DEVICES
@@ -50,6 +50,7 @@ class Workload:
     stateful: bool = False     # a Raft group: stable names, a volume each, REPLICA_ID_ARG in args
     workspace: bool = False    # a volume at WORKSPACE (persistent when stateful)
     ready_seconds: float = 60.0
+    volumes: list[str] = field(default_factory=list)  # 'host_path:container_path[:mode]'
 
     def args_for(self, replica: int) -> list[str]:
         """The arguments of one replica (the replica id filled in where the engine cannot)."""
@@ -175,7 +176,8 @@ def _workloads(spec: DeploymentSpec, uses: str, naming: Naming) -> tuple[list[Wo
         workloads.append(Workload(name=name, executor=spec.name, replicas=spec.replicas, args=args, env=env, gpus=gpus,
                                   stateful=spec.stateful,
                                   workspace=bool(spec.workspace or spec.stateful),
-                                  ready_seconds=spec.ready_seconds))
+                                  ready_seconds=spec.ready_seconds,
+                                  volumes=list(spec.volumes or [])))
     return workloads, addresses
 
 
@@ -196,7 +198,8 @@ def build_plan(label: str, plans, gateway_port: int | None, naming: Naming) -> E
             name=spec.name, shards=shards, polling=spec.polling,
             needs=list(plan.needs), stateful=spec.stateful, external=spec.external,
             discover=not spec.external and not spec.stateful,
-            max_message_size=spec.max_message_size, **spec.routing()))
+            max_message_size=spec.max_message_size, no_reduce=spec.no_reduce,
+            **spec.routing()))
     taken: dict[str, str] = {}
     for w in workloads:
         if w.name in taken or w.name == 'gateway':

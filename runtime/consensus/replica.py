@@ -70,6 +70,8 @@ class ConsensusReplica:
         self.peers = dict(peers)            # node id → 'host:port' of its Raft service
         self.directory = Path(directory)
         self.settings = settings
+        if settings.log_level:  # raft_configuration's LogLevel: this replica's Raft messages
+            log.setLevel(settings.log_level)
         self.sm = state_machine
         self.node: RaftNode | None = None
         self.storage: DiskStorage | None = None

@@ -133,6 +133,20 @@ class MarkB(Executor):
             doc.b = 'B'
 
 
+class BrokenShards(Executor):
+    """Raises on the shards named in `parameters['broken']` (default: shard 1); the others
+    stamp their shard id on each doc."""
+
+    @requests
+    def stamp(self, docs: DocList[TextDoc], parameters: dict, **kwargs) -> DocList[TextDoc]:
+        shard = self.runtime_args.shard_id
+        if shard in parameters.get('broken', [1]):
+            raise ValueError(f'shard {shard} is broken')
+        for doc in docs:
+            doc.text = f'{doc.text}|shard-{shard}'
+        return docs
+
+
 class Ledger(Executor):
     """A stateful executor that records every applied write, in order, in its workspace.
 

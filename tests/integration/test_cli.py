@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from nborch import Client, Deployment
@@ -154,6 +155,15 @@ def test_options_are_derived_from_the_spec_dataclasses():
     assert given(executor, executor.options) == {'port': 7, 'shard_id': 1}
 
 
+@pytest.mark.parametrize('flags, expected', [(['--no-reduce'], {'no_reduce': True}),
+                                             (['--disable-reduce'], {'no_reduce': True}),
+                                             ([], {})])
+def test_no_reduce_is_a_flag_in_the_reference_systems_spellings(flags, expected):
+    """A '--no-' flag sets True: it is the option's name, not the negative of 'reduce'."""
+    args = build_parser().parse_args(['deployment', '--uses', 'x:Y', *flags])
+    assert given(args, args.options) == expected
+
+
 def test_port_in_use_is_exit_code_2():
     with socket.socket() as taken:
         taken.bind(('127.0.0.1', 0))
@@ -175,12 +185,19 @@ def test_executor_serves_one_replica_that_ping_sees_and_a_deployment_uses_as_ext
         ping = run('ping', f'127.0.0.1:{port}')
         assert (ping.returncode, ping.stdout) == \
             (0, f"127.0.0.1:{port} is ready (worker 'echo' shard 0 replica 0, pid {proc.pid})\n")
-        with Deployment(name='echo', host=f'127.0.0.1:{port}', external=True, quiet=True) as dep:
+        # One external address: nothing starts, posts go straight to it (no gateway hop).
+        children = psutil.Process().children(recursive=True)
+        with Deployment(name='echo', host=f'localhost:{port}', external=True, quiet=True) as dep:
+            assert psutil.Process().children(recursive=True) == children
+            assert (dep.address, dep.running, dep.healthy) == (f'127.0.0.1:{port}', True, True)
             assert dep.post('/', text_docs(2)).text == ['doc-0', 'doc-1']
-            gateway = run('ping', f'grpc://127.0.0.1:{dep.port}')
-        assert gateway.returncode == 0
-        assert gateway.stdout.startswith(f'grpc://127.0.0.1:{dep.port} is ready (gateway, pid ')
-        assert gateway.stdout.endswith('executors: echo)\n')
+            status = dep.status()
+        assert status['gateway']['state'] == 'none'
+        assert status['gateway']['direct'] == f'127.0.0.1:{port}'
+        (replica,) = status['executors'][0]['shards'][0]['replicas']
+        assert replica['address'] == f'127.0.0.1:{port}' and replica['reachable'] is True
+        assert (replica['pid'], replica['served']) == (proc.pid, 1)
+        assert not dep.running
         stop_with(proc, signal.SIGTERM)
         assert proc.returncode == 0
     finally:

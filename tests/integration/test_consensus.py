@@ -198,3 +198,17 @@ def _free_ports(n: int) -> list[int]:
     finally:
         for s in sockets:
             s.close()
+
+
+def test_raft_configuration_as_the_reference_docs_spell_it(tmp_path):
+    # LogLevel sets the Raft logger only: INFO under replicas that log WARNING and up.
+    dep = Deployment(name='ledger', uses=Ledger, replicas=3, stateful=True, quiet=True,
+                     workspace=str(tmp_path), log_level='WARNING',
+                     raft_configuration={'LogLevel': 'INFO', 'HeartbeatTimeout': 50,
+                                         'ElectionTimeout': 300})
+    assert (dep.spec.raft_settings.heartbeat_ms, dep.spec.raft_settings.election_ms) == (50, 300)
+    with dep:
+        assert len(dep.post('/index', docs(3))) == 3
+        logs = [dep.logs(0, r) for r in range(3)]
+    for log in logs:
+        assert 'INFO   nborch.raft@' in log and ' storage: ' in log

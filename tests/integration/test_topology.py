@@ -9,9 +9,11 @@ from docarray import DocList
 from docarray.documents import TextDoc
 
 from nborch import Deployment, Flow
+from nborch.errors import ExecutorError
 from nborch.examples import NumpySearch, QueryDoc, top_k
 from nborch.runtime.gpu import detect_device_count
-from tests.integration.helpers import Echo, MarkA, MarkB, MarkDoc, MyExec, WhoAmI, text_docs
+from tests.integration.helpers import (BrokenShards, Echo, MarkA, MarkB, MarkDoc, MyExec,
+                                       WhoAmI, text_docs)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -87,6 +89,45 @@ def test_flow_dag_join_waits_for_both_branches_and_merges():
     assert sorted(h[0] for h in routes[0]) == ['a', 'a', 'b', 'joiner']
 
 
+def test_a_raising_shard_leaves_the_other_shards_results_and_is_reported(caplog):
+    responses = []
+    with Deployment(name='broken', uses=BrokenShards, shards=2, polling='ALL', quiet=True) as dep:
+        with caplog.at_level('WARNING', logger='nborch.client'):
+            out = dep.post('/', text_docs(2), return_type=DocList[TextDoc],
+                           on_done=responses.append)
+        with pytest.raises(ExecutorError, match="'broken' raised ValueError: shard 0 is broken"):
+            dep.post('/', text_docs(1), parameters={'broken': [0, 1]})
+    assert out.text == ['doc-0|shard-0', 'doc-1|shard-0']  # shard 0's results only
+    assert responses[0].failed_shards == ['broken/shard-1: ValueError: shard 1 is broken']
+    assert sorted(responses[0].route) == [('broken', 0, 0), ('broken', 1, 0)]
+    assert 'broken/shard-1: ValueError: shard 1 is broken' in caplog.text
+
+
+def test_a_partial_result_goes_on_down_a_flow():
+    responses = []
+    flow = Flow(quiet=True).add(name='broken', uses=BrokenShards, shards=2, polling='ALL') \
+        .add(name='after', uses=MarkB)
+    with flow:
+        out = flow.post('/', MarkDoc(text='x'), return_type=DocList[MarkDoc],
+                        on_done=responses.append)
+    assert (out.text, out.b) == (['x|shard-0'], ['B'])
+    assert responses[0].failed_shards == ['broken/shard-1: ValueError: shard 1 is broken']
+
+
+def test_a_join_with_no_reduce_concatenates_where_the_default_merges_by_id():
+    flow = (Flow(quiet=True)
+            .add(name='a', uses=MarkA)
+            .add(name='b', uses=MarkB, needs='gateway')
+            .add(name='merged', needs=['a', 'b'])
+            .add(name='concatenated', needs=['a', 'b'], no_reduce=True)
+            .add(name='both', needs=['concatenated', 'merged'], no_reduce=True))
+    with flow:
+        out = flow.post('/', MarkDoc(id='x', text='x'), return_type=DocList[MarkDoc])
+    # 'concatenated' keeps a's and b's copy of doc x; 'merged' made one doc of them
+    assert out.id == ['x', 'x', 'x']
+    assert list(zip(out.a, out.b)) == [('A0', None), (None, 'B'), ('A0', 'B')]
+
+
 def test_flow_chain_passes_results_along():
     flow = Flow(quiet=True).add(name='a', uses=MarkA).add(name='b', uses=MarkB)
     with flow:
@@ -144,7 +185,7 @@ def test_external_address_errors(host, port, message):
 def test_external_broadcasts():
     one_host = Deployment(host='localhost', port=[1001, 1002], external=True).spec
     one_port = Deployment(host=['h1', 'grpcs://h2'], port=1003, external=True).spec
-    assert [str(a) for a in one_host.external_addresses] == ['localhost:1001', 'localhost:1002']
+    assert [str(a) for a in one_host.external_addresses] == ['127.0.0.1:1001', '127.0.0.1:1002']
     assert [str(a) for a in one_port.external_addresses] == ['h1:1003', 'grpcs://h2:1003']
     assert one_host.replicas == 2
 

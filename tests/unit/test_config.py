@@ -40,11 +40,13 @@ def config_error(func, path: str) -> str:
 
 @pytest.mark.parametrize('name', ['deployment.yml', 'deployment_with.yml'])
 def test_reference_deployment_forms_load_verbatim(name):
-    assert deployment_kwargs(REFERENCE / name) == {'uses': HUB, 'replicas': 5}
+    assert deployment_kwargs(REFERENCE / name) == {'uses': HUB, 'install_requirements': True,
+                                                   'replicas': 5}
 
 
 def test_reference_flow_form_loads_verbatim():
-    assert flow_kwargs(REFERENCE / 'flow.yml') == ({}, [{'uses': HUB, 'replicas': 5}])
+    assert flow_kwargs(REFERENCE / 'flow.yml') == ({}, [{'uses': HUB, 'install_requirements': True,
+                                                         'replicas': 5}])
 
 
 @pytest.mark.parametrize('name', ['deployment.yml', 'deployment_with.yml'])
@@ -69,7 +71,8 @@ def test_resolve_uses_names_the_alternatives_to_a_hub():
 
 @pytest.mark.parametrize('name', ['deployment.yml', 'deployment_with.yml'])
 def test_local_deployment_forms_give_the_same_kwargs_with_uses_made_absolute(name):
-    assert deployment_kwargs(LOCAL / name) == {'uses': UPPER_YML, 'replicas': 5}
+    assert deployment_kwargs(LOCAL / name) == {'uses': UPPER_YML, 'install_requirements': True,
+                                               'replicas': 5}
 
 
 def test_local_deployment_yaml_builds_a_deployment_without_starting_it():
@@ -80,7 +83,9 @@ def test_local_deployment_yaml_builds_a_deployment_without_starting_it():
 
 
 def test_local_flow_forms():
-    assert flow_kwargs(LOCAL / 'flow.yml') == ({}, [{'uses': UPPER_YML, 'replicas': 5}])
+    assert flow_kwargs(LOCAL / 'flow.yml') == ({}, [{'uses': UPPER_YML,
+                                                     'install_requirements': True,
+                                                     'replicas': 5}])
     gateway, executors = flow_kwargs(LOCAL / 'flow_needs.yml')
     assert gateway == {'port': 12345}
     assert executors == [
@@ -445,3 +450,15 @@ def test_misspelt_with_is_suggested(tmp_path):
     ''')
     assert config_error(deployment_kwargs, path) == \
         f"{path}:2: unknown key 'witth' in a Deployment (did you mean 'with'?)"
+
+
+def test_no_reduce_is_a_yaml_key_of_a_flow_executor(tmp_path):
+    path = write(tmp_path, 'flow.yml', '''
+        jtype: Flow
+        executors:
+          - {name: a}
+          - {name: b, needs: gateway}
+          - {name: join, needs: [a, b], no_reduce: true}
+    ''')
+    assert 'no_reduce' in deployment_keys()
+    assert [e.no_reduce for e in Flow.load_config(path).executors] == [False, False, True]

@@ -233,6 +233,15 @@ def test_external_executors_are_addresses_in_the_topology_not_workloads(tmp_path
     assert not topology.executors[0].discover
 
 
+def test_no_reduce_travels_in_the_exported_topology(tmp_path):
+    flow = Flow().add(name='a').add(name='b', needs='gateway') \
+        .add(name='join', needs=['a', 'b'], no_reduce=True)
+    flow.to_kubernetes_yaml(str(tmp_path))
+    gateway = container(k8s_objects(tmp_path)['Deployment', 'gateway'])
+    topology = Topology.load(arg(gateway['args'], '--topology'))
+    assert [e.no_reduce for e in topology.executors] == [False, False, True]
+
+
 def test_the_dockerfile_builds_the_one_image_every_container_runs(tmp_path):
     page_flow().to_kubernetes_yaml(str(tmp_path), image='registry.example/ml/nborch:1')
     with open(tmp_path / 'Dockerfile') as f:

@@ -13,7 +13,7 @@ from docarray.base_doc import AnyDoc
 from docarray.documents import TextDoc
 
 from nborch.runtime import reduce as reduce_module
-from nborch.runtime.reduce import SCORE_FIELD, reduce_docs
+from nborch.runtime.reduce import SCORE_FIELD, concat_docs, reduce_docs
 
 
 class ScoredDoc(TextDoc):
@@ -72,7 +72,7 @@ def snapshot(value: Any) -> Any:
 
 
 def test_public_names_are_exact():
-    assert sorted(reduce_module.__all__) == ['SCORE_FIELD', 'reduce_docs']
+    assert sorted(reduce_module.__all__) == ['SCORE_FIELD', 'concat_docs', 'reduce_docs']
     assert SCORE_FIELD == 'score'
 
 
@@ -500,3 +500,30 @@ def test_accepts_any_sequence_and_iterables_of_doclists():
     b = DocList[TextDoc]([TextDoc(id='2')])
     assert ids(reduce_docs((a, b))) == ['1', '2']
     assert ids(reduce_docs(iter([a, b]))) == ['1', '2']  # type: ignore[arg-type]
+
+
+# --- concat_docs (no_reduce) -----------------------------------------------------------------
+
+def test_concat_keeps_every_doc_in_result_order_ids_repeating():
+    a = DocList[TextDoc]([TextDoc(id='1', text='a1'), TextDoc(id='2', text='a2')])
+    b = DocList[TextDoc]([TextDoc(id='1', text='b1')])
+    before = snapshot(a), snapshot(b)
+    out = concat_docs([DocList[TextDoc](), a, b])
+    assert ids(out) == ['1', '2', '1'] and list(out.text) == ['a1', 'a2', 'b1']
+    assert out.doc_type is TextDoc and out[0] is a[0]  # placed as is, not copied
+    assert (snapshot(a), snapshot(b)) == before
+
+
+def test_concat_rebuilds_other_schemas_into_the_first_non_empty_one():
+    rich = DocList[RichDoc]([RichDoc(id='1', title='r')])
+    text = DocList[TextDoc]([TextDoc(id='1', text='t')])
+    out = concat_docs([rich, text])
+    assert out.doc_type is RichDoc and [type(d) for d in out] == [RichDoc, RichDoc]
+    assert ids(out) == ['1', '1'] and out[1].title is None
+    with pytest.raises(ValueError, match=r"no field 'title', required by NeedsTitle"):
+        concat_docs([DocList[NeedsTitle]([NeedsTitle(id='1', title='x')]), text])
+
+
+def test_concat_of_nothing_or_empty_lists():
+    assert len(concat_docs([])) == 0 and concat_docs([]).doc_type is AnyDoc
+    assert concat_docs([DocList[TextDoc](), DocList[RichDoc]()]).doc_type is TextDoc

@@ -136,3 +136,21 @@ def test_a_protocol_nborch_does_not_serve_is_refused_before_start(protocol):
         DeploymentSpec.from_kwargs(uses=SpecEcho, protocol=protocol)
     with pytest.raises(ValueError, match='protocol='):
         Flow(protocol=protocol)
+
+
+def test_no_reduce_is_a_bool():
+    assert Deployment(uses=SpecEcho, no_reduce=True).spec.no_reduce is True
+    assert Deployment(uses=SpecEcho).spec.no_reduce is False
+    with pytest.raises(ValueError, match=r"no_reduce='yes': True or False"):
+        Deployment(uses=SpecEcho, no_reduce='yes')
+
+
+def test_an_external_executor_needing_several_must_reduce():
+    """The reference page: 'setting no_reduce=True is not allowed for these cases'."""
+    flow = Flow().add(name='a').add(name='b', needs='gateway')
+    with pytest.raises(ValueError, match=r"remote: an external executor that needs several "
+                                         r"executors \(a, b\) must reduce"):
+        flow.add(name='remote', host='localhost:12345', external=True, needs=['a', 'b'],
+                 no_reduce=True)
+    flow.add(name='remote', host='localhost:12345', external=True, needs=['a', 'b'])
+    Flow().add(name='one', host='localhost:12345', external=True, no_reduce=True)
