@@ -85,11 +85,32 @@ class Batching:
     preferred_batch_size: int
     timeout: float = 10_000
     flush_all: bool = False
+    custom_metric: Callable[[BaseDoc], float] | None = None  # a doc's weight (default 1)
+
+    @classmethod
+    def checked(cls, where: str, preferred_batch_size=None, timeout=10_000, flush_all=False,
+                custom_metric=None, use_custom_metric=False,
+                use_dynamic_batching=True) -> 'Batching | None':
+        """The settings as the decorator takes them, checked; None when turned off."""
+        if isinstance(preferred_batch_size, bool) or not isinstance(preferred_batch_size, int) \
+                or preferred_batch_size < 1:
+            raise ValueError(f'{where}(preferred_batch_size=...) takes a whole number of docs '
+                             f'>= 1, got {preferred_batch_size!r}')
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ValueError(f'{where}(timeout=...) takes milliseconds > 0, got {timeout!r}')
+        if use_custom_metric and not callable(custom_metric):
+            raise ValueError(f'{where}(use_custom_metric=True) needs custom_metric=, a function '
+                             f'of one doc returning its weight; got {custom_metric!r}')
+        if not use_dynamic_batching:
+            return None
+        return cls(preferred_batch_size, float(timeout), bool(flush_all),
+                   custom_metric if use_custom_metric else None)
 
 
 def dynamic_batching(func: Optional[Callable] = None, *, preferred_batch_size: int | None = None,
                      timeout: float = 10_000, flush_all: bool = False,
-                     use_dynamic_batching: bool = True):
+                     custom_metric: Callable[[BaseDoc], float] | None = None,
+                     use_custom_metric: bool = False, use_dynamic_batching: bool = True):
     """Gather the docs of concurrent requests to this endpoint into batched calls.
 
     Each replica queues the requests per endpoint and per parameters (requests with
@@ -97,23 +118,47 @@ def dynamic_batching(func: Optional[Callable] = None, *, preferred_batch_size: i
     docs are queued, or `timeout` ms after the oldest queued request arrived. A call gets at
     most `preferred_batch_size` docs (with `flush_all=True`, everything queued); it must
     return the docs changed in place (None) or a DocList of as many docs, and each request
-    gets its own docs back, in order. An exception fails every request in that call.
+    gets its own docs back, in order. An exception fails every request in that call. With
+    `use_custom_metric=True`, docs weigh `custom_metric(doc)` instead of 1 each.
     """
-    if isinstance(preferred_batch_size, bool) or not isinstance(preferred_batch_size, int) \
-            or preferred_batch_size < 1:
-        raise ValueError('@dynamic_batching(preferred_batch_size=...) takes a whole number of '
-                         f'docs >= 1, got {preferred_batch_size!r}')
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-        raise ValueError('@dynamic_batching(timeout=...) takes milliseconds > 0, got '
-                         f'{timeout!r}')
-    config = Batching(preferred_batch_size, float(timeout), bool(flush_all)) \
-        if use_dynamic_batching else None
+    config = Batching.checked('@dynamic_batching', preferred_batch_size, timeout, flush_all,
+                              custom_metric, use_custom_metric, use_dynamic_batching)
 
     def mark(fn: Callable) -> Callable:
         setattr(fn, _BATCHING_ATTR, config)
         return fn
 
     return mark(func) if func is not None else mark
+
+
+# What `uses_dynamic_batching` may set (it travels as JSON: a custom_metric is a decorator's).
+_OVERRIDE_KEYS = ('preferred_batch_size', 'timeout', 'flush_all', 'use_dynamic_batching')
+
+
+def batching_table(cls: type['Executor'], overrides: dict | None = None,
+                   where: str = 'uses_dynamic_batching') -> dict[str, Batching | None]:
+    """Endpoint path → its batching: the class's `@dynamic_batching`, replaced by `overrides`
+    (`uses_dynamic_batching`: {path or method name: settings}, a path's winning over its
+    method's, as in the reference system). ValueError for a key that is neither."""
+    table = cls.endpoints()
+    if overrides is None:
+        overrides = {}
+    if not isinstance(overrides, dict):
+        raise ValueError(f'{where} takes {{endpoint or method: {{"preferred_batch_size": n, '
+                         f'"timeout": ms}}}}, got {overrides!r}')
+    methods = {e.method_name for e in table.values()}
+    checked = {}
+    for key, settings in overrides.items():
+        if key not in table and key not in methods:
+            raise ValueError(f'{where}: {key!r} is neither an endpoint nor a method of '
+                             f'{cls.__name__} (endpoints: {", ".join(sorted(table))})')
+        if not isinstance(settings, dict) or not settings.keys() <= set(_OVERRIDE_KEYS):
+            raise ValueError(f'{where}[{key!r}] takes a dict of {", ".join(_OVERRIDE_KEYS)}; '
+                             f'got {settings!r}')
+        checked[key] = Batching.checked(f'{where}[{key!r}]', **settings)
+    return {path: checked[path] if path in checked else
+            checked[e.method_name] if e.method_name in checked else e.batching
+            for path, e in table.items()}
 
 
 @dataclass(frozen=True)
@@ -165,15 +210,16 @@ def _describe(method_name: str, fn: Callable, endpoint: str) -> Endpoint:
     )
 
 
-def refuse_batched_writes(cls: type['Executor'], name: str) -> None:
-    """ValueError when a stateful executor has a `@write` endpoint with `@dynamic_batching`:
+def refuse_batched_writes(cls: type['Executor'], name: str, overrides: dict | None = None) -> None:
+    """ValueError when a stateful executor has a `@write` endpoint with dynamic batching:
     each write is one Raft log entry, applied alone and in log order on every replica, so
     writes are never gathered into one call."""
-    batched = sorted(path for path, e in cls.endpoints().items() if e.is_write and e.batching)
+    batching = batching_table(cls, overrides)
+    batched = sorted(path for path, e in cls.endpoints().items() if e.is_write and batching[path])
     if batched:
         raise ValueError(f'{name}: stateful=True replicates each @write request as one Raft '
                          f'entry, so @dynamic_batching cannot apply to @write endpoint(s) '
-                         f'{", ".join(batched)}; remove one of the two decorators')
+                         f'{", ".join(batched)}; batch only endpoints that do not change state')
 
 
 class Executor:

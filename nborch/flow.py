@@ -18,7 +18,7 @@ from nborch.spec import DeploymentSpec, user_keys
 
 # Not executor defaults: the executor itself, which each add() names (in the reference
 # system a Flow's `uses` is a Flow YAML: Flow.load_config here).
-_NOT_INHERITED = ('uses', 'uses_with')
+_NOT_INHERITED = ('uses', 'uses_with', 'uses_dynamic_batching')
 
 
 def gateway_keys() -> tuple[str, ...]:

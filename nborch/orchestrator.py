@@ -165,6 +165,7 @@ class Orchestrator:
                     rid = ReplicaId(spec.name, shard, replica)
                     stem = os.path.join(self.run_dir, f'{spec.name}-{shard}-{replica}')
                     WorkerSpec(name=spec.name, uses=packed, uses_with=spec.uses_with,
+                               uses_dynamic_batching=spec.uses_dynamic_batching,
                                shard_id=shard, replica_id=replica, shards=spec.shards,
                                replicas=spec.replicas, workspace=spec.workspace,
                                host=self.host, sys_path=list(sys.path),

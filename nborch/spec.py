@@ -16,7 +16,7 @@ from typing import Any
 
 from nborch.addresses import Address, external_addresses
 from nborch.compat import take_reference_arguments
-from nborch.executor import Executor, refuse_batched_writes
+from nborch.executor import Executor, batching_table, refuse_batched_writes
 from nborch.ports import free_port
 from nborch.runtime.consensus.settings import RaftSettings
 from nborch.runtime.gpu import CUDA_VISIBLE_DEVICES, RoundRobinSpec, parse_rr
@@ -36,6 +36,9 @@ class DeploymentSpec:
     name: str = 'executor'
     uses: Any = None
     uses_with: dict = field(default_factory=dict)
+    # {endpoint or method: {'preferred_batch_size': n, 'timeout': ms, ...}} over the class's
+    # @dynamic_batching, as the reference system's uses_dynamic_batching
+    uses_dynamic_batching: dict = field(default_factory=dict)
     py_modules: Any = None             # Python files imported before `uses` is resolved
     replicas: int = 1
     shards: int = 1
@@ -120,11 +123,15 @@ class DeploymentSpec:
             raise ValueError("tls_internal=True needs tls={'cert', 'key', 'ca'}: internal links "
                              'are mutual TLS, each side checked against the ca')
         if self.external:
+            if self.uses_dynamic_batching:
+                raise ValueError(f'{self.name}: uses_dynamic_batching configures the replicas '
+                                 'nborch starts; set it where the external executor runs')
             self._validate_external()
         else:
             import_py_modules(self.py_modules)  # their Executor classes are then registered
             self.executor_class, defaults = resolve_uses_and_defaults(self.uses)
             self.uses_with = {**defaults, **self.uses_with}  # an executor YAML's `with:` first
+            batching_table(self.executor_class, self.uses_dynamic_batching)  # checked now
         if self.host in ('localhost', None):
             self.host = '127.0.0.1'
         if not isinstance(self.host, str) or ',' in self.host:
@@ -195,7 +202,7 @@ class DeploymentSpec:
         if not any(e.is_write for e in self.executor_class.endpoints().values()):
             warnings.warn(f'{self.name}: stateful=True but no endpoint is marked @write, so '
                           'nothing is replicated', stacklevel=4)
-        refuse_batched_writes(self.executor_class, self.name)
+        refuse_batched_writes(self.executor_class, self.name, self.uses_dynamic_batching)
         self.raft_settings = RaftSettings.parse(self.raft_configuration)
         self.peer_port_table = parse_peer_ports(self.peer_ports, self.shards, self.replicas)
 

@@ -21,6 +21,7 @@ class _Waiting:
     docs: Sequence
     reply: asyncio.Future
     start: int = 0  # offset of its first doc in the flushed batch
+    weights: list | None = None
     pieces: list = field(default_factory=list)
     error: BaseException | None = None
 
@@ -54,14 +55,17 @@ class BatchQueue:
 
     def __init__(self, call: Callable[[Sequence], Awaitable[Any]], *, preferred_batch_size: int,
                  timeout: float, flush_all: bool = False,
-                 make_batch: Callable[[list], Sequence] = list):
+                 make_batch: Callable[[list], Sequence] = list,
+                 weight: Callable[[Any], float] | None = None):
         self._call = call
+        self._weight = weight  # a doc's share of preferred_batch_size (default 1)
         self._size = preferred_batch_size
         self._timeout = timeout
         self._flush_all = flush_all
         self._make_batch = make_batch
         self._waiting: list[_Waiting] = []
         self._queued_docs = 0
+        self._queued_weight = 0.0
         self._due = False  # enough docs wait, or the oldest waited `timeout`
         self._timer: asyncio.TimerHandle | None = None
         self._runner: asyncio.Task | None = None
@@ -83,9 +87,11 @@ class BatchQueue:
         if not len(docs):
             return docs
         waiting = _Waiting(docs, loop.create_future())
+        waiting.weights = [self._weight(d) for d in docs] if self._weight else None
         self._waiting.append(waiting)
         self._queued_docs += len(docs)
-        if self._queued_docs >= self._size:
+        self._queued_weight += sum(waiting.weights) if waiting.weights else len(docs)
+        if self._queued_weight >= self._size:
             self.flush()
         elif self._timer is None:  # the oldest waiting request starts the clock
             self._timer = loop.call_later(self._timeout, self.flush)
@@ -111,21 +117,21 @@ class BatchQueue:
                 if self._timer is not None:
                     self._timer.cancel()
                     self._timer = None
-                batch, self._waiting, self._queued_docs, self._due = \
-                    self._waiting, [], 0, False
+                batch, self._waiting, self._queued_docs, self._queued_weight, self._due = \
+                    self._waiting, [], 0, 0.0, False
                 await self._run(batch)
         finally:
             self._runner = None
 
     async def _run(self, batch: list[_Waiting]) -> None:
         docs: list = []
+        weights: list = []
         for waiting in batch:
             waiting.start = len(docs)
             docs.extend(waiting.docs)
-        step = len(docs) if self._flush_all else self._size
+            weights.extend(waiting.weights or ())
         unanswered = list(batch)  # in offset order
-        for start in range(0, len(docs), step):
-            stop = min(start + step, len(docs))
+        for start, stop in self._slices(len(docs), weights):
             involved = [w for w in unanswered if w.start < stop and w.end > start]
             try:
                 chunk = self._make_batch(docs[start:stop])
@@ -141,6 +147,24 @@ class BatchQueue:
                                                       min(waiting.end, stop) - start])
             while unanswered and unanswered[0].end <= stop:  # all its docs were processed
                 _answer(unanswered.pop(0))
+
+
+    def _slices(self, n: int, weights: list) -> list[tuple[int, int]]:
+        """[start, stop) of each call: `preferred_batch_size` docs, or docs up to the one
+        whose weight reaches it; everything with `flush_all`."""
+        if self._flush_all:
+            return [(0, n)]
+        if not weights:
+            return [(start, min(start + self._size, n)) for start in range(0, n, self._size)]
+        slices, start, total = [], 0, 0.0
+        for i, w in enumerate(weights):
+            total += w
+            if total >= self._size:
+                slices.append((start, i + 1))
+                start, total = i + 1, 0.0
+        if start < n:
+            slices.append((start, n))
+        return slices
 
 
 def _answer(waiting: _Waiting) -> None:

@@ -25,7 +25,7 @@ from docarray import DocList
 from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
 from nborch.errors import MembershipError
-from nborch.executor import DEFAULT_ENDPOINT, refuse_batched_writes
+from nborch.executor import DEFAULT_ENDPOINT, batching_table, refuse_batched_writes
 from nborch.runtime import auth, child, tls
 from nborch.runtime.batching import BatchQueue
 from nborch.runtime.codec import batch_length, decode_docs, encode_docs
@@ -133,15 +133,19 @@ class Batcher:
     """The `@dynamic_batching` queues of one replica, one per (endpoint path, parameters),
     made on first use; batched calls of sync endpoints run on the executor's thread."""
 
-    def __init__(self, runner: ExecutorRunner, pool: concurrent.futures.Executor):
+    def __init__(self, runner: ExecutorRunner, pool: concurrent.futures.Executor,
+                 overrides: dict | None = None):
         self.runner = runner
         self.pool = pool
+        self.table = batching_table(type(runner.executor), overrides)  # path → Batching
         self.queues: dict[tuple[str, str], BatchQueue] = {}
+
+    def _path(self, request: pb.DataRequest) -> str:
+        return request.endpoint if request.endpoint in self.table else DEFAULT_ENDPOINT
 
     def batched(self, request: pb.DataRequest) -> bool:
         """Whether `request` goes through a batch queue (one with no docs never waits)."""
-        endpoint = self.runner.executor.endpoint_for(request.endpoint)
-        if endpoint is None or endpoint.batching is None:
+        if self.table.get(self._path(request)) is None:
             return False
         try:
             return batch_length(request.docs) > 0
@@ -154,17 +158,17 @@ class Batcher:
             endpoint, docs, parameters = runner.decode(request)
             if endpoint is None:
                 return _pass_through(request)
-            path = request.endpoint if request.endpoint in type(runner.executor).endpoints() \
-                else DEFAULT_ENDPOINT
+            path = self._path(request)
+            batching = self.table[path]
             key = (path, json.dumps(parameters, sort_keys=True))
             queue = self.queues.get(key)
             if queue is None:
                 queue = self.queues[key] = BatchQueue(
                     functools.partial(self._call, endpoint, parameters),
-                    preferred_batch_size=endpoint.batching.preferred_batch_size,
-                    timeout=endpoint.batching.timeout / 1000,
-                    flush_all=endpoint.batching.flush_all,
-                    make_batch=type(docs).construct)  # DocList[input type], unvalidated
+                    preferred_batch_size=batching.preferred_batch_size,
+                    timeout=batching.timeout / 1000, flush_all=batching.flush_all,
+                    make_batch=type(docs).construct,  # DocList[input type], unvalidated
+                    weight=batching.custom_metric)
             try:
                 return runner.respond(request, await queue.push(docs), None)
             finally:
@@ -233,7 +237,7 @@ class WorkerServicer(pb_grpc.ExecutorServicer):
         self.runner = runner
         self.spec = spec
         self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='nborch-exec')
-        self.batcher = Batcher(runner, self.pool)
+        self.batcher = Batcher(runner, self.pool, spec.uses_dynamic_batching)
         self.consensus: ConsensusReplica | None = None
 
     async def Process(self, request, context):
@@ -263,8 +267,7 @@ class WorkerServicer(pb_grpc.ExecutorServicer):
                     await self.consensus.read_barrier()
             except TimeoutError as exc:
                 return self.runner.fail(request, exc)
-        if endpoint is not None and endpoint.batching is not None and \
-                self.batcher.batched(request):
+        if endpoint is not None and self.batcher.batched(request):
             return await self.batcher.handle(request)
         if endpoint is not None and endpoint.is_async:
             return await self.runner.handle_async(request)
@@ -300,7 +303,7 @@ async def serve(spec: WorkerSpec, ready_fd: int | None) -> str | None:
                           label=f'{spec.name} (workspace {spec.workspace or spec.raft_dir})')
     executor = spec.build_executor()
     if spec.stateful:
-        refuse_batched_writes(type(executor), spec.name)
+        refuse_batched_writes(type(executor), spec.name, spec.uses_dynamic_batching)
     servicer = WorkerServicer(ExecutorRunner(executor, spec.name, spec.max_request_docs), spec)
     guard = auth.guard_of(auth.installed(), required=True)
     # One server for the Executor and the Raft service: Raft messages wrap whole requests.

@@ -68,6 +68,7 @@ class WorkerSpec:
     name: str
     uses: str                      # base64 of the cloudpickled Executor class
     uses_with: dict = field(default_factory=dict)
+    uses_dynamic_batching: dict = field(default_factory=dict)  # {endpoint or method: settings}
     shard_id: int = 0
     replica_id: int = 0
     shards: int = 1

@@ -153,6 +153,9 @@ def _workloads(spec: DeploymentSpec, uses: str, naming: Naming) -> tuple[list[Wo
             args += ['--shard-id', str(shard), '--shards', str(spec.shards)]
         if spec.uses_with:
             args += ['--uses-with', _json_arg(spec.uses_with, f'{spec.name}: uses_with')]
+        if spec.uses_dynamic_batching:
+            args += ['--uses-dynamic-batching', _json_arg(spec.uses_dynamic_batching,
+                                                          f'{spec.name}: uses_dynamic_batching')]
         if spec.log_level != 'INFO':
             args += ['--log-level', spec.log_level]
         if spec.max_message_size != DEFAULT_MAX_MESSAGE_SIZE:

@@ -65,6 +65,10 @@ class BatchProbe(Executor):
             raise ValueError('one bad doc in the batch')
         return docs
 
+    @requests(on='/late')
+    def late(self, docs: DocList[TextDoc], **kwargs) -> None:  # batched by the Deployment
+        self._record('/late', docs)
+
     @requests(on='/calls')
     def report(self, docs, **kwargs):
         return {'calls': self.calls, 'runtime_name': self.runtime_args.name,
@@ -83,7 +87,8 @@ class BatchProbe(Executor):
 
 @pytest.fixture(scope='module')
 def dep():
-    with Deployment(name='probe', uses=BatchProbe, quiet=True) as deployment:
+    with Deployment(name='probe', uses=BatchProbe, quiet=True, uses_dynamic_batching={
+            '/late': {'preferred_batch_size': 3, 'timeout': 10_000}}) as deployment:
         yield deployment
 
 
@@ -138,6 +143,11 @@ def test_an_exception_fails_every_request_of_its_batch(dep):
     assert len(info.value.docs) == 2 and 'bad' not in info.value.docs.text
     assert all('one bad doc in the batch' in str(r.error) for r in info.value.failed)
     assert _results(dep)['calls']['/fragile'] == [2, 2]
+
+
+def test_uses_dynamic_batching_batches_an_endpoint_the_class_does_not(dep):
+    dep.post('/late', text_docs(6), request_size=1, prefetch=6)
+    assert _results(dep)['calls']['/late'] == [3, 3]
 
 
 def test_replica_name_is_the_reference_systems_and_metas_name_the_executors(dep):

@@ -227,3 +227,19 @@ def test_a_batch_that_cannot_be_built_fails_its_requests():
         return await asyncio.gather(queue.push(['a']), queue.push(['b']), return_exceptions=True)
 
     assert [str(e) for e in run(scenario())] == ['mixed document types'] * 2
+
+
+def test_a_custom_metric_weighs_docs_for_the_flush_and_the_calls():
+    async def scenario():
+        endpoint = Recorder()
+        queue = BatchQueue(endpoint, preferred_batch_size=10, timeout=60, weight=len)
+        short = asyncio.ensure_future(queue.push(['ab', 'cd']))  # weighs 4: waits
+        await asyncio.sleep(0)
+        assert not short.done()
+        long_ = await queue.push(['efghij', 'k', 'lmnopqrstu'])  # 4 + 7 >= 10: flushed
+        return endpoint.calls, await short, long_
+
+    calls, short, long_ = run(scenario())
+    # A call takes docs until their weight reaches 10: [2 2 6] then [1 10].
+    assert calls == [['ab', 'cd', 'efghij'], ['k', 'lmnopqrstu']]
+    assert short == ['AB', 'CD'] and long_ == ['EFGHIJ', 'K', 'LMNOPQRSTU']

@@ -7,7 +7,7 @@ from docarray.documents import TextDoc
 from docarray.documents.legacy import LegacyDocument
 
 from nborch import Executor, dynamic_batching, requests, write
-from nborch.executor import DEFAULT_ENDPOINT, Batching, refuse_batched_writes
+from nborch.executor import DEFAULT_ENDPOINT, Batching, batching_table, refuse_batched_writes
 from nborch.runtime.worker_spec import WorkerSpec
 
 
@@ -270,3 +270,55 @@ def test_a_stateful_deployment_refuses_batched_writes_before_starting(tmp_path):
         Deployment(name='idx', uses=BatchedIndexer, replicas=3, stateful=True,
                    workspace=str(tmp_path))
     Deployment(name='idx', uses=BatchedIndexer)  # stateless: batched like any endpoint
+
+
+class Tunable(Executor):
+    @requests(on=['/a', '/b'])
+    @dynamic_batching(preferred_batch_size=8)
+    def ab(self, docs, **kwargs):
+        pass
+
+    @requests(on='/c')
+    def c(self, docs, **kwargs):
+        pass
+
+
+def test_uses_dynamic_batching_overrides_by_endpoint_then_by_method():
+    table = batching_table(Tunable, {'ab': {'preferred_batch_size': 2, 'timeout': 50},
+                                     '/b': {'preferred_batch_size': 3},
+                                     '/c': {'preferred_batch_size': 4, 'flush_all': True}})
+    assert table == {'/a': Batching(2, 50.0), '/b': Batching(3), '/c': Batching(4, flush_all=True)}
+    assert batching_table(Tunable) == {'/a': Batching(8), '/b': Batching(8), '/c': None}
+    off = batching_table(Tunable, {'/a': {'preferred_batch_size': 8, 'use_dynamic_batching': False}})
+    assert off['/a'] is None and off['/b'] == Batching(8)
+
+
+@pytest.mark.parametrize('overrides, match', [
+    ({'/nope': {'preferred_batch_size': 2}}, r"'/nope' is neither an endpoint nor a method"),
+    ({'/a': {'preferred_batch_size': 2, 'custom_metric': len}}, r"\['/a'\] takes a dict of"),
+    ({'/a': 4}, r"\['/a'\] takes a dict of"),
+    ({'/a': {'timeout': 100}}, r"\['/a'\]\(preferred_batch_size=\.\.\.\)"),
+    (['/a'], 'uses_dynamic_batching takes'),
+])
+def test_uses_dynamic_batching_errors(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        batching_table(Tunable, overrides)
+
+
+def test_a_deployment_checks_uses_dynamic_batching_before_starting(tmp_path):
+    from nborch import Deployment
+
+    with pytest.raises(ValueError, match="'/nope' is neither an endpoint"):
+        Deployment(uses=Tunable, uses_dynamic_batching={'/nope': {'preferred_batch_size': 2}})
+    with pytest.raises(ValueError, match='@write endpoint'):
+        Deployment(uses=Indexer, replicas=3, stateful=True, workspace=str(tmp_path),
+                   uses_dynamic_batching={'/index': {'preferred_batch_size': 2}})
+    with pytest.raises(ValueError, match='set it where the external executor runs'):
+        Deployment(external=True, host='127.0.0.1', port=12345,
+                   uses_dynamic_batching={'/a': {'preferred_batch_size': 2}})
+
+
+def test_custom_metric_needs_a_function():
+    with pytest.raises(ValueError, match='use_custom_metric=True\\) needs custom_metric='):
+        dynamic_batching(preferred_batch_size=4, use_custom_metric=True)
+    assert dynamic_batching(preferred_batch_size=4, custom_metric=len)  # unused unless asked
