@@ -163,6 +163,8 @@ def _number(kind: type) -> Callable[[str], Any]:
 _HELP = {
     'name': 'the executor\'s name (logs, parameters[name], target_executor)',
     'uses_with': "keyword arguments of the executor's constructor",
+    'uses_dynamic_batching': '{endpoint or method: {"preferred_batch_size": n, "timeout": ms}} '
+                             "over the class's @dynamic_batching",
     'replicas': 'replica processes per shard',
     'shards': 'partitions, each with its own replicas',
     'polling': "ANY, ALL, or {endpoint: ANY|ALL, '*': default}",

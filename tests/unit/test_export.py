@@ -223,6 +223,14 @@ def test_env_and_uses_with_are_carried_over(tmp_path):
     assert c['env'] == [{'name': 'MODEL', 'value': 'small'}]
 
 
+def test_uses_dynamic_batching_is_carried_over(tmp_path):
+    batching = {'/search': {'preferred_batch_size': 8, 'timeout': 20}}
+    Deployment(name='enc', uses='nborch.examples:NumpySearch',
+               uses_dynamic_batching=batching).to_kubernetes_yaml(str(tmp_path))
+    c = container(k8s_objects(tmp_path)['Deployment', 'enc'])
+    assert json.loads(arg(c['args'], '--uses-dynamic-batching')) == batching
+
+
 def test_external_executors_are_addresses_in_the_topology_not_workloads(tmp_path):
     flow = Flow().add(name='remote', host=['10.0.0.5:9000', '10.0.0.6:9000'], external=True)
     flow.to_kubernetes_yaml(str(tmp_path))
