@@ -24,7 +24,8 @@ class Deployment(Serving):
             port=self.spec.port, ready_timeout=self.spec.ready_seconds, quiet=self.spec.quiet,
             require_secret=self.spec.require_secret, secret=self.spec.secret,
             tls=self.spec.tls_files, tls_internal=self.spec.tls_internal,
-            max_message_size=self.spec.max_message_size)
+            max_message_size=self.spec.max_message_size, protocols=self.spec.protocol,
+            ports=self.spec.ports)
         self._given_port = self.spec.port if self.spec.port_given else None
 
     @classmethod
