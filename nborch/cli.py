@@ -187,7 +187,7 @@ _HELP = {
     ('flow', 'name'): "the flow's name",
     ('flow', 'port'): 'port of the gateway',
     ('flow', 'host'): 'address to bind (0.0.0.0: all interfaces)',
-    ('flow', 'protocol'): 'grpc (the only one served)',
+    ('flow', 'protocol'): 'grpc, http, or both (grpc,http; then one --port per protocol)',
     ('executor', 'port'): 'port to serve on; 0 picks a free one (see the ready line)',
     ('executor', 'host'): 'address to bind (0.0.0.0: all interfaces)',
     ('executor', 'shard_id'): 'the shard this replica stands for (runtime_args.shard_id)',
@@ -401,7 +401,9 @@ def _serve(serving, what: str, detail: str) -> int:
             raise _Failure(2, str(exc)) from None
         except Exception as exc:
             raise _Failure(1, f'{what} did not start: {exc}') from None
-        _say(f'nborch: {what} serving on {serving.host}:{serving.port} {detail}')
+        doors = '' if serving.ports.keys() == {'grpc'} else ' (' + ', '.join(
+            f'{protocol} {port}' for protocol, port in serving.ports.items()) + ')'
+        _say(f'nborch: {what} serving on {serving.host}:{serving.port}{doors} {detail}')
         serving.block()
     except (_StopRequested, KeyboardInterrupt):
         pass  # asked to stop before block() took over the signals

@@ -65,6 +65,7 @@ class Serving:
                            image: str | None = None, k8s_namespace: str | None = None) -> list[str]:
         """Write Kubernetes manifests (one file per workload) and a Dockerfile for the image
         into `output_base_path`; returns the paths. `kubectl apply -f output_base_path`."""
+        self._check_exportable()
         from nborch.export import to_kubernetes_yaml
         return to_kubernetes_yaml(self.name, self._orchestrator.plans, self._given_port,
                                   output_base_path, namespace=k8s_namespace or namespace,
@@ -74,9 +75,16 @@ class Serving:
                                image: str | None = None) -> list[str]:
         """Write a Docker Compose file (and a Dockerfile beside it); returns the paths.
         `docker compose -f output_path up`."""
+        self._check_exportable()
         from nborch.export import to_docker_compose_yaml
         return to_docker_compose_yaml(self.name, self._orchestrator.plans, self._given_port,
                                       output_path, image=image)
+
+    def _check_exportable(self) -> None:
+        if self._orchestrator.protocols != ('grpc',):
+            from nborch.errors import ExportError
+            raise ExportError(f'protocol={list(self._orchestrator.protocols)}: exported '
+                              "gateways serve gRPC only for now; export with protocol='grpc'")
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self):
