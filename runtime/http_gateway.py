@@ -74,7 +74,7 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         length = dict(scope.get('headers') or []).get(b'content-length')
         if length is not None and length.isdigit() and int(length) > self.limit:
-            return await self._refuse(int(length), scope, receive, send)
+            return await self._refuse(f'{int(length)} bytes', scope, receive, send)
         seen = 0
 
         async def counting():
@@ -88,10 +88,10 @@ class BodyLimit:
         try:
             await self.app(scope, counting, send)
         except _TooLarge as exc:
-            await self._refuse(exc.size, scope, receive, send)
+            await self._refuse(f'at least {exc.size} bytes', scope, receive, send)
 
-    async def _refuse(self, size, scope, receive, send):
-        message = (f'the request body is over {size - 1} bytes, over the {self.limit}-byte '
+    async def _refuse(self, size: str, scope, receive, send):
+        message = (f'the request body is {size}, over the {self.limit}-byte '
                    f'({megabytes(self.limit)}) max_message_size of the gateway; send fewer '
                    'docs per request or raise max_message_size= of the Deployment/Flow')
         await _error(413, message)(scope, receive, send)
