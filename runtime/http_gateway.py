@@ -64,7 +64,8 @@ def _error(status: int, detail: Any, **headers: str) -> JSONResponse:
 
 class BodyLimit:
     """ASGI middleware: a request body over `limit` bytes is answered 413 before the app
-    reads it (by Content-Length, or counted as it streams in)."""
+    sees it (by Content-Length, or counted as it streams in: the handlers read the whole
+    body anyway, so it is read here and handed on)."""
 
     def __init__(self, app, limit: int):
         self.app, self.limit = app, limit
@@ -75,31 +76,29 @@ class BodyLimit:
         length = dict(scope.get('headers') or []).get(b'content-length')
         if length is not None and length.isdigit() and int(length) > self.limit:
             return await self._refuse(f'{int(length)} bytes', scope, receive, send)
-        seen = 0
-
-        async def counting():
-            nonlocal seen
+        messages, seen = [], 0
+        while True:
             message = await receive()
+            messages.append(message)
+            if message['type'] != 'http.request':
+                break  # the client went away: the app sees that too
             seen += len(message.get('body', b''))
             if seen > self.limit:
-                raise _TooLarge(seen)
-            return message
+                return await self._refuse(f'at least {seen} bytes', scope, receive, send)
+            if not message.get('more_body', False):
+                break
+        replay = iter(messages)
 
-        try:
-            await self.app(scope, counting, send)
-        except _TooLarge as exc:
-            await self._refuse(f'at least {exc.size} bytes', scope, receive, send)
+        async def replayed():
+            return next(replay, None) or await receive()
+
+        await self.app(scope, replayed, send)
 
     async def _refuse(self, size: str, scope, receive, send):
         message = (f'the request body is {size}, over the {self.limit}-byte '
                    f'({megabytes(self.limit)}) max_message_size of the gateway; send fewer '
                    'docs per request or raise max_message_size= of the Deployment/Flow')
         await _error(413, message)(scope, receive, send)
-
-
-class _TooLarge(Exception):
-    def __init__(self, size: int):
-        self.size = size
 
 
 class BearerGuard:
@@ -300,14 +299,13 @@ def build_app(gateway, topology: Topology) -> FastAPI:
                           name=f'endpoint {path}', tags=['Endpoints'],
                           openapi_extra=_openapi(in_schema, out_schema, with_endpoint=False))
 
-    guarded = app
-    if topology.require_secret:
-        link = auth.installed()
-        if link is None:
-            raise ValueError('require_secret: this gateway holds no deployment secret '
-                             '(--secret-file)')
-        guarded = BearerGuard(guarded, link)
-    return BodyLimit(guarded, limit)
+    served = BodyLimit(app, limit)
+    if not topology.require_secret:
+        return served
+    link = auth.installed()
+    if link is None:
+        raise ValueError('require_secret: this gateway holds no deployment secret (--secret-file)')
+    return BearerGuard(served, link)  # outermost: a stranger's body is never read
 
 
 def _as_list(data) -> list:
