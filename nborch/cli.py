@@ -184,10 +184,11 @@ _HELP = {
     'max_message_size': 'bytes one request or reply may take (gateway, replicas, Raft links, '
                         'client); larger ones fail with MessageTooLargeError',
     'max_request_docs': 'docs one request to a replica may hold',
+    'protocol': "the gateway's: grpc, http, or both (grpc,http; then --port [P1,P2], one "
+                'per protocol)',
     ('flow', 'name'): "the flow's name",
-    ('flow', 'port'): 'port of the gateway',
+    ('flow', 'port'): 'port of the gateway ([P1,P2] with two protocols)',
     ('flow', 'host'): 'address to bind (0.0.0.0: all interfaces)',
-    ('flow', 'protocol'): 'grpc, http, or both (grpc,http; then one --port per protocol)',
     ('executor', 'port'): 'port to serve on; 0 picks a free one (see the ready line)',
     ('executor', 'host'): 'address to bind (0.0.0.0: all interfaces)',
     ('executor', 'shard_id'): 'the shard this replica stands for (runtime_args.shard_id)',

@@ -244,6 +244,8 @@ def check_protocol(protocol: Any) -> tuple[str, ...]:
     """The gateway's protocols, normalized: 'grpc' and/or 'http' in the reference system's
     spellings (any case, a list or tuple, an enum member whose name says it, such as its
     ProtocolType). Anything else is refused here, before any process starts."""
+    if isinstance(protocol, str) and ',' in protocol:  # the command line's grpc,http
+        protocol = [p.strip() for p in protocol.split(',')]
     names = list(protocol) if isinstance(protocol, (list, tuple)) else [protocol]
     if not names:
         raise ValueError("protocol=[]: name at least one protocol ('grpc', 'http')")

@@ -116,6 +116,7 @@ def test_parse_address_errors(host, port, message):
 @pytest.mark.parametrize('protocol, expected', [
     ('grpc', ('grpc',)), ('GRPC', ('grpc',)), (['grpc'], ('grpc',)), (('GRPC',), ('grpc',)),
     ('http', ('http',)), ('HTTP', ('http',)), (['http', 'grpc'], ('http', 'grpc')),
+    ('grpc,http', ('grpc', 'http')),
 ])
 def test_the_reference_systems_protocol_spellings_are_accepted(protocol, expected):
     spec = DeploymentSpec.from_kwargs(uses=SpecEcho, protocol=protocol)
