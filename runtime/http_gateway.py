@@ -323,6 +323,9 @@ def listen(host: str, port: int) -> socket.socket:
     """The HTTP door's socket, bound now so that a taken port is a clear error."""
     family = socket.AF_INET6 if ':' in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
+    # A restarted gateway binds the port its predecessor's connections may still hold in
+    # TIME_WAIT (Linux still refuses a second listener with it)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
