@@ -484,6 +484,8 @@ def _gateway(args: argparse.Namespace) -> int:
             topology.require_secret = args.require_secret
         if topology.port:
             check_port_free(topology.host, topology.port, 'gateway')
+        if topology.http_port and 'http' in topology.protocols:
+            check_port_free(topology.host, topology.http_port, 'gateway (http)')
     except (ValueError, PortInUseError) as exc:
         raise _Failure(2, str(exc)) from None
     secret = _secret_of(args, 'the gateway', required=True)
