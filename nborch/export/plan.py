@@ -196,7 +196,9 @@ def build_plan(label: str, plans, gateway_port: int | None, naming: Naming) -> E
             name=spec.name, shards=shards, polling=spec.polling,
             needs=list(plan.needs), stateful=spec.stateful, external=spec.external,
             discover=not spec.external and not spec.stateful,
-            max_message_size=spec.max_message_size, **spec.routing()))
+            max_message_size=spec.max_message_size,
+            # exported gateways serve gRPC only: no doc schemas in the manifests' arguments
+            **{**spec.routing(), 'schemas': None}))
     taken: dict[str, str] = {}
     for w in workloads:
         if w.name in taken or w.name == 'gateway':
