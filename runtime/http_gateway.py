@@ -201,7 +201,7 @@ def _version() -> str:
 
 def build_app(gateway, topology: Topology) -> FastAPI:
     """The HTTP app serving `gateway` (a runtime.gateway.Gateway)."""
-    app = FastAPI(title=f'nborch gateway', version=_version(),
+    app = FastAPI(title='nborch gateway', version=_version(),
                   description='Post docs to the executors behind this gateway: `POST /post` '
                               'with `execEndpoint`, or `POST /<endpoint>`.')
     limit = topology.max_message_size
