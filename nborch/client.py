@@ -398,6 +398,10 @@ class Client:
     def port(self) -> int:
         return self._async.port
 
+    @property
+    def protocol(self) -> str:
+        return self._async.protocol
+
     post = _blocking('post')
     index = _blocking('index')
     search = _blocking('search')
