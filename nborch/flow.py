@@ -34,7 +34,7 @@ def executor_default_keys() -> tuple[str, ...]:
 
 
 class Flow(Serving):
-    def __init__(self, *, port: int | None = None, host: str = '127.0.0.1', name: str = 'flow',
+    def __init__(self, *, port: int | list[int] | None = None, host: str = '127.0.0.1', name: str = 'flow',
                  quiet: bool = False, timeout_ready: int = 60_000, protocol='grpc',
                  require_secret: bool = False, secret: bytes | str | None = None,
                  tls: dict | None = None, ssl_certfile: str | None = None,
@@ -65,7 +65,8 @@ class Flow(Serving):
                                           require_secret=gateway.require_secret,
                                           secret=gateway.secret, tls=gateway.tls_files,
                                           tls_internal=gateway.tls_internal,
-                                          max_message_size=gateway.max_message_size)
+                                          max_message_size=gateway.max_message_size,
+                                          protocols=gateway.protocol, ports=gateway.ports)
 
     @classmethod
     def load_config(cls, path: str, **overrides) -> 'Flow':
