@@ -117,12 +117,12 @@ def caught_up(c: Cluster, i: int):
     return lambda: not c.nodes[i].node.rejoining
 
 
-@pytest.mark.parametrize("delay", [0, 2])
-def test_a_node_rebuilt_under_load_causes_no_election(delay: int):
+@pytest.mark.parametrize("n,delay", [(3, 0), (3, 2), (5, 2)])
+def test_a_node_rebuilt_under_load_causes_no_election(n: int, delay: int):
     """Leader 1 takes a write every tick while node 3 loses its log and is rebuilt: leader 1
     keeps its term throughout, and node 3 ends with every value."""
-    c = Cluster(seed=f"load{delay}")
-    c.add_nodes(3)
+    c = Cluster(seed=f"load{n}/{delay}")
+    c.add_nodes(n)
     c.nodes[1].node.campaign()
     assert c.run_until(lambda: c.leader() == 1, 200)
     loaded(c, 100)
