@@ -6,7 +6,7 @@ from typing import Any
 from nborch.orchestrator import ExecutorPlan, Orchestrator
 from nborch.runtime.topology import GATEWAY
 from nborch.serving import Serving
-from nborch.spec import DeploymentSpec
+from nborch.spec import DeploymentSpec, http_options
 
 
 class Deployment(Serving):
@@ -32,7 +32,7 @@ class Deployment(Serving):
             quiet=s.quiet, require_secret=s.require_secret, secret=s.secret,
             tls=s.tls_files, tls_internal=s.tls_internal,
             max_message_size=s.max_message_size, direct=direct, protocols=s.protocol,
-            ports=[direct.port] if direct else s.ports)
+            ports=[direct.port] if direct else s.ports, http_options=http_options(s))
         self._given_port = self.spec.port if self.spec.port_given else None
 
     @classmethod

@@ -70,13 +70,15 @@ class Orchestrator:
                  secret: bytes | None = None, tls: TlsFiles | None = None,
                  tls_internal: bool = False, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
                  direct: Address | None = None,
-                 protocols: tuple[str, ...] = ('grpc',), ports: list[int] | None = None):
+                 protocols: tuple[str, ...] = ('grpc',), ports: list[int] | None = None,
+                 http_options: dict | None = None):
         self.label = label
         # One external replica and nothing a gateway adds: posts go straight to it (it serves
         # the gateway's Executor service), and start() starts no process.
         self.direct = direct
         # The gateway's public doors, one port per protocol in order; `port` is the first.
         self.protocols = tuple(protocols)
+        self.http_options = http_options
         self.ports = list(ports) if ports is not None else [port]
         if len(self.ports) != len(self.protocols):
             raise ValueError(f'{label}: {len(self.ports)} port(s) for protocols {list(protocols)}')
@@ -208,7 +210,7 @@ class Orchestrator:
 
     def _start_gateway(self) -> None:
         topology = Topology(host=self.host, port=self.grpc_port, protocols=list(self.protocols),
-                            http_port=self.port_of('http'),
+                            http_port=self.port_of('http'), http_options=self.http_options,
                             max_message_size=self.max_message_size, executors=[
             ExecutorTopology(name=plan.spec.name, polling=plan.spec.polling, needs=plan.needs,
                              stateful=plan.spec.stateful,

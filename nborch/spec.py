@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import inspect
 import json
 import os
 import re
@@ -16,6 +17,7 @@ from typing import Any
 
 from nborch.addresses import Address, external_addresses
 from nborch.compat import take_reference_arguments
+from nborch.errors import IgnoredArgumentWarning
 from nborch.executor import Executor
 from nborch.ports import free_port
 from nborch.runtime.consensus.settings import RaftSettings
@@ -76,6 +78,12 @@ class DeploymentSpec:
     # The reference system's docker volumes ('host_path[:container_path]'): local replicas
     # see the host's files already; exports mount them (nborch/export).
     volumes: Any = None
+    # The HTTP gateway's (protocol='http'), as in the reference system: the OpenAPI title and
+    # description, CORS for every origin, and options for uvicorn.
+    title: str | None = None
+    description: str | None = None
+    cors: bool = False
+    uvicorn_kwargs: dict | None = None
 
     # Resolved by validate():
     executor_class: type[Executor] | None = field(default=None, repr=False)
@@ -136,6 +144,7 @@ class DeploymentSpec:
                              'external=True)')
         if isinstance(self.gpus, bool) or not isinstance(self.gpus, int) or self.gpus < 0:
             raise ValueError(f'gpus={self.gpus!r}: GPUs per replica, an integer >= 0')
+        check_http_options(self)
         self.volumes = parse_volumes(self.volumes)
         if self.volumes:
             warnings.warn(f'{self.name}: volumes={self.volumes} are docker mounts; local replica '
@@ -260,6 +269,47 @@ def parse_peer_ports(peer_ports, shards: int, replicas: int) -> dict[int, list[i
     if len(set(every)) != len(every):
         raise ValueError(f'peer_ports repeats a port: {every}')
     return table
+
+
+# uvicorn options the gateway sets itself: where it listens, TLS (tls=), its app and signals.
+_UVICORN_OWN = ('app', 'host', 'port', 'uds', 'fd', 'lifespan', 'ssl_keyfile', 'ssl_certfile',
+                'ssl_ca_certs', 'ssl_cert_reqs', 'ssl_keyfile_password', 'ssl_version',
+                'ssl_ciphers', 'reload', 'workers')
+
+
+def check_http_options(spec: 'DeploymentSpec') -> None:
+    """title / description / cors / uvicorn_kwargs: checked, and warned about when the
+    gateway serves no HTTP (the reference system ignores them there)."""
+    for key in ('title', 'description'):
+        value = getattr(spec, key)
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f'{key}={value!r}: a string (shown in the OpenAPI page)')
+    if not isinstance(spec.cors, bool):
+        raise ValueError(f'cors={spec.cors!r}: True or False')
+    if spec.uvicorn_kwargs is not None:
+        if not isinstance(spec.uvicorn_kwargs, dict):
+            raise ValueError(f'uvicorn_kwargs={spec.uvicorn_kwargs!r}: a dict of uvicorn.Config '
+                             'options')
+        import uvicorn  # only when asked: the web stack is not needed for gRPC
+        known = set(inspect.signature(uvicorn.Config).parameters) - set(_UVICORN_OWN)
+        wrong = sorted(set(spec.uvicorn_kwargs) - known)
+        if wrong:
+            own = [k for k in wrong if k in _UVICORN_OWN]
+            raise ValueError(f'uvicorn_kwargs: {", ".join(wrong)} ' + (
+                'set by nborch (port=, host=, tls=)' if own and len(own) == len(wrong) else
+                f'not options of uvicorn.Config (known: {", ".join(sorted(known))})'))
+    given = [k for k in ('title', 'description', 'uvicorn_kwargs') if getattr(spec, k)] + \
+        (['cors'] if spec.cors else [])
+    if given and 'http' not in spec.protocol:
+        warnings.warn(f'{spec.name}: {", ".join(given)} configure the HTTP gateway, and this '
+                      f"one serves {', '.join(spec.protocol)} only", IgnoredArgumentWarning,
+                      stacklevel=5)
+
+
+def http_options(spec: 'DeploymentSpec') -> dict:
+    """What the gateway's HTTP app takes from the spec (Topology.http_options)."""
+    return {'title': spec.title, 'description': spec.description, 'cors': spec.cors,
+            'uvicorn_kwargs': dict(spec.uvicorn_kwargs or {})}
 
 
 def parse_volumes(volumes: Any) -> list[str] | None:

@@ -281,7 +281,8 @@ async def serve(topology: Topology, ready_fd: int | None) -> None:
         from nborch.runtime import http_gateway  # the web stack only where it serves
         sock = http_gateway.listen(topology.host, topology.http_port)
         http = await http_gateway.start_http(http_gateway.build_app(gateway, topology), sock,
-                                             topology.tls)
+                                             topology.tls,
+                                             (topology.http_options or {}).get('uvicorn_kwargs'))
     try:
         await serve_until_stopped(server, ready_fd, port=port,
                                   http_port=topology.http_port if http else None)

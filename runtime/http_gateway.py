@@ -201,9 +201,15 @@ def _version() -> str:
 
 def build_app(gateway, topology: Topology) -> FastAPI:
     """The HTTP app serving `gateway` (a runtime.gateway.Gateway)."""
-    app = FastAPI(title='nborch gateway', version=_version(),
-                  description='Post docs to the executors behind this gateway: `POST /post` '
-                              'with `execEndpoint`, or `POST /<endpoint>`.')
+    options = topology.http_options or {}
+    app = FastAPI(title=options.get('title') or 'nborch gateway', version=_version(),
+                  description=options.get('description') or
+                  'Post docs to the executors behind this gateway: `POST /post` with '
+                  '`execEndpoint`, or `POST /<endpoint>`.')
+    if options.get('cors'):  # as the reference system's `cors`: every origin, method, header
+        from fastapi.middleware.cors import CORSMiddleware
+        app.add_middleware(CORSMiddleware, allow_origins=['*'], allow_credentials=True,
+                           allow_methods=['*'], allow_headers=['*'])
     limit = topology.max_message_size
 
     async def parse(request: Request, model: type[EndpointBody]):
@@ -335,16 +341,19 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def start_http(app, sock: socket.socket, tls: dict | None) -> tuple[_Server, asyncio.Task]:
+async def start_http(app, sock: socket.socket, tls: dict | None,
+                     uvicorn_kwargs: dict | None = None) -> tuple[_Server, asyncio.Task]:
     """Serve `app` on `sock` (HTTPS with `tls`: {'cert', 'key'[, 'ca': clients must show a
-    certificate it signed]}); returns once it accepts connections."""
+    certificate it signed]}; `uvicorn_kwargs` are the user's uvicorn.Config options, checked
+    by the spec); returns once it accepts connections."""
     ssl_options = {}
     if tls:
         ssl_options = {'ssl_certfile': tls['cert'], 'ssl_keyfile': tls['key']}
         if tls.get('ca'):
             ssl_options.update(ssl_ca_certs=tls['ca'], ssl_cert_reqs=ssl.CERT_REQUIRED)
-    config = uvicorn.Config(app, log_level='warning', access_log=False, lifespan='off',
-                            timeout_graceful_shutdown=1, **ssl_options)
+    settings = {'log_level': 'warning', 'access_log': False, 'timeout_graceful_shutdown': 1,
+                **(uvicorn_kwargs or {})}
+    config = uvicorn.Config(app, lifespan='off', **settings, **ssl_options)
     server = _Server(config)
     task = asyncio.ensure_future(server.serve(sockets=[sock]))
     while not server.started:

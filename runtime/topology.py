@@ -44,6 +44,7 @@ class Topology:
                                       # on 127.0.0.1 that always asks for the secret
     protocols: list[str] = field(default_factory=lambda: ['grpc'])
     http_port: int | None = None      # with 'http' in protocols
+    http_options: dict | None = None  # title, description, cors, uvicorn_kwargs (spec.py)
     require_secret: bool = False      # the public port, too, refuses callers without the secret
     tls: dict | None = None           # the public port's certificate files (runtime/tls.py)
     internal_tls: dict | None = None  # mutual TLS to the deployment's own replicas
@@ -61,7 +62,7 @@ class Topology:
                    internal_tls=raw.get('internal_tls'),
                    max_message_size=raw.get('max_message_size', DEFAULT_MAX_MESSAGE_SIZE),
                    protocols=list(raw.get('protocols', ['grpc'])),
-                   http_port=raw.get('http_port'))
+                   http_port=raw.get('http_port'), http_options=raw.get('http_options'))
 
     @classmethod
     def load(cls, source: str) -> 'Topology':

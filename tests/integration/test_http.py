@@ -138,3 +138,24 @@ def test_https_with_tls(tmp_path):
         with pytest.raises(httpx.TransportError):  # plaintext to the TLS port
             httpx.post(f'http://127.0.0.1:{dep.port}/post', json={'data': []}, timeout=30)
         assert dep.status()['running']
+
+
+def test_title_description_cors_and_uvicorn_options_reach_the_http_door():
+    with Deployment(name='echo', uses=Echo, quiet=True, protocol='http', title='My search',
+                    description='Finds things', cors=True,
+                    uvicorn_kwargs={'timeout_keep_alive': 3}) as dep:
+        base = f'http://127.0.0.1:{dep.port}'
+        info = httpx.get(f'{base}/openapi.json', timeout=30).json()['info']
+        assert (info['title'], info['description']) == ('My search', 'Finds things')
+        preflight = httpx.options(f'{base}/post', timeout=30, headers={
+            'Origin': 'http://example.test', 'Access-Control-Request-Method': 'POST'})
+        assert preflight.status_code == 200
+        assert preflight.headers['access-control-allow-origin'] == 'http://example.test'
+        plain = httpx.post(f'{base}/post', json={'data': [{'text': 'a'}]},
+                           headers={'Origin': 'http://example.test'}, timeout=30)
+        assert plain.headers['access-control-allow-origin'] == '*' or \
+            plain.headers['access-control-allow-origin'] == 'http://example.test'
+    with Deployment(name='echo', uses=Echo, quiet=True, protocol='http') as dep:
+        preflight = httpx.options(f'http://127.0.0.1:{dep.port}/post', timeout=30, headers={
+            'Origin': 'http://example.test', 'Access-Control-Request-Method': 'POST'})
+        assert 'access-control-allow-origin' not in preflight.headers

@@ -153,3 +153,20 @@ def test_a_gateway_error_is_503_and_an_oversized_body_413():
     chunks = iter([b'{"data": [{"text": "', b'a' * 1000, b'"}]}'])  # no Content-Length
     reply = client.post('/encode', content=chunks, headers={'Content-Type': 'application/json'})
     assert reply.status_code == 413 and 'at least' in reply.json()['detail']
+
+
+def test_http_options_are_checked_before_start_and_warned_about_without_http():
+    import warnings
+    from nborch import Deployment
+    from nborch.errors import IgnoredArgumentWarning
+    with pytest.raises(ValueError, match='uvicorn_kwargs: colour not options of uvicorn.Config'):
+        Deployment(name='d', protocol='http', uvicorn_kwargs={'colour': 1})
+    with pytest.raises(ValueError, match='uvicorn_kwargs: port set by nborch'):
+        Deployment(name='d', protocol='http', uvicorn_kwargs={'port': 1})
+    with pytest.raises(ValueError, match="cors='yes'"):
+        Deployment(name='d', protocol='http', cors='yes')
+    with pytest.warns(IgnoredArgumentWarning, match='title, cors configure the HTTP gateway'):
+        Deployment(name='d', title='x', cors=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', IgnoredArgumentWarning)
+        Deployment(name='d', protocol=['grpc', 'http'], title='x', cors=True)
