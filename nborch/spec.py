@@ -122,7 +122,11 @@ class DeploymentSpec:
         if self.secret is not None:
             from nborch.runtime.auth import secret_from_text
             self.secret = secret_from_text(self.secret, 'secret=')
-        self.tls_files = TlsFiles.parse(self.tls, ssl_certfile=self.ssl_certfile,
+        # The reference system's tls=True on an external executor: dial it over TLS (system
+        # roots). Elsewhere `tls` is the gateway's own certificate files.
+        external_tls = self.external and self.tls is True
+        self.tls_files = TlsFiles.parse(None if external_tls else self.tls,
+                                        ssl_certfile=self.ssl_certfile,
                                         ssl_keyfile=self.ssl_keyfile, server=True)
         if not isinstance(self.no_reduce, bool):
             raise ValueError(f'no_reduce={self.no_reduce!r}: True or False')
@@ -131,6 +135,9 @@ class DeploymentSpec:
                              'are mutual TLS, each side checked against the ca')
         if self.external:
             self._validate_external()
+            if external_tls:
+                self.external_addresses = [dataclasses.replace(a, tls=True)
+                                           for a in self.external_addresses]
         else:
             import_py_modules(self.py_modules)  # their Executor classes are then registered
             self.executor_class, defaults = resolve_uses_and_defaults(self.uses)
