@@ -188,10 +188,11 @@ _HELP = {
     'max_request_docs': 'docs one request to a replica may hold',
     'no_reduce': "concatenate the results of the shards (ALL polling) and of the executors "
                  'it needs instead of merging them by id',
+    'protocol': "the gateway's: grpc, http, or both (grpc,http; then --port [P1,P2], one "
+                'per protocol)',
     ('flow', 'name'): "the flow's name",
-    ('flow', 'port'): 'port of the gateway',
+    ('flow', 'port'): 'port of the gateway ([P1,P2] with two protocols)',
     ('flow', 'host'): 'address to bind (0.0.0.0: all interfaces)',
-    ('flow', 'protocol'): 'grpc (the only one served)',
     ('executor', 'port'): 'port to serve on; 0 picks a free one (see the ready line)',
     ('executor', 'host'): 'address to bind (0.0.0.0: all interfaces)',
     ('executor', 'shard_id'): 'the shard this replica stands for (runtime_args.shard_id)',
@@ -410,7 +411,9 @@ def _serve(serving, what: str, detail: str) -> int:
             raise _Failure(2, str(exc)) from None
         except Exception as exc:
             raise _Failure(1, f'{what} did not start: {exc}') from None
-        _say(f'nborch: {what} serving on {serving.host}:{serving.port} {detail}')
+        doors = '' if serving.ports.keys() == {'grpc'} else ' (' + ', '.join(
+            f'{protocol} {port}' for protocol, port in serving.ports.items()) + ')'
+        _say(f'nborch: {what} serving on {serving.host}:{serving.port}{doors} {detail}')
         serving.block()
     except (_StopRequested, KeyboardInterrupt):
         pass  # asked to stop before block() took over the signals
@@ -490,6 +493,8 @@ def _gateway(args: argparse.Namespace) -> int:
             topology.require_secret = args.require_secret
         if topology.port:
             check_port_free(topology.host, topology.port, 'gateway')
+        if topology.http_port and 'http' in topology.protocols:
+            check_port_free(topology.host, topology.http_port, 'gateway (http)')
     except (ValueError, PortInUseError) as exc:
         raise _Failure(2, str(exc)) from None
     secret = _secret_of(args, 'the gateway', required=True)

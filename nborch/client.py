@@ -88,16 +88,26 @@ class AsyncClient:
     _LIMIT_OF = 'this client'
 
     def __init__(self, host: str = 'localhost', port: int | str | None = None, *,
-                 secret: bytes | None = None, tls=False,
+                 protocol='grpc', secret: bytes | None = None, tls=False,
                  max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
                  prefetch: int | None = None, **kwargs):
-        """`secret`: the deployment secret (`Deployment.secret`, a `nborch executor`'s
-        --secret-file): sent to the server, which must prove it holds it too.
-        `tls=True` (or a `grpcs://` host): TLS with the system's roots; a dict
+        """`protocol`: 'grpc', or 'http' for a gateway's HTTP port (also an `http://` or
+        `https://` host). `secret`: the deployment secret (`Deployment.secret`, a `nborch
+        executor`'s --secret-file): over gRPC the server must prove it holds it too; over
+        HTTP it is sent as `Authorization: Bearer <secret>`.
+        `tls=True` (or a `grpcs://`/`https://` host): TLS with the system's roots; a dict
         {'ca', 'cert', 'key'}: these roots, and this certificate for mutual TLS.
         `prefetch`: the default of `post(prefetch=...)`."""
         _refuse_unknown('Client', take_reference_arguments(kwargs, 'Client'))
         self.prefetch = _check_prefetch(prefetch)
+        from nborch.spec import check_protocol
+        if isinstance(host, str) and host.startswith(('http://', 'https://')):
+            scheme, _, host = host.partition('://')
+            protocol, tls = 'http', tls or scheme == 'https'
+        protocols = check_protocol(protocol)
+        if len(protocols) != 1:
+            raise ValueError(f'protocol={protocol!r}: a client speaks one protocol')
+        self.protocol = protocols[0]
         self.host, self.port, scheme_tls = parse_address(host, port)
         self._tls = tls if isinstance(tls, TlsFiles) else \
             TlsFiles.parse(tls or scheme_tls, server=False)
@@ -107,6 +117,12 @@ class AsyncClient:
                                             GRPC_MAX_MESSAGE_SIZE)
         self._stubs: dict[int, tuple[pb_grpc.ExecutorStub, StreamMux]] = {}
         self._channels: list[tuple[asyncio.AbstractEventLoop, grpc.aio.Channel]] = []
+        self._http = None
+        if self.protocol == 'http':
+            from nborch._http_client import HttpTransport
+            self._http = HttpTransport(self.host, self.port, tls=self._tls, secret=secret,
+                                       max_message_size=self.max_message_size,
+                                       limit_of=self._LIMIT_OF)
 
     @property
     def address(self) -> str:
@@ -131,6 +147,10 @@ class AsyncClient:
 
     async def _send(self, request: pb.DataRequest, stream: bool,
                     timeout: float | None) -> pb.DataResponse:
+        if self._http is not None:
+            reply = await self._http.send(request, timeout)
+            raise_if_too_large(reply)
+            return reply
         stub, mux = self._stub()
         try:
             if stream:
@@ -294,6 +314,8 @@ class AsyncClient:
 
     async def status(self, timeout: float = 5.0) -> dict:
         """The gateway's (or worker's) status report."""
+        if self._http is not None:
+            return await self._http.status(timeout)
         try:
             reply = await call_unary(self._auth, STATUS_METHOD, self.address,
                                      self._stub()[0].Status, pb.StatusRequest(), timeout=timeout)
@@ -312,6 +334,8 @@ class AsyncClient:
 
     async def close(self) -> None:
         """Close the channels made on the running loop."""
+        if self._http is not None:
+            await self._http.close()
         loop = asyncio.get_running_loop()
         pair = self._stubs.pop(id(loop), None)
         if pair is not None:
@@ -480,6 +504,10 @@ class Client:
     @property
     def port(self) -> int:
         return self._async.port
+
+    @property
+    def protocol(self) -> str:
+        return self._async.protocol
 
     post = _blocking('post')
     index = _blocking('index')

@@ -6,7 +6,7 @@ from typing import Any
 from nborch.orchestrator import ExecutorPlan, Orchestrator
 from nborch.runtime.topology import GATEWAY
 from nborch.serving import Serving
-from nborch.spec import DeploymentSpec
+from nborch.spec import DeploymentSpec, http_options
 
 
 class Deployment(Serving):
@@ -24,13 +24,15 @@ class Deployment(Serving):
         # One external address needs no gateway unless a gateway feature is asked for
         # (several addresses do: the gateway spreads requests over them).
         direct = s.external_addresses[0] if s.external and len(s.external_addresses) == 1 \
-            and s.tls_files is None and not s.require_secret and s.timeout_send is None else None
+            and s.tls_files is None and not s.require_secret and s.timeout_send is None \
+            and tuple(s.protocol) == ('grpc',) else None
         self._orchestrator = Orchestrator(
             s.name, [ExecutorPlan(s, [GATEWAY])], host=direct.host if direct else s.host,
             port=direct.port if direct else s.port, ready_timeout=s.ready_seconds,
             quiet=s.quiet, require_secret=s.require_secret, secret=s.secret,
             tls=s.tls_files, tls_internal=s.tls_internal,
-            max_message_size=s.max_message_size, direct=direct)
+            max_message_size=s.max_message_size, direct=direct, protocols=s.protocol,
+            ports=[direct.port] if direct else s.ports, http_options=http_options(s))
         self._given_port = self.spec.port if self.spec.port_given else None
 
     @classmethod

@@ -14,7 +14,7 @@ from nborch.orchestrator import ExecutorPlan, Orchestrator
 from nborch.runtime.limits import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_REQUEST_DOCS
 from nborch.runtime.topology import GATEWAY, order_dag
 from nborch.serving import Serving
-from nborch.spec import DeploymentSpec, user_keys
+from nborch.spec import DeploymentSpec, http_options, user_keys
 
 # Not executor defaults: the executor itself, which each add() names (in the reference
 # system a Flow's `uses` is a Flow YAML: Flow.load_config here).
@@ -34,13 +34,15 @@ def executor_default_keys() -> tuple[str, ...]:
 
 
 class Flow(Serving):
-    def __init__(self, *, port: int | None = None, host: str = '127.0.0.1', name: str = 'flow',
+    def __init__(self, *, port: int | list[int] | None = None, host: str = '127.0.0.1', name: str = 'flow',
                  quiet: bool = False, timeout_ready: int = 60_000, protocol='grpc',
                  require_secret: bool = False, secret: bytes | str | None = None,
                  tls: dict | None = None, ssl_certfile: str | None = None,
                  ssl_keyfile: str | None = None, tls_internal: bool = False,
                  max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-                 max_request_docs: int = DEFAULT_MAX_REQUEST_DOCS, **executor_defaults):
+                 max_request_docs: int = DEFAULT_MAX_REQUEST_DOCS, title: str | None = None,
+                 description: str | None = None, cors: bool = False,
+                 uvicorn_kwargs: dict | None = None, **executor_defaults):
         """Gateway arguments, and any Deployment argument (`replicas=3`, `polling=...`,
         `env=...`) as the default of every `add()`; an add's own value wins, as in the
         reference system's Flow."""
@@ -52,7 +54,9 @@ class Flow(Serving):
                                              tls=tls, ssl_certfile=ssl_certfile,
                                              ssl_keyfile=ssl_keyfile, tls_internal=tls_internal,
                                              max_message_size=max_message_size,
-                                             max_request_docs=max_request_docs)
+                                             max_request_docs=max_request_docs,
+                                             title=title, description=description, cors=cors,
+                                             uvicorn_kwargs=uvicorn_kwargs)
         self.name = gateway.name
         self._given_port = gateway.port if gateway.port_given else None
         self.quiet = quiet
@@ -65,7 +69,9 @@ class Flow(Serving):
                                           require_secret=gateway.require_secret,
                                           secret=gateway.secret, tls=gateway.tls_files,
                                           tls_internal=gateway.tls_internal,
-                                          max_message_size=gateway.max_message_size)
+                                          max_message_size=gateway.max_message_size,
+                                          protocols=gateway.protocol, ports=gateway.ports,
+                                          http_options=http_options(gateway))
 
     @classmethod
     def load_config(cls, path: str, **overrides) -> 'Flow':

@@ -69,11 +69,23 @@ class Orchestrator:
                  ready_timeout: float, quiet: bool = False, require_secret: bool = False,
                  secret: bytes | None = None, tls: TlsFiles | None = None,
                  tls_internal: bool = False, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-                 direct: Address | None = None):
+                 direct: Address | None = None,
+                 protocols: tuple[str, ...] = ('grpc',), ports: list[int] | None = None,
+                 http_options: dict | None = None):
         self.label = label
         # One external replica and nothing a gateway adds: posts go straight to it (it serves
         # the gateway's Executor service), and start() starts no process.
         self.direct = direct
+        # The gateway's public doors, one port per protocol in order; `port` is the first.
+        self.protocols = tuple(protocols)
+        self.http_options = http_options
+        self.ports = list(ports) if ports is not None else [port]
+        if len(self.ports) != len(self.protocols):
+            raise ValueError(f'{label}: {len(self.ports)} port(s) for protocols {list(protocols)}')
+        port = self.ports[0]
+        # Without a public gRPC door the owner still talks gRPC to the gateway (status,
+        # leaders) on a loopback port picked at start.
+        self.grpc_port: int | None = self.port_of('grpc')
         self.tls = tls  # the gateway's public port
         self.internal_tls = tls.to_dict() if tls and tls_internal else None
         self.require_secret = require_secret
@@ -91,6 +103,10 @@ class Orchestrator:
         self.run_dir: str | None = None
         self.started = False
         self._lock = threading.Lock()
+
+    def port_of(self, protocol: str) -> int | None:
+        """The public port of `protocol`, or None when the gateway does not serve it."""
+        return self.ports[self.protocols.index(protocol)] if protocol in self.protocols else None
 
     @property
     def running(self) -> bool:
@@ -122,7 +138,10 @@ class Orchestrator:
                 self.secret = self.given_secret  # an external replica is dialed with it, or none
                 self.started = True
                 return
-            check_port_free(self.host, self.port, f'{self.label} gateway')
+            for protocol, port in zip(self.protocols, self.ports):
+                check_port_free(self.host, port, f'{self.label} gateway ({protocol})')
+            if 'grpc' not in self.protocols:
+                self.grpc_port = free_port('127.0.0.1')
             self.run_dir = tempfile.mkdtemp(prefix=f'nborch-{self.label}-')  # 0700
             self.secret = self.given_secret or new_secret()
             _live.add(self)
@@ -191,7 +210,8 @@ class Orchestrator:
             worker.wait_ready(max(deadline - time.monotonic(), 0.1))
 
     def _start_gateway(self) -> None:
-        topology = Topology(host=self.host, port=self.port,
+        topology = Topology(host=self.host, port=self.grpc_port, protocols=list(self.protocols),
+                            http_port=self.port_of('http'), http_options=self.http_options,
                             max_message_size=self.max_message_size, executors=[
             ExecutorTopology(name=plan.spec.name, polling=plan.spec.polling, needs=plan.needs,
                              stateful=plan.spec.stateful,
@@ -265,6 +285,7 @@ class Orchestrator:
         return {
             'gateway': {'pid': self.gateway.pid if self.gateway else None,
                         'port': self.port,
+                        'ports': dict(zip(self.protocols, self.ports)),
                         'alive': bool(self.gateway and self.gateway.alive),
                         'state': self.gateway.state if self.gateway else 'stopped',
                         'restarts': self.gateway.restarts if self.gateway else 0},

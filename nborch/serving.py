@@ -17,6 +17,7 @@ class Serving:
 
     _orchestrator: Orchestrator
     _client: Client | None = None
+    _grpc_client: Client | None = None
     _given_port: int | None = None  # the gateway port the user chose (exports keep it)
 
     # -- identity --------------------------------------------------------------------------
@@ -27,6 +28,16 @@ class Serving:
     @property
     def port(self) -> int:
         return self._orchestrator.port
+
+    @property
+    def ports(self) -> dict[str, int]:
+        """The gateway's public port per protocol, e.g. {'grpc': 54321, 'http': 54322}."""
+        return dict(zip(self._orchestrator.protocols, self._orchestrator.ports))
+
+    @property
+    def protocol(self) -> str:
+        """The first protocol (the one `port`, `post()` and `client` use)."""
+        return self._orchestrator.protocols[0]
 
     @property
     def address(self) -> str:
@@ -54,6 +65,7 @@ class Serving:
                            image: str | None = None, k8s_namespace: str | None = None) -> list[str]:
         """Write Kubernetes manifests (one file per workload) and a Dockerfile for the image
         into `output_base_path`; returns the paths. `kubectl apply -f output_base_path`."""
+        self._check_exportable()
         from nborch.export import to_kubernetes_yaml
         return to_kubernetes_yaml(self.name, self._orchestrator.plans, self._given_port,
                                   output_base_path, namespace=k8s_namespace or namespace,
@@ -63,9 +75,16 @@ class Serving:
                                image: str | None = None) -> list[str]:
         """Write a Docker Compose file (and a Dockerfile beside it); returns the paths.
         `docker compose -f output_path up`."""
+        self._check_exportable()
         from nborch.export import to_docker_compose_yaml
         return to_docker_compose_yaml(self.name, self._orchestrator.plans, self._given_port,
                                       output_path, image=image)
+
+    def _check_exportable(self) -> None:
+        if self._orchestrator.protocols != ('grpc',):
+            from nborch.errors import ExportError
+            raise ExportError(f'protocol={list(self._orchestrator.protocols)}: exported '
+                              "gateways serve gRPC only for now; export with protocol='grpc'")
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self):
@@ -88,7 +107,7 @@ class Serving:
             return
         deadline = time.monotonic() + self._orchestrator.ready_timeout
         while True:
-            executors = self.client.status().get('executors', [])
+            executors = self._status_client.status().get('executors', [])
             leaderless = [f'{e["name"]}/shard-{i}' for e in executors if e['name'] in stateful
                           for i, shard in enumerate(e['shards'])
                           if not any((r.get('raft') or {}).get('role') == 'leader'
@@ -101,9 +120,10 @@ class Serving:
 
     def close(self) -> None:
         """Stop every process this object started. Idempotent."""
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        for client in (self._client, self._grpc_client):
+            if client is not None:
+                client.close()
+        self._client = self._grpc_client = None
         self._orchestrator.stop()
 
     stop = close
@@ -148,16 +168,37 @@ class Serving:
     # -- requests --------------------------------------------------------------------------
     @property
     def client(self) -> Client:
+        """A client of the gateway's first protocol (`post()` goes through it)."""
         if self._client is None:
-            # It proves the deployment secret, and the gateway must prove it back.
-            tls = self._orchestrator.tls
-            direct = self._orchestrator.direct  # then the external replica's own TLS
-            self._client = Client(host=self.host, port=self.port,
-                                  secret=self._orchestrator.secret,
-                                  tls=direct.tls if direct else
-                                  tls.for_own_client() if tls else False,
-                                  max_message_size=self._orchestrator.max_message_size)
+            direct = self._orchestrator.direct
+            if direct is not None:  # the external replica itself, with its own TLS
+                self._client = Client(host=self.host, port=self.port,
+                                      secret=self._orchestrator.secret, tls=direct.tls,
+                                      max_message_size=self._orchestrator.max_message_size)
+            else:
+                self._client = self._own_client(self.protocol, self.port)
         return self._client
+
+    @property
+    def _status_client(self) -> Client:
+        """gRPC to the gateway (its public gRPC port, or the loopback one an HTTP-only
+        gateway keeps for its owner): status reports and leader waits."""
+        if self.protocol == 'grpc':
+            return self.client
+        if self._grpc_client is None:
+            self._grpc_client = self._own_client('grpc', self._orchestrator.grpc_port)
+        return self._grpc_client
+
+    def _own_client(self, protocol: str, port: int) -> Client:
+        # It proves the deployment secret (over gRPC the gateway must prove it back).
+        tls = self._orchestrator.tls
+        host = '127.0.0.1' if port != self.port_of(protocol) else self.host
+        return Client(host=host, port=port, protocol=protocol, secret=self._orchestrator.secret,
+                      tls=tls.for_own_client() if tls else False,
+                      max_message_size=self._orchestrator.max_message_size)
+
+    def port_of(self, protocol: str) -> int | None:
+        return self._orchestrator.port_of(protocol)
 
     def post(self, on: str, inputs=None, **kwargs) -> DocList:
         """Same as `Client(port=self.port).post(...)`."""
@@ -197,7 +238,7 @@ class Serving:
         routed = {}
         if running:  # a gateway that died since is reported, not raised
             try:
-                routed = self.client.status(timeout=2.0)
+                routed = self._status_client.status(timeout=2.0)
             except (ConnectionError, TimeoutError, RuntimeError) as exc:
                 processes['gateway']['error'] = str(exc)
         if self._orchestrator.direct is not None:  # no gateway: the replica reports itself

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import inspect
 import json
 import os
 import re
@@ -16,6 +17,7 @@ from typing import Any
 
 from nborch.addresses import Address, external_addresses
 from nborch.compat import take_reference_arguments
+from nborch.errors import IgnoredArgumentWarning
 from nborch.executor import Executor, batching_table, refuse_batched_writes
 from nborch.ports import free_port
 from nborch.runtime.consensus.settings import RaftSettings
@@ -28,7 +30,7 @@ from nborch.uses import import_py_modules, resolve_uses_and_defaults
 
 _NAME = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_.\-]*$')
 _RESOLVED = ('executor_class', 'polling_table', 'external_addresses', 'round_robin',
-             'raft_settings', 'peer_port_table', 'port_given', 'tls_files')
+             'raft_settings', 'peer_port_table', 'port_given', 'tls_files', 'ports')
 
 
 @dataclass
@@ -43,13 +45,14 @@ class DeploymentSpec:
     replicas: int = 1
     shards: int = 1
     polling: Any = 'ANY'
-    port: Any = None                   # the gateway's; with external=True the replicas' port(s)
+    port: Any = None                   # the gateway's (a list: one per protocol, in order);
+                                       # with external=True the replicas' port(s)
     host: Any = '127.0.0.1'            # the gateway's; with external=True the replicas' host(s)
     external: bool = False             # host/port name running replicas; nothing is started
     env: dict = field(default_factory=dict)
     workspace: str | None = None
     timeout_ready: int = 60_000        # ms, as in the reference system; -1 waits forever
-    protocol: Any = 'grpc'             # the gateway's: 'grpc', or a list of protocols
+    protocol: Any = 'grpc'             # the gateway's: 'grpc', 'http', or a list of both
     timeout_send: int | None = None    # ms per request to a replica, as in the reference
                                        # system; -1: none; None: liveness checks only
     quiet: bool = False                # do not echo replica output to this process's stdout
@@ -78,6 +81,12 @@ class DeploymentSpec:
     # The reference system's docker volumes ('host_path[:container_path]'): local replicas
     # see the host's files already; exports mount them (nborch/export).
     volumes: Any = None
+    # The HTTP gateway's (protocol='http'), as in the reference system: the OpenAPI title and
+    # description, CORS for every origin, and options for uvicorn.
+    title: str | None = None
+    description: str | None = None
+    cors: bool = False
+    uvicorn_kwargs: dict | None = None
 
     # Resolved by validate():
     executor_class: type[Executor] | None = field(default=None, repr=False)
@@ -88,6 +97,7 @@ class DeploymentSpec:
     peer_port_table: dict[int, list[int]] | None = field(default=None, repr=False)
     port_given: bool = field(default=False, repr=False)  # False: port was picked free
     tls_files: TlsFiles | None = field(default=None, repr=False)
+    ports: list[int] = field(default_factory=list, repr=False)  # the gateway's, per protocol
 
     @classmethod
     def from_kwargs(cls, **kwargs) -> 'DeploymentSpec':
@@ -115,7 +125,11 @@ class DeploymentSpec:
         if self.secret is not None:
             from nborch.runtime.auth import secret_from_text
             self.secret = secret_from_text(self.secret, 'secret=')
-        self.tls_files = TlsFiles.parse(self.tls, ssl_certfile=self.ssl_certfile,
+        # The reference system's tls=True on an external executor: dial it over TLS (system
+        # roots). Elsewhere `tls` is the gateway's own certificate files.
+        external_tls = self.external and self.tls is True
+        self.tls_files = TlsFiles.parse(None if external_tls else self.tls,
+                                        ssl_certfile=self.ssl_certfile,
                                         ssl_keyfile=self.ssl_keyfile, server=True)
         if not isinstance(self.no_reduce, bool):
             raise ValueError(f'no_reduce={self.no_reduce!r}: True or False')
@@ -127,11 +141,16 @@ class DeploymentSpec:
                 raise ValueError(f'{self.name}: uses_dynamic_batching configures the replicas '
                                  'nborch starts; set it where the external executor runs')
             self._validate_external()
+            if external_tls:
+                self.external_addresses = [dataclasses.replace(a, tls=True)
+                                           for a in self.external_addresses]
         else:
             import_py_modules(self.py_modules)  # their Executor classes are then registered
             self.executor_class, defaults = resolve_uses_and_defaults(self.uses)
             self.uses_with = {**defaults, **self.uses_with}  # an executor YAML's `with:` first
             batching_table(self.executor_class, self.uses_dynamic_batching)  # checked now
+        if isinstance(self.host, (list, tuple)) and len(self.host) == 1:
+            self.host = self.host[0]  # the reference system's parser gives a list
         if self.host in ('localhost', None):
             self.host = '127.0.0.1'
         if not isinstance(self.host, str) or ',' in self.host:
@@ -139,17 +158,15 @@ class DeploymentSpec:
                              'external=True)')
         if isinstance(self.gpus, bool) or not isinstance(self.gpus, int) or self.gpus < 0:
             raise ValueError(f'gpus={self.gpus!r}: GPUs per replica, an integer >= 0')
+        check_http_options(self)
         self.volumes = parse_volumes(self.volumes)
         if self.volumes:
             warnings.warn(f'{self.name}: volumes={self.volumes} are docker mounts; local replica '
                           'processes see these paths as they are, and the Kubernetes and '
                           'Compose exports mount them', stacklevel=4)
-        self.port = single_port(self.port)
         self.port_given = self.port is not None
-        if self.port is None:
-            self.port = free_port(self.host)
-        elif isinstance(self.port, bool) or not isinstance(self.port, int) or not 0 < self.port < 65536:
-            raise ValueError(f'port={self.port!r}: must be an integer in 1..65535')
+        self.ports = gateway_ports(self.port, self.protocol, self.host)
+        self.port = self.ports[0]
         if not isinstance(self.timeout_ready, int) or (self.timeout_ready <= 0 and self.timeout_ready != -1):
             raise ValueError(f'timeout_ready={self.timeout_ready!r}: milliseconds > 0, or -1')
         if self.timeout_send is not None and (
@@ -207,11 +224,13 @@ class DeploymentSpec:
         self.peer_port_table = parse_peer_ports(self.peer_ports, self.shards, self.replicas)
 
     def routing(self) -> dict:
-        """What the gateway needs to route this executor's requests safely (the routing
-        fields of runtime.topology.ExecutorTopology)."""
-        endpoints = None if self.executor_class is None else \
-            {path: e.is_write for path, e in self.executor_class.endpoints().items()}
+        """What the gateway needs to route this executor's requests safely, and the doc
+        schemas its HTTP door describes (fields of runtime.topology.ExecutorTopology)."""
+        from nborch.runtime.http_docs import endpoint_schemas
+        table = None if self.executor_class is None else self.executor_class.endpoints()
+        endpoints = None if table is None else {path: e.is_write for path, e in table.items()}
         return {'timeout_send': self.timeout_send, 'endpoints': endpoints,
+                'schemas': None if table is None else endpoint_schemas(table),
                 'election_ms': (self.raft_settings or RaftSettings()).election_ms}
 
     @property
@@ -267,16 +286,45 @@ def parse_peer_ports(peer_ports, shards: int, replicas: int) -> dict[int, list[i
     return table
 
 
-def single_port(port: Any) -> Any:
-    """The gateway's one port: the reference system also takes it as a one-element list (a
-    list has a port per protocol, and nborch serves one protocol). Other values pass
-    through to the range check."""
-    if isinstance(port, (list, tuple)):
-        if len(port) != 1:
-            raise ValueError(f'port={port!r}: one port per protocol, and this gateway serves '
-                             'one protocol (gRPC): give one port')
-        (port,) = port
-    return port
+# uvicorn options the gateway sets itself: where it listens, TLS (tls=), its app and signals.
+_UVICORN_OWN = ('app', 'host', 'port', 'uds', 'fd', 'lifespan', 'ssl_keyfile', 'ssl_certfile',
+                'ssl_ca_certs', 'ssl_cert_reqs', 'ssl_keyfile_password', 'ssl_version',
+                'ssl_ciphers', 'reload', 'workers')
+
+
+def check_http_options(spec: 'DeploymentSpec') -> None:
+    """title / description / cors / uvicorn_kwargs: checked, and warned about when the
+    gateway serves no HTTP (the reference system ignores them there)."""
+    for key in ('title', 'description'):
+        value = getattr(spec, key)
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f'{key}={value!r}: a string (shown in the OpenAPI page)')
+    if not isinstance(spec.cors, bool):
+        raise ValueError(f'cors={spec.cors!r}: True or False')
+    if spec.uvicorn_kwargs is not None:
+        if not isinstance(spec.uvicorn_kwargs, dict):
+            raise ValueError(f'uvicorn_kwargs={spec.uvicorn_kwargs!r}: a dict of uvicorn.Config '
+                             'options')
+        import uvicorn  # only when asked: the web stack is not needed for gRPC
+        known = set(inspect.signature(uvicorn.Config).parameters) - set(_UVICORN_OWN)
+        wrong = sorted(set(spec.uvicorn_kwargs) - known)
+        if wrong:
+            own = [k for k in wrong if k in _UVICORN_OWN]
+            raise ValueError(f'uvicorn_kwargs: {", ".join(wrong)} ' + (
+                'set by nborch (port=, host=, tls=)' if own and len(own) == len(wrong) else
+                f'not options of uvicorn.Config (known: {", ".join(sorted(known))})'))
+    given = [k for k in ('title', 'description', 'uvicorn_kwargs') if getattr(spec, k)] + \
+        (['cors'] if spec.cors else [])
+    if given and 'http' not in spec.protocol:
+        warnings.warn(f'{spec.name}: {", ".join(given)} configure the HTTP gateway, and this '
+                      f"one serves {', '.join(spec.protocol)} only", IgnoredArgumentWarning,
+                      stacklevel=5)
+
+
+def http_options(spec: 'DeploymentSpec') -> dict:
+    """What the gateway's HTTP app takes from the spec (Topology.http_options)."""
+    return {'title': spec.title, 'description': spec.description, 'cors': spec.cors,
+            'uvicorn_kwargs': dict(spec.uvicorn_kwargs or {})}
 
 
 def parse_volumes(volumes: Any) -> list[str] | None:
@@ -299,18 +347,52 @@ def parse_volumes(volumes: Any) -> list[str] | None:
     return parsed
 
 
-SERVED_PROTOCOLS = ('grpc',)  # lower case, as the check compares
+SERVED_PROTOCOLS = ('grpc', 'http')  # lower case, as the check compares
 
 
-def check_protocol(protocol: Any) -> str:
-    """The gateway's protocol in the reference system's spellings: 'grpc' (any case), a
-    list or tuple of protocols, or an enum member whose name says it (its ProtocolType). Only gRPC is
-    served: anything else is refused here, before any process starts."""
+def check_protocol(protocol: Any) -> tuple[str, ...]:
+    """The gateway's protocols, normalized: 'grpc' and/or 'http' in the reference system's
+    spellings (any case, a list or tuple, an enum member whose name says it, such as its
+    ProtocolType). Anything else is refused here, before any process starts."""
+    if isinstance(protocol, str) and ',' in protocol:  # the command line's grpc,http
+        protocol = [p.strip() for p in protocol.split(',')]
     names = list(protocol) if isinstance(protocol, (list, tuple)) else [protocol]
     if not names:
-        raise ValueError('protocol=[]: name at least one protocol (nborch serves grpc)')
+        raise ValueError("protocol=[]: name at least one protocol ('grpc', 'http')")
+    normalized: list[str] = []
     for item in names:
         name = (item.name if isinstance(item, enum.Enum) else str(item)).lower()
+        if name == 'websocket':
+            raise ValueError(f'protocol={protocol!r}: nborch does not serve websocket; '
+                             "use 'grpc' or 'http' (or both)")
         if name not in SERVED_PROTOCOLS:
-            raise ValueError(f'protocol={protocol!r}: nborch serves gRPC only, not {name!r}')
-    return 'grpc'
+            raise ValueError(f"protocol={protocol!r}: nborch serves 'grpc' and 'http', "
+                             f'not {name!r}')
+        if name in normalized:
+            raise ValueError(f'protocol={protocol!r}: {name!r} is named twice')
+        normalized.append(name)
+    return tuple(normalized)
+
+
+def gateway_ports(port: Any, protocols: tuple[str, ...], host: str) -> list[int]:
+    """One port per protocol, in order: `port` is one port (one protocol) or a list of as
+    many ports as protocols; None picks free ones."""
+    if port is None:
+        ports = [free_port(host) for _ in protocols]
+    elif isinstance(port, (list, tuple)):
+        ports = list(port)
+        if len(ports) != len(protocols):
+            raise ValueError(f'port={port!r}: {len(ports)} port(s) for {len(protocols)} '
+                             f'protocol(s) {list(protocols)}; give one port per protocol, '
+                             'in the same order')
+    elif len(protocols) > 1:
+        raise ValueError(f'port={port!r}: protocol={list(protocols)} needs one port per '
+                         f'protocol, in the same order (port=[p1, p2])')
+    else:
+        ports = [port]
+    for p in ports:
+        if isinstance(p, bool) or not isinstance(p, int) or not 0 < p < 65536:
+            raise ValueError(f'port={p!r}: must be an integer in 1..65535')
+    if len(set(ports)) != len(ports):
+        raise ValueError(f'port={port!r}: each protocol needs its own port')
+    return ports

@@ -155,6 +155,11 @@ class LinkAuth:
     def _mac(self, *parts: str) -> str:
         return hmac.new(self._secret, '\0'.join(parts).encode(), hashlib.sha256).hexdigest()
 
+    def bearer_matches(self, token: str) -> bool:
+        """The HTTP door's check: `Authorization: Bearer <token>` carries the secret itself
+        (HTTP has no handshake to prove it; serve HTTP with TLS where the path is not trusted)."""
+        return hmac.compare_digest(token.strip().encode(), self._secret)
+
     # -- caller ----------------------------------------------------------------------------
     def handshake(self, method: str, target: str) -> Handshake:
         """For a call of `method` (e.g. '/nborch.Executor/Stream') to `target` (host:port,

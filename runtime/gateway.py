@@ -265,22 +265,40 @@ async def serve(topology: Topology, ready_fd: int | None) -> None:
         tls.install(tls.TlsFiles(**topology.internal_tls))
     gateway = Gateway(topology)
     # The public port: open unless the topology asks for the secret (docs/security.md).
-    guard = auth.guard_of(auth.installed(), required=topology.require_secret)
+    # Without 'grpc' among the protocols the gRPC server still serves the owner (status,
+    # health) on a loopback port that always asks for the secret.
+    public_grpc = 'grpc' in topology.protocols
+    guard = auth.guard_of(auth.installed(), required=topology.require_secret or not public_grpc)
     server = grpc.aio.server(options=server_options(topology.max_message_size),
                              interceptors=auth.interceptors(guard))
     pb_grpc.add_ExecutorServicer_to_server(GatewayServicer(gateway, topology.max_message_size),
                                            server)
     public = tls.TlsFiles(**topology.tls) if topology.tls else None
-    port = bind(server, topology.host, topology.port, guard=guard,
-                credentials=public.server_credentials() if public else None)
-    await serve_until_stopped(server, ready_fd, port=port)
+    port = bind(server, topology.host if public_grpc else '127.0.0.1', topology.port,
+                guard=guard, credentials=public.server_credentials() if public else None)
+    http = None
+    if 'http' in topology.protocols:
+        from nborch.runtime import http_gateway  # the web stack only where it serves
+        sock = http_gateway.listen(topology.host, topology.http_port)
+        http = await http_gateway.start_http(http_gateway.build_app(gateway, topology), sock,
+                                             topology.tls,
+                                             (topology.http_options or {}).get('uvicorn_kwargs'))
+    try:
+        await serve_until_stopped(server, ready_fd, port=port,
+                                  http_port=topology.http_port if http else None)
+    finally:
+        if http is not None:
+            await http_gateway.stop_http(*http)
     await gateway.close()
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog='python -m nborch.runtime.gateway')
     parser.add_argument('--topology', required=True, help='a JSON file or a JSON string')
-    parser.add_argument('--port', type=int, default=None, help="overrides the topology's port")
+    parser.add_argument('--port', type=int, default=None,
+                        help="overrides the topology's (gRPC) port")
+    parser.add_argument('--http-port', type=int, default=None,
+                        help="overrides the topology's HTTP port")
     child.add_process_arguments(parser)
     args = parser.parse_args(argv)
     child.enter_role(args)
@@ -288,6 +306,8 @@ def main(argv: list[str] | None = None) -> None:
     topology = Topology.load(args.topology)
     if args.port is not None:
         topology.port = args.port
+    if args.http_port is not None:
+        topology.http_port = args.http_port
     asyncio.run(serve(topology, args.ready_fd))
 
 

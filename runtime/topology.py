@@ -31,13 +31,20 @@ class ExecutorTopology:
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE  # its replicas' limit (bytes)
     no_reduce: bool = False           # concatenate its shards' (and needs') results, not
                                       # merge them by id
+    # path → {'input': JSON schema, 'output': JSON schema} of its docs (the HTTP gateway's
+    # OpenAPI schema); None: unknown (external), any JSON docs go
+    schemas: dict[str, dict] | None = None
 
 
 @dataclass
 class Topology:
     executors: list[ExecutorTopology]
     host: str = '127.0.0.1'
-    port: int = 0
+    port: int = 0                     # gRPC; without 'grpc' in protocols an internal port
+                                      # on 127.0.0.1 that always asks for the secret
+    protocols: list[str] = field(default_factory=lambda: ['grpc'])
+    http_port: int | None = None      # with 'http' in protocols
+    http_options: dict | None = None  # title, description, cors, uvicorn_kwargs (spec.py)
     require_secret: bool = False      # the public port, too, refuses callers without the secret
     tls: dict | None = None           # the public port's certificate files (runtime/tls.py)
     internal_tls: dict | None = None  # mutual TLS to the deployment's own replicas
@@ -53,7 +60,9 @@ class Topology:
                    host=raw.get('host', '127.0.0.1'), port=raw.get('port', 0),
                    require_secret=raw.get('require_secret', False), tls=raw.get('tls'),
                    internal_tls=raw.get('internal_tls'),
-                   max_message_size=raw.get('max_message_size', DEFAULT_MAX_MESSAGE_SIZE))
+                   max_message_size=raw.get('max_message_size', DEFAULT_MAX_MESSAGE_SIZE),
+                   protocols=list(raw.get('protocols', ['grpc'])),
+                   http_port=raw.get('http_port'), http_options=raw.get('http_options'))
 
     @classmethod
     def load(cls, source: str) -> 'Topology':
@@ -78,6 +87,12 @@ class Topology:
 
     def check(self) -> None:
         from nborch.runtime.polling import PollingTable
+        unknown = [p for p in self.protocols if p not in ('grpc', 'http')] or \
+            (['(none)'] if not self.protocols else [])
+        if unknown:
+            raise ValueError(f"topology: protocol {unknown[0]!r}: 'grpc' and/or 'http'")
+        if 'http' in self.protocols and self.http_port is None:
+            raise ValueError("topology: protocol 'http' needs http_port")
         for e in self.executors:
             if not e.shards or not all(e.shards):
                 raise ValueError(f'topology: executor {e.name!r} needs at least one address '

@@ -202,7 +202,8 @@ def build_plan(label: str, plans, gateway_port: int | None, naming: Naming) -> E
             needs=list(plan.needs), stateful=spec.stateful, external=spec.external,
             discover=not spec.external and not spec.stateful,
             max_message_size=spec.max_message_size, no_reduce=spec.no_reduce,
-            **spec.routing()))
+            # exported gateways serve gRPC only: no doc schemas in the manifests' arguments
+            **{**spec.routing(), 'schemas': None}))
     taken: dict[str, str] = {}
     for w in workloads:
         if w.name in taken or w.name == 'gateway':

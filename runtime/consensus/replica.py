@@ -36,6 +36,7 @@ from nborch.runtime.limits import DEFAULT_MAX_MESSAGE_SIZE
 
 WRITE_TIMEOUT_S = 30.0
 FORWARD_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 10.0       # a linearizable read waits this long for a read point
 REMEMBERED_WRITES = 100_000   # write ids kept for de-duplication (replicated state)
 RECENT_RESULTS = 4_096        # apply results kept for a forwarded write that lands first
 _ENVELOPE = struct.Struct('<I')
@@ -173,26 +174,41 @@ class ConsensusReplica:
             except ProposalLost:
                 continue
 
-    async def read_barrier(self, timeout: float = 10.0) -> None:
-        """Return once this replica has applied everything committed before the call."""
+    async def read_barrier(self, timeout: float = READ_TIMEOUT_S) -> None:
+        """Return once this replica has applied everything committed before the call.
+
+        A read point asked of a leader that then loses its leadership is never given (the
+        next leader knows nothing of it), so the question is asked again, under the same
+        context, whenever the leader changes or an election timeout passes unanswered;
+        an election in between is waited for, up to ``timeout`` in all. Any answer is a
+        valid read point: each was asked after the call began."""
         deadline = time.monotonic() + timeout
         context = uuid.uuid4().bytes
         future = asyncio.get_running_loop().create_future()
         self._reads[context] = future
+        poll = self.settings.heartbeat_ms / 1000
+        patience = self.settings.election_ms / 1000
         try:
-            while True:
+            while not future.done():
                 try:
                     self.node.read_index(context)
-                    break
                 except NotLeaderError:
                     await self._until_leader_known(deadline)
-            self._wake.set()
-            index = await asyncio.wait_for(future, max(deadline - time.monotonic(), 0.01))
-        except asyncio.TimeoutError:
+                    continue
+                self._wake.set()
+                asked_of, asked_at = (self.node.term, self.node.leader), time.monotonic()
+                while not future.done():
+                    now = time.monotonic()
+                    if now >= deadline:
+                        raise TimeoutError
+                    if (self.node.term, self.node.leader) != asked_of or now - asked_at >= patience:
+                        break  # ask again
+                    await asyncio.wait({future}, timeout=min(poll, deadline - now))
+        except TimeoutError:  # also from _until_leader_known
             raise TimeoutError('no linearizable read point: the group has no leader') from None
         finally:
             self._reads.pop(context, None)
-        await self._applied_at_least(index)
+        await self._applied_at_least(future.result())
 
     def status(self) -> dict:
         s = self.node.status()

@@ -94,6 +94,23 @@ def test_deployment_of_a_class_path_stops_on_sigterm():
         kill(proc)
 
 
+def test_deployment_with_both_protocols_serves_http_too():
+    grpc_port, http_port = free_port(), free_port()
+    proc = start('deployment', '--uses', 'tests.integration.helpers:Echo', '--quiet',
+                 '--protocol', 'grpc,http', '--port', f'[{grpc_port},{http_port}]')
+    try:
+        lines = wait_for_line(proc, 'serving on', timeout=90)
+        assert f'serving on 127.0.0.1:{grpc_port} (grpc {grpc_port}, http {http_port})' \
+            in lines[-1]
+        client = Client(host=f'http://127.0.0.1:{http_port}')
+        assert client.post('/', text_docs(2)).text == ['doc-0', 'doc-1']
+        client.close()
+        rest = stop_with(proc, signal.SIGINT)
+        assert proc.returncode == 0, rest
+    finally:
+        kill(proc)
+
+
 def test_bad_yaml_is_one_line_with_file_and_line_exit_code_2_and_starts_nothing(tmp_path):
     bad_key = tmp_path / 'dep.yml'
     bad_key.write_text('jtype: Deployment\nwith:\n  uses: tests.integration.helpers:Echo\n'

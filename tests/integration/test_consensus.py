@@ -133,11 +133,12 @@ def test_restart_with_the_same_workspace_keeps_every_write(tmp_path):
     assert histories[0][300:] == [f'after{i}' for i in range(5)]
 
 
-def test_reference_page_stateful_example_with_peer_ports(tmp_path):
+@pytest.mark.parametrize('protocol', ['grpc', 'http'])
+def test_reference_page_stateful_example_with_peer_ports(tmp_path, protocol):
     from tests.integration.helpers import MyStateStatefulExecutor  # noqa: F401  (page's code)
     d = Deployment(name='stateful_executor', uses='MyStateStatefulExecutor', replicas=3,
                    stateful=True, workspace=str(tmp_path), quiet=True,
-                   peer_ports=_free_ports(3))
+                   peer_ports=_free_ports(3), protocol=protocol)
     with d:
         d.post('/index', DocList[TextDoc]([TextDoc(id=f'd{i}', text=f'text {i}')
                                            for i in range(30)]), request_size=5)

@@ -34,8 +34,9 @@ def test_reference_page_slow_encoder_with_three_replicas():
     assert out.text == [f'doc-{i}' for i in range(10)]
 
 
-def test_requests_spread_over_replicas_and_results_keep_input_order():
-    with Deployment(name='who', uses=WhoAmI, replicas=3, quiet=True) as dep:
+@pytest.mark.parametrize('protocol', ['grpc', 'http'])
+def test_requests_spread_over_replicas_and_results_keep_input_order(protocol):
+    with Deployment(name='who', uses=WhoAmI, replicas=3, quiet=True, protocol=protocol) as dep:
         out = dep.post('/', text_docs(30), request_size=1, return_type=DocList[TextDoc])
         status = dep.status()
     assert [d.text.split('|')[0] for d in out] == [f'doc-{i}' for i in range(30)]
@@ -64,8 +65,9 @@ def test_idle_replica_gets_the_request_first():
     assert set(served_by(fast)) == {1 - busy}
 
 
-def test_executor_error_names_executor_type_and_message_and_replica_keeps_serving():
-    with Deployment(name='faulty', uses=Faulty, quiet=True) as dep:
+@pytest.mark.parametrize('protocol', ['grpc', 'http'])
+def test_executor_error_names_executor_type_and_message_and_replica_keeps_serving(protocol):
+    with Deployment(name='faulty', uses=Faulty, quiet=True, protocol=protocol) as dep:
         with pytest.raises(ExecutorError, match="executor 'faulty' raised KeyError: 'no such doc'"):
             dep.post('/boom', text_docs(2))
         assert dep.post('/anything', text_docs(2)).text == ['DOC-0', 'DOC-1']
@@ -88,8 +90,9 @@ class ScoredDoc(TextDoc):
     score: float  # required: the inputs of /boom have none
 
 
-def test_dict_return_goes_to_results_and_parameters_reach_the_endpoint():
-    with Deployment(name='faulty', uses=Faulty, quiet=True) as dep:
+@pytest.mark.parametrize('protocol', ['grpc', 'http'])
+def test_dict_return_goes_to_results_and_parameters_reach_the_endpoint(protocol):
+    with Deployment(name='faulty', uses=Faulty, quiet=True, protocol=protocol) as dep:
         responses = []
         out = dep.post('/results', text_docs(4), parameters={'limit': 7}, on_done=responses.append)
         assert out.text == [f'doc-{i}' for i in range(4)]  # docs unchanged

@@ -195,8 +195,9 @@ def test_writes_are_acknowledged_again_soon_after_a_frozen_leader_is_replaced(tm
     assert histories[0] == histories[1] == histories[2]
 
 
-def test_killed_gateway_is_reported_then_restarted_on_its_port_and_serves_again():
-    with Deployment(name='who', uses=WhoAmI, replicas=2, quiet=True) as dep:
+@pytest.mark.parametrize('protocol', ['grpc', 'http'])
+def test_killed_gateway_is_reported_then_restarted_on_its_port_and_serves_again(protocol):
+    with Deployment(name='who', uses=WhoAmI, replicas=2, quiet=True, protocol=protocol) as dep:
         before = dep.status()['gateway']
         assert dep.running and dep.healthy
         failed = {}

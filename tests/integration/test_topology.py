@@ -53,7 +53,8 @@ def test_reference_page_polling_table(kind, setup, polling, calls, capsys):
     assert "return: ['hello']" in out
 
 
-def test_sharded_search_returns_the_unsharded_top_k():
+@pytest.mark.parametrize('protocol', ['grpc', 'http'])
+def test_sharded_search_returns_the_unsharded_top_k(protocol):
     """Acceptance: a 3-shard search returns brute force's top-10 ids, in order."""
     rng = np.random.default_rng(7)
     vectors = rng.random((3100, 16)).astype(np.float32)  # 31 requests: uneven over 3 shards
@@ -61,7 +62,8 @@ def test_sharded_search_returns_the_unsharded_top_k():
                              for i, v in enumerate(vectors)])
     queries = DocList[QueryDoc]([QueryDoc(id=f'q{i}', embedding=v)
                                  for i, v in enumerate(rng.random((20, 16)).astype(np.float32))])
-    with Deployment(name='search', uses=NumpySearch, shards=3, quiet=True) as dep:
+    with Deployment(name='search', uses=NumpySearch, shards=3, quiet=True,
+                    protocol=protocol) as dep:
         dep.post('/index', docs, request_size=100)
         counts = [r['served'] for s in dep.status()['executors'][0]['shards'] for r in s['replicas']]
         results = dep.post('/search', queries, request_size=1, parameters={'limit': 10},
@@ -74,8 +76,9 @@ def test_sharded_search_returns_the_unsharded_top_k():
         assert result.matches.id == [f'd{i}' for i in expected]
 
 
-def test_flow_dag_join_waits_for_both_branches_and_merges():
-    flow = (Flow(quiet=True)
+@pytest.mark.parametrize('protocol', ['grpc', 'http'])
+def test_flow_dag_join_waits_for_both_branches_and_merges(protocol):
+    flow = (Flow(quiet=True, protocol=protocol)
             .add(name='a', uses=MarkA, shards=2, polling='ALL')
             .add(name='b', uses=MarkB, needs='gateway')
             .needs(['a', 'b']))
@@ -140,7 +143,7 @@ def test_flow_chain_passes_results_along():
     (lambda: Flow().add(name='a').add(name='a'), "already has an executor named 'a'"),
     (lambda: Flow().add(name='a', needs=3), 'needs=3'),
     (lambda: Flow().add(name='a', polling='SOMETIMES'), 'SOMETIMES'),
-    (lambda: Flow(protocol='http'), 'gRPC only'),
+    (lambda: Flow(protocol='websocket'), 'does not serve websocket'),
 ])
 def test_flow_errors_before_anything_starts(build, message):
     with pytest.raises(ValueError, match=message):

@@ -340,3 +340,13 @@ def test_an_executor_yaml_outside_the_build_folder_is_refused(tmp_path, monkeypa
                                           r"folder"):
         flow.to_kubernetes_yaml('out')
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize('protocol', ['http', ['grpc', 'http']])
+def test_an_http_gateway_is_not_exported_yet(protocol, tmp_path):
+    dep = Deployment(name='searcher', uses='nborch.examples:NumpySearch', protocol=protocol)
+    with pytest.raises(ExportError, match="exported gateways serve gRPC only"):
+        dep.to_kubernetes_yaml(str(tmp_path / 'k8s'))
+    with pytest.raises(ExportError, match="exported gateways serve gRPC only"):
+        dep.to_docker_compose_yaml(str(tmp_path / 'compose.yml'))
+    assert not list(tmp_path.iterdir())  # nothing written

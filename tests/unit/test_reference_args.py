@@ -80,15 +80,16 @@ def test_flow_yaml_with_takes_executor_defaults(tmp_path):
 # -- port lists --------------------------------------------------------------------------------
 
 def test_a_one_element_port_list_is_that_port():
-    from nborch.spec import single_port
+    from nborch.spec import gateway_ports
     assert Deployment(port=[12345]).port == 12345
     assert Flow(port=(12346,)).port == 12346
-    assert single_port([5]) == 5 and single_port(5) == 5 and single_port(None) is None
+    assert gateway_ports([5], ('grpc',), '127.0.0.1') == [5] == \
+        gateway_ports(5, ('grpc',), '127.0.0.1')
 
 
 @pytest.mark.parametrize('port', [[12345, 12346], []])
 def test_other_port_lists_are_refused_for_one_protocol(port):
-    with pytest.raises(ValueError, match='give one port'):
+    with pytest.raises(ValueError, match='one port per protocol'):
         Deployment(port=port)
 
 

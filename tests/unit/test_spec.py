@@ -113,28 +113,39 @@ def test_parse_address_errors(host, port, message):
         parse_address(host, port)
 
 
-@pytest.mark.parametrize('protocol', ['grpc', 'GRPC', ['grpc'], ('GRPC',)])
-def test_the_reference_systems_protocol_spellings_are_accepted(protocol):
-    assert DeploymentSpec.from_kwargs(uses=SpecEcho, protocol=protocol).protocol == 'grpc'
+@pytest.mark.parametrize('protocol, expected', [
+    ('grpc', ('grpc',)), ('GRPC', ('grpc',)), (['grpc'], ('grpc',)), (('GRPC',), ('grpc',)),
+    ('http', ('http',)), ('HTTP', ('http',)), (['http', 'grpc'], ('http', 'grpc')),
+    ('grpc,http', ('grpc', 'http')),
+])
+def test_the_reference_systems_protocol_spellings_are_accepted(protocol, expected):
+    spec = DeploymentSpec.from_kwargs(uses=SpecEcho, protocol=protocol)
+    assert spec.protocol == expected
+    assert len(spec.ports) == len(expected) == len(set(spec.ports)) and spec.port == spec.ports[0]
     Flow(protocol=protocol)  # the gateway's, validated the same way
 
 
-def test_an_enum_member_naming_grpc_is_accepted():
+def test_an_enum_member_naming_a_protocol_is_accepted():
     import enum
 
     class ProtocolType(enum.Enum):  # the reference system's gateway enum, by shape
         GRPC = 0
         HTTP = 1
-    assert DeploymentSpec.from_kwargs(uses=SpecEcho, protocol=ProtocolType.GRPC).protocol == 'grpc'
-    with pytest.raises(ValueError, match="serves gRPC only, not 'http'"):
-        DeploymentSpec.from_kwargs(uses=SpecEcho, protocol=ProtocolType.HTTP)
+        WEBSOCKET = 2
+    assert DeploymentSpec.from_kwargs(uses=SpecEcho, protocol=ProtocolType.GRPC).protocol == ('grpc',)
+    assert DeploymentSpec.from_kwargs(uses=SpecEcho, protocol=ProtocolType.HTTP).protocol == ('http',)
+    with pytest.raises(ValueError, match='does not serve websocket'):
+        DeploymentSpec.from_kwargs(uses=SpecEcho, protocol=ProtocolType.WEBSOCKET)
 
 
-@pytest.mark.parametrize('protocol', ['http', ['grpc', 'websocket'], []])
-def test_a_protocol_nborch_does_not_serve_is_refused_before_start(protocol):
-    with pytest.raises(ValueError, match='protocol='):
+@pytest.mark.parametrize('protocol, message', [
+    (['grpc', 'websocket'], 'does not serve websocket'), ([], 'at least one protocol'),
+    ('graphql', "serves 'grpc' and 'http', not 'graphql'"), (['http', 'HTTP'], 'named twice'),
+])
+def test_a_protocol_nborch_does_not_serve_is_refused_before_start(protocol, message):
+    with pytest.raises(ValueError, match=message):
         DeploymentSpec.from_kwargs(uses=SpecEcho, protocol=protocol)
-    with pytest.raises(ValueError, match='protocol='):
+    with pytest.raises(ValueError, match=message):
         Flow(protocol=protocol)
 
 
@@ -154,3 +165,20 @@ def test_an_external_executor_needing_several_must_reduce():
                  no_reduce=True)
     flow.add(name='remote', host='localhost:12345', external=True, needs=['a', 'b'])
     Flow().add(name='one', host='localhost:12345', external=True, no_reduce=True)
+
+
+@pytest.mark.parametrize('protocol, port, message', [
+    (['grpc', 'http'], 12345, 'needs one port per protocol'),
+    (['grpc', 'http'], [12345], '1 port'),
+    ('http', [1, 2], '2 port'),
+    (['grpc', 'http'], [12345, 12345], 'its own port'),
+    (['grpc', 'http'], [12345, 'x'], "port='x'"),
+])
+def test_ports_go_one_per_protocol(protocol, port, message):
+    with pytest.raises(ValueError, match=message):
+        DeploymentSpec.from_kwargs(uses=SpecEcho, protocol=protocol, port=port)
+
+
+def test_given_ports_keep_the_protocols_order():
+    spec = DeploymentSpec.from_kwargs(uses=SpecEcho, protocol=['http', 'grpc'], port=[23456, 23457])
+    assert spec.ports == [23456, 23457] and spec.port == 23456 and spec.port_given

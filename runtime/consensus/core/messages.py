@@ -139,26 +139,34 @@ class AppendEntriesResponse(Message):
     ``index`` echoes the rejected prev_index and (``reject_hint``, ``hint_term``) is the
     follower's guess of the largest matching (index, term) for fast backtracking (§5.3, the
     optimisation at the end of the section).
+
+    ``rejoining`` (on a rejection only): the follower lost its log and is being rebuilt, so
+    whatever it acknowledged before counts for nothing; ``reject_hint`` is then an index up
+    to which its log is known to match the leader's, with ``hint_term`` 0.
     """
 
     index: int = 0
     reject: bool = False
     reject_hint: int = 0
     hint_term: int = 0
+    rejoining: bool = False
 
     TAG: ClassVar[int] = 2
     WIRE: ClassVar = (("index", "u64"), ("reject", "flag"), ("reject_hint", "u64"),
-                      ("hint_term", "u64"))
+                      ("hint_term", "u64"), ("rejoining", "flag"))
 
     def _check(self) -> str | None:
         # The hint is at or before the rejected index, from a log no newer than our term.
         if self.reject_hint > self.index or self.hint_term > self.term:
             return f"hint {self.hint_term}/{self.reject_hint} for index {self.index}"
+        if self.rejoining and (not self.reject or self.hint_term):
+            return "rejoining on an acceptance, or with a hint term"
         return None
 
     def _describe_fields(self) -> list[str]:
         if self.reject:
-            return [f"index={self.index}", f"rejected(hint={self.hint_term}/{self.reject_hint})"]
+            out = [f"index={self.index}", f"rejected(hint={self.hint_term}/{self.reject_hint})"]
+            return out + ["rejoining"] if self.rejoining else out
         return [f"index={self.index}"]
 
 

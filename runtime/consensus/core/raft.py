@@ -53,8 +53,8 @@ class Raft:
 
         # A node that lost its log rejoins (see "rejoining after a lost log" below).
         self.rejoining = config.rejoin_commit is not None
-        self._fenced = False
         self._accepted_from_leader = False
+        self._lead_match = 0  # our log matches the current leader's up to here (this term)
 
         self.tracker = ProgressTracker(config.peers)
         self.read_only = ReadOnly()
@@ -85,6 +85,7 @@ class Raft:
             self.term = term
             self.vote = NONE
         self.lead = NONE
+        self._lead_match = 0
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
         e = self.config.election_ticks
@@ -221,8 +222,6 @@ class Raft:
     def step(self, m: Message) -> None:
         if m.src not in self.tracker.progress or m.src == self.id:
             return  # not a member of this group
-        if self.rejoining and self._fence(m):
-            return
         if m.term > self.term:
             if isinstance(m, RequestVote):
                 in_lease = (self.config.check_quorum and self.lead != NONE
@@ -308,7 +307,13 @@ class Raft:
             if isinstance(m, AppendEntries):
                 self._handle_append_entries(m)
             elif isinstance(m, Heartbeat):
-                self.log.commit_to(m.commit)
+                commit = m.commit
+                if self.rejoining and commit > self._known_match():
+                    # The leader's record of our log predates the loss (it never claims
+                    # more than we acknowledged): tell it, and commit only what we share.
+                    commit = self._known_match()
+                    self._send(self._rejoin_reject(m.src, m.commit))
+                self.log.commit_to(commit)
                 self._send(HeartbeatResponse(dst=m.src, src=self.id, term=self.term,
                                              context=m.context))
             else:
@@ -328,8 +333,12 @@ class Raft:
         last_new = self.log.maybe_append(m.prev_index, m.prev_term, m.commit, m.entries)
         if last_new is not None:
             self._accepted_from_leader = True
+            self._lead_match = max(self._lead_match, last_new)
             self._send(AppendEntriesResponse(dst=m.src, src=self.id, term=self.term,
                                              index=last_new))
+            return
+        if self.rejoining:
+            self._send(self._rejoin_reject(m.src, m.prev_index))
             return
         # Reject with a hint: the largest (index, term) we hold with term <= prev_term, so the
         # leader can skip a whole divergent term per round trip instead of one entry.
@@ -356,6 +365,7 @@ class Raft:
             return
         index = self.log.last_index() if self.restore(result.snapshot) else self.log.committed
         self._accepted_from_leader = True
+        self._lead_match = max(self._lead_match, index)
         self._send(AppendEntriesResponse(dst=m.src, src=self.id, term=self.term, index=index))
 
     # -- rejoining after a lost log -----------------------------------------------------------
@@ -365,26 +375,27 @@ class Raft:
     #
     # * it grants no vote or pre-vote (§5.4.1's guarantee rests on voters keeping what they
     #   acknowledged; a group of two excepted) and never campaigns;
-    # * it fences leaders that may still count its lost acknowledgements — the first leader
-    #   it hears from, and any whose heartbeat claims it holds more than it does: it moves to
-    #   that leader's term + 1 and answers, so the leader steps down (its progress says we
-    #   hold entries it will never resend; a new leader probes us from scratch);
-    # * it is caught up once it accepted an append or snapshot from a leader it did not fence
-    #   and its commit index reached ``rejoin_commit``, the highest index it may have
-    #   acknowledged: commit indexes are always true, so it then holds every committed entry
-    #   it ever acknowledged.
+    # * it changes no one's term: a leader that still counts its lost acknowledgements (its
+    #   progress says we hold entries it will then never resend) is not deposed but told, by
+    #   a rejection marked ``rejoining``, to forget them: every rejection it sends carries
+    #   the mark, and so does its answer to a heartbeat whose commit index it cannot back.
+    #   (Deposing leaders instead cost elections that, with this node refusing every vote,
+    #   need all the others to agree, and repeat under load.) The mark's hint is an index
+    #   our log surely shares with the leader: our commit index, or what this leader sent us
+    #   this term. Lowering its record of our log is always safe for the leader; a late
+    #   acknowledgement from before the loss only raises it back until the next heartbeat;
+    # * it is caught up once it accepted an append or snapshot from a leader and its commit
+    #   index reached ``rejoin_commit``, the highest index it may have acknowledged: commit
+    #   indexes are always true (a heartbeat's is capped at what we share with the leader),
+    #   so it then holds every committed entry it ever acknowledged.
 
-    def _fence(self, m: Message) -> bool:
-        """Fence ``m``'s sender if it is a leader that may count our lost acknowledgements."""
-        if not isinstance(m, _LEADER_MESSAGES) or m.term < self.term:
-            return False
-        claims_more = isinstance(m, Heartbeat) and m.commit > self.log.last_index()
-        if self._fenced and not claims_more:
-            return False
-        self._fenced = True
-        self.become_follower(m.term + 1, NONE)
-        self._send(AppendEntriesResponse(dst=m.src, src=self.id, term=self.term))
-        return True
+    def _known_match(self) -> int:
+        return max(self.log.committed, self._lead_match)
+
+    def _rejoin_reject(self, to: int, index: int) -> AppendEntriesResponse:
+        known = self._known_match()
+        return AppendEntriesResponse(dst=to, src=self.id, term=self.term, index=max(index, known),
+                                     reject=True, reject_hint=known, rejoining=True)
 
     def _maybe_end_rejoin(self) -> None:
         assert self.config.rejoin_commit is not None
@@ -433,6 +444,15 @@ class Raft:
             self._leader_read_index(m.src, m.context)
 
     def _handle_append_reject(self, m: AppendEntriesResponse, pr: Progress) -> None:
+        if m.rejoining and pr.match > m.reject_hint:
+            # It lost its log (see "rejoining after a lost log"): forget what it acknowledged
+            # before, and probe from what it surely holds. A snapshot on its way goes on.
+            pr.match = m.reject_hint
+            pr.sent_commit = min(pr.sent_commit, pr.match)
+            if pr.state is not ProgressState.SNAPSHOT:
+                pr.become_probe()
+                self._send_append(m.src)
+            return
         next_probe = m.reject_hint
         if m.hint_term > 0:
             # Skip every index where our term is above the follower's term at the hint: a
