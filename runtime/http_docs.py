@@ -31,7 +31,17 @@ class _DocSchema(GenerateJsonSchema):
         function = (schema.get('function') or {}).get('function')
         doc_type = getattr(getattr(function, '__self__', None), 'doc_type', None)
         if isinstance(doc_type, type) and issubclass(doc_type, BaseDoc):
-            return {'type': 'array', 'items': self.generate_inner(doc_type.__pydantic_core_schema__)}
+            # A doc type nested in itself (LegacyDocument's chunks and matches) is described
+            # once; deeper levels are any objects (else the generation never ends).
+            inside = self.__dict__.setdefault('_nborch_inside', set())
+            if doc_type in inside:
+                return {'type': 'array', 'items': {'type': 'object'}}
+            inside.add(doc_type)
+            try:
+                return {'type': 'array',
+                        'items': self.generate_inner(doc_type.__pydantic_core_schema__)}
+            finally:
+                inside.discard(doc_type)
         return {}
 
 
@@ -42,21 +52,23 @@ def doc_json_schema(doc_type: type[BaseDoc]) -> dict:
         schema = doc_type.model_json_schema(schema_generator=_DocSchema)
     except Exception:  # a field type pydantic cannot describe at all
         return dict(ANY_DOC_SCHEMA, title=doc_type.__name__)
-    return _inline(schema, schema.pop('$defs', {}), depth=0)
+    return _inline(schema, schema.pop('$defs', {}), inside=frozenset())
 
 
-def _inline(node: Any, defs: dict, depth: int) -> Any:
+def _inline(node: Any, defs: dict, inside: frozenset) -> Any:
     if isinstance(node, list):
-        return [_inline(n, defs, depth) for n in node]
+        return [_inline(n, defs, inside) for n in node]
     if not isinstance(node, dict):
         return node
     ref = node.get('$ref')
     if isinstance(ref, str) and ref.startswith('#/$defs/'):
         target = defs.get(ref.rsplit('/', 1)[1])
-        if target is None or depth > 8:  # a recursive doc type: stop describing it
+        # A doc type inside itself (recursive) is not described again: inlining it to a fixed
+        # depth doubles the schema per level when it nests twice (chunks and matches).
+        if target is None or ref in inside:
             return {'type': 'object'}
-        return _inline(target, defs, depth + 1)
-    return {k: _inline(v, defs, depth) for k, v in node.items()}
+        return _inline(target, defs, inside | {ref})
+    return {k: _inline(v, defs, inside) for k, v in node.items()}
 
 
 def endpoint_schemas(endpoints: dict) -> dict[str, dict]:

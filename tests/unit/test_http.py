@@ -170,3 +170,12 @@ def test_http_options_are_checked_before_start_and_warned_about_without_http():
     with warnings.catch_warnings():
         warnings.simplefilter('error', IgnoredArgumentWarning)
         Deployment(name='d', protocol=['grpc', 'http'], title='x', cors=True)
+
+
+def test_a_recursive_doc_type_gets_a_small_schema_of_its_fields():
+    # LegacyDocument (what unannotated endpoints take) nests DocList[LegacyDocument] twice.
+    from docarray.documents.legacy import LegacyDocument
+    from nborch.runtime.http_docs import doc_json_schema
+    schema = doc_json_schema(LegacyDocument)
+    assert {'text', 'tags', 'embedding', 'chunks', 'matches'} <= set(schema['properties'])
+    assert len(json.dumps(schema)) < 20_000
