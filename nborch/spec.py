@@ -163,7 +163,7 @@ class DeploymentSpec:
         if self.volumes:
             warnings.warn(f'{self.name}: volumes={self.volumes} are docker mounts; local replica '
                           'processes see these paths as they are, and the Kubernetes and '
-                          'Compose exports mount them', stacklevel=4)
+                          'Compose exports mount them', IgnoredArgumentWarning, stacklevel=4)
         self.port_given = self.port is not None
         self.ports = gateway_ports(self.port, self.protocol, self.host)
         self.port = self.ports[0]

@@ -3,6 +3,7 @@ reason) and none is a TypeError; docs/compatibility.md has a row for each."""
 import json
 import os
 import random
+import re
 import warnings
 
 import pytest
@@ -103,3 +104,49 @@ def test_py_modules_are_imported_before_uses_is_resolved(tmp_path):
     assert dep.spec.executor_class.__name__ == 'FromPyModules'
     with pytest.raises(ValueError, match=r"py_modules: no such file 'nope\.py'"):
         Deployment(name='d', uses='FromPyModules', py_modules='nope.py')
+
+
+def _documented_names() -> set[str]:
+    text = open(os.path.join(ROOT, 'docs', 'compatibility.md')).read()
+    rows = [line for line in text.splitlines() if line.startswith('| ')]
+    return {name for row in rows for name in re.findall(r'`([a-z0-9_]+)`', row.split(' | ')[0])}
+
+
+@pytest.mark.parametrize('api', ['Deployment', 'Deployment hidden', 'Flow', 'Client',
+                                 'Client.post', 'requests', 'dynamic_batching'])
+def test_every_reference_argument_has_a_row_in_the_compatibility_table(api):
+    missing = sorted(set(REFERENCE[api]) - _documented_names())
+    assert not missing, f'docs/compatibility.md has no row for {api} argument(s) {missing}'
+
+
+def test_no_reference_deployment_argument_is_a_type_error():
+    """Each is a Deployment field, or is warned about / refused by nborch.compat."""
+    from nborch.spec import user_keys
+    taken = set(user_keys()) | {k.partition('@')[0] for k in
+                                (*compat.NO_EFFECT, *compat.NOT_SUPPORTED)}
+    every = set(REFERENCE['Deployment']) | set(REFERENCE['Deployment hidden'])
+    assert sorted(every - taken) == []
+
+
+def test_the_reference_parsers_defaults_build_a_deployment_without_a_warning():
+    from nborch import Deployment
+    defaults = {**REFERENCE['Deployment defaults'], 'port': [free_port_here()],
+                'host': ['127.0.0.1']}
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', IgnoredArgumentWarning)
+        dep = Deployment(**defaults)
+    assert dep.spec.replicas == 1 and dep.spec.executor_class.__name__ == 'PassThrough'
+
+
+def free_port_here() -> int:
+    from nborch.ports import free_port
+    return free_port('127.0.0.1')
+
+
+def test_tls_true_on_an_external_executor_dials_it_over_tls():
+    from nborch import Deployment
+    dep = Deployment(name='remote', external=True, host='search.example', port=443, tls=True)
+    assert [str(a) for a in dep.spec.external_addresses] == ['grpcs://search.example:443']
+    assert dep.spec.tls_files is None
+    with pytest.raises(ValueError, match='a server needs both cert and key'):
+        Deployment(name='own', tls=True)  # nborch's own gateway needs its certificate
