@@ -63,7 +63,15 @@ def top1_by_query(results, n: int) -> dict[str, str]:
 
 
 def first_line(exc: BaseException, limit: int = 200) -> str:
+    """`Type: first line of the message`; for a gRPC error, its status code and details
+    (its str() starts with a line that says neither)."""
     text = str(exc).strip()
+    code, details = getattr(exc, 'code', None), getattr(exc, 'details', None)
+    if callable(code) and callable(details):
+        try:
+            text = f'{getattr(code(), "name", code())}: {details()}'
+        except Exception:
+            pass
     line = text.splitlines()[0] if text else ''
     line = f'{type(exc).__name__}: {line}' if line else type(exc).__name__
     return line if len(line) <= limit else line[:limit - 3] + '...'

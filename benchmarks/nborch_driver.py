@@ -32,7 +32,8 @@ def search(spec: dict, rec: Recorder) -> None:
     queries = make_queries(spec['queries'], QueryDoc)
     with rec.guard('search'):
         run = run_setup(EXECUTORS[spec['executor']], index_docs, queries,
-                        replicas=spec['replicas'], stateful=spec['stateful'], top1=spec['top1'])
+                        replicas=spec['replicas'], stateful=spec['stateful'], top1=spec['top1'],
+                        settle_s=2 if spec['stateful'] else 0)  # the page's pause (untimed)
         rec.update(run)
 
 

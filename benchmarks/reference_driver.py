@@ -14,6 +14,7 @@ import os
 import socket
 import sys
 import tempfile
+import threading
 import time
 from typing import Optional
 
@@ -25,8 +26,8 @@ from docarray.documents import TextDoc  # noqa: E402
 from jina import Client, Deployment, Executor, requests  # noqa: E402
 from jina.serve.executors.decorators import write  # noqa: E402
 
-from _workloads import (LIMIT, Recorder, make_docs, make_queries,  # noqa: E402
-                        sequential_latencies, top1_by_query)
+from _workloads import (LIMIT, Recorder, first_line, make_docs,  # noqa: E402
+                        make_queries, sequential_latencies, top1_by_query)
 
 DEFAULT_LIMIT = 100
 
@@ -163,6 +164,47 @@ class Errors:
             raise RuntimeError(f'{what}: {len(self.seen)} request(s) failed, first: {self.seen[0]}')
 
 
+def count(client) -> int:
+    return int(client.post('/count', DocList[TextDoc]([TextDoc()]),
+                           return_type=DocList[TextDoc])[0].text)
+
+
+class Stall(threading.Thread):
+    """While the page's index post runs on a stateful deployment, ask the deployment every `every` s how many docs
+    it holds (a read, from a second client, in a thread of its own); when that has not grown
+    for `stall_s` (a read that does not come back counts as no growth), record the run as
+    failed, with how far it got. The post itself is left as it is (the driver is then stopped
+    from outside): a Raft group that cannot replicate leaves its client waiting."""
+
+    def __init__(self, port: int, total: int, rec: Recorder, stall_s: float, every: float = 5):
+        super().__init__(daemon=True)
+        self.port, self.total, self.rec, self.stall_s, self.every = port, total, rec, stall_s, every
+        self.done = threading.Event()
+        self.best, self.since = -1, time.monotonic()
+
+    def probe(self) -> None:
+        client = Client(host='127.0.0.1', port=self.port)
+        while not self.done.wait(self.every):
+            try:
+                held = count(client)
+            except Exception:
+                continue
+            if held > self.best:
+                self.best, self.since = held, time.monotonic()
+
+    def run(self) -> None:
+        threading.Thread(target=self.probe, daemon=True).start()
+        while not self.done.wait(1):
+            if time.monotonic() - self.since >= self.stall_s:
+                if self.best >= 0:
+                    what = f'held {self.best} of {self.total} docs for {self.stall_s:.0f} s'
+                else:
+                    what = (f'answered no doc count for {self.stall_s:.0f} s while indexing '
+                            f'{self.total} docs')
+                self.rec.fail('index', RuntimeError(f'stalled: the deployment {what}'))
+                return
+
+
 def echo(spec: dict, rec: Recorder) -> None:
     doc = DocList[TextDoc]([TextDoc(text='hello')])
     for path, extra in (('gateway', {}), ('worker', {'include_gateway': False})):
@@ -189,17 +231,28 @@ def search(spec: dict, rec: Recorder) -> None:
         with rec.guard('index'):
             client = Client(host='127.0.0.1', port=port)
             errors = Errors()
+            stall = Stall(port, len(index_docs), rec, spec.get('stall_s', 120))
+            if stateful:
+                stall.start()
             start = time.perf_counter()
-            client.post('/index', index_docs, request_size=100, on_error=errors)
+            try:
+                client.post('/index', index_docs, request_size=100, on_error=errors)
+            except Exception as exc:
+                if stall.best >= 0:  # how far it got
+                    raise RuntimeError(f'{first_line(exc)} (at the last count the deployment '
+                                       f'held {stall.best} of {len(index_docs)} docs)') from exc
+                raise
+            finally:
+                stall.done.set()
             index_s = time.perf_counter() - start
+            if rec.result['final']:  # the watchdog called it stalled first
+                raise RuntimeError(rec.result['error'])
             errors.check('index')
             rec.update({'index_s': index_s, 'index_docs_per_s': len(index_docs) / index_s})
         if stateful:
             time.sleep(2)  # the page's pause "to let the data be replicated" (not timed)
         with rec.guard('count'):
-            counts = [int(client.post('/count', DocList[TextDoc]([TextDoc()]),
-                                      return_type=DocList[TextDoc])[0].text)
-                      for _ in range(replicas)]
+            counts = [count(client) for _ in range(replicas)]
             rec.update({'counts': counts})
             if min(counts) != len(index_docs):
                 raise RuntimeError(f'index incomplete: replicas answered {counts} docs of '

@@ -58,9 +58,10 @@ def gateway_overhead(posts: int, warmup: int = 100) -> dict:
 
 
 def run_setup(executor, index_docs, queries, replicas: int = 1, shards: int = 1,
-              stateful: bool = False, top1: int = 0) -> dict:
+              stateful: bool = False, top1: int = 0, settle_s: float = 0) -> dict:
     """Index then search through one Deployment; `top1`: also return the best match of the
-    first `top1` queries (to compare results across systems)."""
+    first `top1` queries (to compare results across systems); `settle_s`: pause (untimed)
+    between indexing and searching, as the page's client does for a stateful deployment."""
     workspace = tempfile.mkdtemp(prefix='nborch-bench-') if stateful else None
     extra = {'stateful': True, 'workspace': workspace} if stateful else {}
     start = time.perf_counter()
@@ -70,6 +71,7 @@ def run_setup(executor, index_docs, queries, replicas: int = 1, shards: int = 1,
         start = time.perf_counter()
         dep.post('/index', index_docs, request_size=100)
         index_s = time.perf_counter() - start
+        time.sleep(settle_s)
         start = time.perf_counter()
         results = dep.post('/search', queries, request_size=1, parameters={'limit': LIMIT},
                            return_type=DocList[QueryDoc])

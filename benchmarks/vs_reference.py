@@ -24,7 +24,9 @@ Workloads, each on both systems, alternating which goes first, for `--rounds` ro
 Each run is a fresh process of the system's own python (nborch_driver.py,
 reference_driver.py) with a timeout; every process it starts is killed when it ends, when
 the script fails and on Ctrl-C. A run that fails or times out is recorded with its error's
-first line and shown as "fails: <reason>". Figures are medians over the rounds; the ratio is
+first line and shown as "fails: <reason>"; on the reference side an index whose docs stop
+growing for `--stall` seconds fails as "stalled" (its Raft group can wedge with the client
+still waiting). Figures are medians over the rounds; the ratio is
 reference / nborch (above 1: nborch is faster). The table is printed and the JSON written to
 `--json` (default benchmarks/results/vs_reference.json; `-` for stdout).
 """
@@ -216,10 +218,8 @@ class Runner:
                 self.current = None
         result = read_json(result_path) or result
         if status == 'timeout':
-            logged = last_error(log_path)
             result.setdefault('error', f'timed out after {timeout:.0f} s '
-                                       f"(at {result.get('phase', 'start')})"
-                                       + (f'; last error logged: {logged}' if logged else ''))
+                                       f"(at {result.get('phase', 'start')})")
             result['ok'] = False
         elif not result.get('final'):
             status = 'failed'
@@ -227,6 +227,8 @@ class Runner:
             result.setdefault('error', last_error(log_path) or 'the driver exited early')
         elif not result.get('ok'):
             status = 'failed'
+        if status != 'ok':
+            result['last_error_logged'] = last_error(log_path)
         tail, error_lines = log_summary(log_path)
         result.update(side=side, status=status, wall_s=time.monotonic() - start,
                       hung_on_exit=hung, error_log_lines=error_lines, leftovers=leftovers)
@@ -300,7 +302,7 @@ def workloads(args) -> list[tuple[str, str, dict, float]]:
             title = f'{executor} replicas={replicas}' + (' stateful' if stateful else '')
             out.append((key, title, {'workload': 'search', 'executor': executor,
                                      'replicas': replicas, 'stateful': stateful, 'docs': d,
-                                     'queries': q, 'top1': TOP1},
+                                     'queries': q, 'top1': TOP1, 'stall_s': args.stall},
                         240 + 0.003 * d + per_query * q))
     out.append(('writes', '1-doc write, replicas=3 stateful',
                 {'workload': 'writes', 'writes': args.writes, 'warmup': 20},
@@ -372,11 +374,10 @@ def fmt(value: float | None) -> str:
     return f'{value:.3f}' if abs(value) < 10 else f'{value:.1f}'
 
 
-def cell(row: dict, side: str, width: int = 52) -> str:
+def cell(row: dict, side: str, width: int = 72) -> str:
     value, failures = row[side], row[f'{side}_failures']
     if value is None:
-        reason = failures[0] if failures else 'not measured'
-        text = f'fails: {reason}'
+        text = f'fails: {failures[0]}' if failures else 'not run'
         return text if len(text) <= width else text[:width - 3] + '...'
     mark = f' ({len(failures)}/{len(failures) + len(row[side + "_values"])} failed)' \
         if failures else ''
@@ -410,13 +411,16 @@ def notes(report: dict, args) -> list[str]:
            f"the median of {c['rounds']} round(s), the two systems alternating which runs "
            f"first; {c['docs']} docs, {c['queries']} queries, {c['echo_posts']} echo posts, "
            f"{c['writes']} sequential writes. ratio = reference / nborch (above 1: nborch "
-           'is faster).']
-    for row in report['table']:
-        for side in ('nborch', 'reference'):
-            for reason in sorted(set(row[f'{side}_failures'])):
-                line = f"{side} failed in {row['workload']}: {reason}"
-                if line not in out:
-                    out.append(line)
+           'is faster).',
+           'Both sides use their default client settings, one client per Deployment reused '
+           "for every post (the reference system's Client.post opens a gRPC channel per "
+           'call: that is in its figures, as a user gets it).']
+    for run in report['runs']:
+        if run['status'] != 'ok':
+            logged = run.get('last_error_logged')
+            out.append(f"{run['side']} failed in {run['key']} (round {run['round']}, after "
+                       f"{run['wall_s']:.0f} s): {run.get('error')}"
+                       + (f'; the last error it logged: {logged}' if logged else ''))
     for key, a in report['agreement'].items():
         if a['compared']:
             verdict = 'the same' if a['same'] == a['compared'] else 'DIFFERENT'
@@ -466,6 +470,10 @@ def parse(argv=None):
                              'has no python (default: .venv-reference in the repository)')
     parser.add_argument('--pins', default=os.path.normpath(
         os.path.join(REPO, '..', 'shared', 'reference', 'jina-pins.txt')))
+    parser.add_argument('--stall', type=float, default=120, metavar='S',
+                        help="the reference side's stateful index counts as failed when its "
+                             'docs have not grown (or no count came back) for S seconds '
+                             '(default 120)')
     parser.add_argument('--timeout-scale', type=float, default=1.0,
                         help="multiplies every run's timeout")
     parser.add_argument('--json', metavar='PATH',
