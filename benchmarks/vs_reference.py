@@ -120,30 +120,39 @@ def marked(prefix: str) -> list[psutil.Process]:
     return found
 
 
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def kill_tree(root: subprocess.Popen | None, known: dict[int, psutil.Process], prefix: str,
               grace: float = 5.0) -> int:
     """Stop a driver and everything it started: its process group, the descendants seen
-    while it ran, then anything still carrying the marker. Returns how many were killed."""
+    while it ran, then anything still carrying the marker (psutil checks each process's
+    identity before it signals, so a reused pid is left alone). Returns how many processes
+    were still running."""
     procs = dict(known)
-    if root is not None:
+    if root is not None and root.poll() is None:  # not reaped: its pid and group are its own
         try:
             parent = psutil.Process(root.pid)
             procs[parent.pid] = parent
             procs.update({c.pid: c for c in parent.children(recursive=True)})
         except psutil.Error:
             pass
-    procs.update({p.pid: p for p in marked(prefix)})
-    if root is not None and root.poll() is None:
         try:
             os.killpg(root.pid, signal.SIGTERM)
         except OSError:
             pass
-    for proc in procs.values():
+    procs.update({p.pid: p for p in marked(prefix)})
+    running = [p for p in procs.values() if _running(p)]
+    for proc in running:
         try:
             proc.terminate()
         except psutil.Error:
             pass
-    _, alive = psutil.wait_procs(list(procs.values()), timeout=grace)
+    _, alive = psutil.wait_procs(running, timeout=grace)
     for proc in alive + marked(prefix):
         try:
             proc.kill()
@@ -151,21 +160,16 @@ def kill_tree(root: subprocess.Popen | None, known: dict[int, psutil.Process], p
             pass
     if root is not None:
         try:
-            os.killpg(root.pid, signal.SIGKILL)
-        except OSError:
-            pass
-        try:
             root.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             pass
-    return len(procs)
+    return len(running)
 
 
 class Runner:
-    def __init__(self, pythons: dict[str, str], tmp: str, out):
+    def __init__(self, pythons: dict[str, str], tmp: str):
         self.pythons = pythons
         self.tmp = tmp
-        self.out = out
         self.prefix = f'{uuid.uuid4().hex}-'
         self.count = 0
         self.current: subprocess.Popen | None = None
@@ -214,7 +218,7 @@ class Runner:
                         break
                     time.sleep(0.2)
             finally:
-                leftovers = kill_tree(self.current, self.known, token)
+                killed = kill_tree(self.current, self.known, token)
                 self.current = None
         result = read_json(result_path) or result
         if status == 'timeout':
@@ -231,7 +235,7 @@ class Runner:
             result['last_error_logged'] = last_error(log_path)
         tail, error_lines = log_summary(log_path)
         result.update(side=side, status=status, wall_s=time.monotonic() - start,
-                      hung_on_exit=hung, error_log_lines=error_lines, leftovers=leftovers)
+                      hung_on_exit=hung, error_log_lines=error_lines, killed=killed)
         if status != 'ok':
             result['log_tail'] = tail
         shutil.rmtree(work, ignore_errors=True)
@@ -505,7 +509,7 @@ def main(argv=None) -> dict:
           f"{args.queries} queries, {args.rounds} round(s), {os.cpu_count()} cores", file=out,
           flush=True)
     tmp = tempfile.mkdtemp(prefix='nborch-vsref-')
-    runner = Runner({'nborch': sys.executable, 'reference': reference['python']}, tmp, out)
+    runner = Runner({'nborch': sys.executable, 'reference': reference['python']}, tmp)
 
     def on_signal(signum, _frame):
         raise KeyboardInterrupt(f'signal {signum}')

@@ -90,3 +90,28 @@ def test_the_reference_driver_searches_with_nborchs_top_k():
 def test_sizes(flag, docs):
     args = vs_reference.parse([flag] if flag else [])
     assert args.docs == docs and args.rounds == (3 if flag is None else 1)
+
+
+def test_kill_tree_finds_a_grandchild_in_its_own_session(tmp_path):
+    """A driver's children may start their own sessions (nborch's workers do): the marker in
+    their environment finds them even when the process group does not reach them."""
+    import subprocess
+    import time
+
+    import psutil
+    pid_file = tmp_path / 'grandchild.pid'
+    code = ('import subprocess, sys, time; '
+            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], "
+            'start_new_session=True); '
+            f'open({str(pid_file)!r}, "w").write(str(p.pid)); time.sleep(60)')
+    token = 'test-' + os.urandom(4).hex()
+    env = {**os.environ, vs_reference.MARKER: token}
+    root = subprocess.Popen([sys.executable, '-c', code], env=env, start_new_session=True)
+    deadline = time.monotonic() + 20
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    grandchild = psutil.Process(int(pid_file.read_text()))
+    assert vs_reference.kill_tree(root, {}, token, grace=5) == 2
+    assert root.poll() is not None
+    grandchild.wait(timeout=5)
+    assert not vs_reference.marked(token)
