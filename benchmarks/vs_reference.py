@@ -392,9 +392,9 @@ def print_table(report: dict, out) -> None:
     rows = report['table']
     cells = [(r['label'], cell(r, 'nborch'), cell(r, 'reference'),
               f"{r['ratio']:.2f}x" if r['ratio'] else '') for r in rows]
-    widths = [max(len(c[i]) for c in cells + [('workload', 'nborch', 'reference', 'ratio')])
+    widths = [max(len(c[i]) for c in cells + [('workload', 'nborch', 'reference', 'reference/nborch')])
               for i in range(4)]
-    header = ('workload', 'nborch', 'reference', 'ratio')
+    header = ('workload', 'nborch', 'reference', 'reference/nborch')
     print(file=out)
     print('  '.join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in
                     enumerate(zip(header, widths))), file=out)
@@ -407,7 +407,7 @@ def print_table(report: dict, out) -> None:
         print(f'- {note}', file=out)
 
 
-def notes(report: dict, args) -> list[str]:
+def notes(report: dict) -> list[str]:
     c, ref = report['config'], report['reference_system']
     out = [f"Figures measured in this run on {c['cores']} cores: nborch {c['nborch']} "
            f"(python {c['python']}) and jina {ref['jina']} (docarray {ref['docarray']}, "
@@ -535,7 +535,7 @@ def main(argv=None) -> dict:
             signal.signal(s, handler)
         shutil.rmtree(tmp, ignore_errors=True)
     report['table'], report['agreement'] = summarize(plan, report['runs'], args.docs)
-    report['notes'] = notes(report, args)
+    report['notes'] = notes(report)
     print_table(report, out)
     if args.json == '-':
         json.dump(report, sys.stdout, indent=2)
