@@ -278,9 +278,9 @@ def last_error(path: str, limit: int = 160) -> str | None:
     "node is not the leader" lines are routine for the reference system and skipped."""
     tail, _ = log_summary(path, lines=400)
     for line in reversed(tail):
-        if 'not the leader' in line:
+        if 'not the leader' in line or '[INFO]' in line or '[WARN]' in line:
             continue
-        if 'Error' in line or 'error' in line or 'Exception' in line:
+        if '[ERROR]' in line or 'Error' in line or 'Exception' in line or 'error=' in line:
             line = re.sub(r'^\S*\d{4}-\d\d-\d\dT[\d:.]+Z\s*', '', line.strip())
             if ' error=' in line:  # the Raft library's key=value lines: what failed, and why
                 head, detail = line.split(' error=', 1)

@@ -65,7 +65,8 @@ def test_last_error_reduces_raft_lines_and_skips_not_leader(tmp_path):
         'peer="{Voter 2 127.0.0.1:1}" error="rpc error: code = ResourceExhausted desc = '
         'grpc: received message larger than max (7552837 vs. 4194304)"\n'
         '2026-12-02T04:54:17.000Z [ERROR] RPC-x/rep-1: Error from calling RAFT apply:: '
-        'error="node is not the leader"\n')
+        'error="node is not the leader"\n'
+        '2026-12-02T05:33:01.119Z [INFO]  RAFT-x/rep-1: RAFT shutdown whithout error\n')
     assert vs_reference.last_error(str(log)) == (
         'failed to appendEntries to: rpc error: code = ResourceExhausted desc = grpc: '
         'received message larger than max (7552837 vs. 4194304)')
