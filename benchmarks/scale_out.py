@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,59 +31,47 @@ from docarray import DocList
 from docarray.documents import TextDoc
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from _workloads import (LIMIT, make_docs, percentile,  # noqa: E402,F401
+                        sequential_latencies, top1_by_query)
 from nborch import Client, Deployment  # noqa: E402
 from nborch.examples import Echo, ExactNNSearch, NumpySearch, QueryDoc  # noqa: E402
 
 PAGE = {'index_s_replicas1': 18.93, 'search_s_replicas1': 385.97, 'index_s_consensus3': 35.07,
         'search_s_consensus3': 202.08, 'docs': 100_000, 'queries': 1_000}
 PEER_GATEWAY_P50_MS = 10.3  # the reference system on this kind of machine (peer-figures.md)
-LIMIT = 100
 
 
-def make_docs(n: int, seed: int) -> tuple[DocList[TextDoc], np.ndarray]:
-    rng = np.random.default_rng(seed)
-    embeddings = rng.random((n, 128))
-    docs = DocList[TextDoc]([TextDoc(text=f'I am document {i}', embedding=embeddings[i])
-                             for i in range(n)])
-    return docs, embeddings
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
-
-
-def gateway_overhead(posts: int) -> dict:
+def gateway_overhead(posts: int, warmup: int = 100) -> dict:
     doc = DocList[TextDoc]([TextDoc(text='hello')])
     out = {}
     with Deployment(name='echo', uses=Echo, quiet=True) as dep:
         worker_port = dep.status()['executors'][0]['shards'][0]['replicas'][0]['port']
         direct = Client(port=worker_port, secret=dep.secret)  # workers refuse strangers
-        for path, client in (('gateway', dep.client), ('worker', direct)):
-            for _ in range(100):
-                client.post('/', doc)
-            times = []
-            for _ in range(posts):
-                start = time.perf_counter()
-                client.post('/', doc)
-                times.append((time.perf_counter() - start) * 1000)
-            out[path] = {'p50_ms': statistics.median(times), 'p99_ms': percentile(times, 99),
-                          'req_per_s': 1000 / statistics.mean(times)}
-            if path == 'worker':
-                client.close()
+        try:
+            for path, client in (('gateway', dep.client), ('worker', direct)):
+                out[path] = sequential_latencies(lambda i: client.post('/', doc), posts, warmup)
+        finally:
+            direct.close()
     return out
 
 
 def run_setup(executor, index_docs, queries, replicas: int = 1, shards: int = 1,
-              stateful: bool = False) -> dict:
+              stateful: bool = False, top1: int = 0, settle_s: float = 0) -> dict:
+    """Index then search through one Deployment; `top1`: also return the best match of the
+    first `top1` queries (to compare results across systems); `settle_s`: pause (untimed)
+    between indexing and searching, as the page's client does for a stateful deployment."""
     workspace = tempfile.mkdtemp(prefix='nborch-bench-') if stateful else None
     extra = {'stateful': True, 'workspace': workspace} if stateful else {}
+    start = time.perf_counter()
     with Deployment(name='indexer', uses=executor, replicas=replicas, shards=shards,
                     quiet=True, **extra) as dep:
+        start_s = time.perf_counter() - start
         start = time.perf_counter()
         dep.post('/index', index_docs, request_size=100)
         index_s = time.perf_counter() - start
+        time.sleep(settle_s)
         start = time.perf_counter()
         results = dep.post('/search', queries, request_size=1, parameters={'limit': LIMIT},
                            return_type=DocList[QueryDoc])
@@ -92,8 +79,9 @@ def run_setup(executor, index_docs, queries, replicas: int = 1, shards: int = 1,
     if workspace:
         shutil.rmtree(workspace, ignore_errors=True)
     assert len(results) == len(queries) and all(len(r.matches) > 0 for r in results)
-    return {'executor': executor.__name__, 'replicas': replicas, 'shards': shards,
-            'stateful': stateful,
+    extra = {'top1': top1_by_query(results, top1)} if top1 else {}
+    return {**extra, 'executor': executor.__name__, 'replicas': replicas, 'shards': shards,
+            'stateful': stateful, 'start_s': start_s,
             'index_s': index_s, 'index_docs_per_s': len(index_docs) / index_s,
             'search_s': search_s, 'ms_per_query': search_s / len(queries) * 1000,
             'qps': len(queries) / search_s, 'matches_per_query': len(results[0].matches)}
@@ -183,31 +171,27 @@ def label(run: dict) -> str:
     return f"{run['executor']} replicas={run['replicas']}{consensus} shards={run['shards']}"
 
 
-def consensus_writes(writes: int, sequential: int) -> dict:
+def consensus_writes(writes: int, sequential: int, warmup: int = 20) -> dict:
     """1-doc @write requests to 3 Raft replicas (every entry fsync'd before it is
     acknowledged): p50/p99 commit latency of sequential writes, and writes/s with 64 in
-    flight."""
+    flight (`writes=0`: sequential only)."""
     doc = lambda i: DocList[TextDoc]([TextDoc(text=f'w{i}', embedding=np.zeros(8))])  # noqa: E731
     workspace = tempfile.mkdtemp(prefix='nborch-bench-')
+    out = {'writes': writes, 'sequential': sequential}
     try:
         with Deployment(name='writes', uses=NumpySearch, replicas=3, stateful=True,
                         workspace=workspace, quiet=True) as dep:
-            for i in range(20):
-                dep.post('/index', doc(i))
-            times = []
-            for i in range(sequential):
+            seq = sequential_latencies(lambda i: dep.post('/index', doc(i)), sequential, warmup)
+            out.update(commit_p50_ms=seq['p50_ms'], commit_p99_ms=seq['p99_ms'])
+            if writes:
+                batch = DocList[TextDoc]([TextDoc(text=f'b{i}', embedding=np.zeros(8))
+                                          for i in range(writes)])
                 start = time.perf_counter()
-                dep.post('/index', doc(i))
-                times.append((time.perf_counter() - start) * 1000)
-            batch = DocList[TextDoc]([TextDoc(text=f'b{i}', embedding=np.zeros(8))
-                                      for i in range(writes)])
-            start = time.perf_counter()
-            dep.post('/index', batch, request_size=1, prefetch=64)
-            elapsed = time.perf_counter() - start
+                dep.post('/index', batch, request_size=1, prefetch=64)
+                out['writes_per_s'] = writes / (time.perf_counter() - start)
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
-    return {'commit_p50_ms': statistics.median(times), 'commit_p99_ms': percentile(times, 99),
-            'writes_per_s': writes / elapsed, 'writes': writes, 'sequential': sequential}
+    return out
 
 
 def targets(report: dict) -> dict:
