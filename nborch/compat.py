@@ -87,6 +87,12 @@ NOT_SUPPORTED: dict[str, str] = {
     'grpc_metadata': 'no per-request gRPC metadata is forwarded to executors',
     'provider': 'no SageMaker/Azure provider containers',
     'provider_endpoint': 'no SageMaker/Azure provider containers',
+    'uses@Flow': "the reference system's Flow(uses=...) names a custom gateway (or a Flow "
+                 "YAML); nborch's gateway is its own: load a Flow YAML with "
+                 "Flow.load_config(path), and give each executor's uses= to add()",
+    'uses_with@Flow': "the reference system's Flow(uses_with=...) configures a custom gateway; "
+                      "give each executor's uses_with= to add()",
+    'uses_dynamic_batching@Flow': "give it to the add() of the executor it names",
     'k8s_namespace': 'give the namespace to nborch export (--namespace)',
     'env_from_secret': 'put secrets in env= or in the exported manifests',
     'image_pull_secrets': 'put pull secrets in the exported manifests',

@@ -161,12 +161,9 @@ def _check_executor_defaults(defaults: dict) -> dict:
     known = executor_default_keys()
     unknown = sorted(defaults.keys() - set(known))
     if unknown:
-        hint = ('; in the reference system Flow(uses=...) is a Flow YAML: here that is '
-                "Flow.load_config(path), and each executor's uses= goes to add()") \
-            if 'uses' in unknown else ''
         raise TypeError(f'unknown argument(s) {", ".join(unknown)}; a Flow takes '
                         f'{", ".join(gateway_keys())} for its gateway, and as defaults of '
-                        f'every add(): {", ".join(known)}{hint}')
+                        f'every add(): {", ".join(known)}')
     if defaults and not {'stateful', 'external'} & defaults.keys():
         with warnings.catch_warnings():  # each add() warns for its own executor
             warnings.simplefilter('ignore')

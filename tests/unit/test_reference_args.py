@@ -34,8 +34,8 @@ def test_flow_refuses_unknown_arguments_naming_what_it_takes():
     with pytest.raises(TypeError, match=r'unknown argument\(s\) replica_count; a Flow takes '
                                         r'port, .* as defaults of every add\(\): py_modules, replicas, '):
         Flow(replica_count=3)
-    with pytest.raises(TypeError, match=r'Flow\(uses=...\) is a Flow YAML: here that is '
-                                        r'Flow.load_config'):
+    with pytest.raises(ValueError, match=r"Flow\(uses='flow.yml'\): not supported by nborch: .*"
+                                         r'custom gateway.*Flow.load_config'):
         Flow(uses='flow.yml')
 
 
