@@ -146,7 +146,6 @@ def main(argv=None) -> dict:
     report = {'docs': args.docs, 'queries': args.queries, 'cores': os.cpu_count(), 'runs': []}
     report['gateway_overhead'] = gateway_overhead(args.echo_posts)
     report['numpy_floor'] = numpy_floor(args.docs, args.queries)
-    executors = [NumpySearch] + ([] if args.skip_docarray else [ExactNNSearch])
     setups = [(NumpySearch, 1, 1, False), (NumpySearch, 3, 1, False), (NumpySearch, 1, 3, False),
               (NumpySearch, 3, 1, True)]
     if not args.skip_docarray:

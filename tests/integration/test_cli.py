@@ -188,7 +188,7 @@ def test_port_in_use_is_exit_code_2():
         port = taken.getsockname()[1]
         done = run('deployment', '--uses', 'tests.integration.helpers:Echo', '--port', port)
     assert done.returncode == 2
-    assert done.stderr.startswith(f'nborch: error: ') and f'port {port}' in done.stderr
+    assert done.stderr.startswith('nborch: error: ') and f'port {port}' in done.stderr
     assert 'in use' in done.stderr and done.stderr.count('\n') == 1
 
 

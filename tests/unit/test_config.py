@@ -129,7 +129,7 @@ def test_pass_through_keys_and_uses_class_paths_are_kept_as_written(tmp_path):
 
 def test_uses_yaml_is_relative_to_the_yaml_file_and_absolute_paths_stay(tmp_path):
     (tmp_path / 'sub').mkdir()
-    path = write(tmp_path / 'sub', 'dep.yml', f'''
+    path = write(tmp_path / 'sub', 'dep.yml', '''
         jtype: Deployment
         with:
           uses: ../execs/enc.yaml
