@@ -65,12 +65,9 @@ def reduce_docs(results: Sequence[DocList], limit: int | None = None) -> DocList
     """
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise ValueError(f'invalid limit={limit!r}: expected None or an integer >= 0')
-    results = list(results)
-    if not results:
-        return DocList[AnyDoc]([], validate_input_docs=False)
-    non_empty = [result for result in results if len(result)]
-    if not non_empty:
-        return type(results[0])([], validate_input_docs=False)
+    non_empty = _non_empty(results)
+    if isinstance(non_empty, DocList):  # nothing to merge: the empty result
+        return non_empty
     if len(non_empty) == 1:
         only = non_empty[0]
         return type(only)(list(only), validate_input_docs=False)
@@ -84,16 +81,23 @@ def concat_docs(results: Sequence[DocList]) -> DocList:
     The result has the doc type of the first non-empty result; a doc of another schema is
     rebuilt with the fields the two share, as in :func:`reduce_docs`. Inputs are not mutated.
     """
-    results = list(results)
-    if not results:
-        return DocList[AnyDoc]([], validate_input_docs=False)
-    non_empty = [result for result in results if len(result)]
-    if not non_empty:
-        return type(results[0])([], validate_input_docs=False)
+    non_empty = _non_empty(results)
+    if isinstance(non_empty, DocList):
+        return non_empty
     out_cls = type(non_empty[0])
     schema = out_cls.doc_type
     return out_cls([_as_schema(doc, schema) for result in non_empty for doc in result],
                    validate_input_docs=False)
+
+
+def _non_empty(results: Sequence[DocList]) -> list[DocList] | DocList:
+    """The results that hold docs; when none does, the empty DocList to return (of the
+    first result's type, AnyDoc when there are no results)."""
+    results = list(results)
+    if not results:
+        return DocList[AnyDoc]([], validate_input_docs=False)
+    non_empty = [result for result in results if len(result)]
+    return non_empty or type(results[0])([], validate_input_docs=False)
 
 
 def _merge_doclists(lists: Sequence[DocList], limit: int | None) -> DocList:
