@@ -1,7 +1,9 @@
 """nborch: Jupyter-first orchestration of executor replicas, shards and Raft groups."""
 from nborch.client import AsyncClient, Client, Response
 from nborch.deployment import Deployment
-from nborch.errors import ExecutorError, IncompletePostError, PortInUseError, UnavailableError
+from nborch.errors import (ChildStartError, ConfigError, ExecutorError, ExportError,
+                           IncompletePostError, MembershipError, MessageTooLargeError,
+                           PortInUseError, RolloutError, UnavailableError)
 from nborch.executor import Executor, dynamic_batching, requests, write
 from nborch.flow import Flow
 
@@ -9,14 +11,20 @@ __version__ = '0.1.0'
 
 __all__ = [
     'AsyncClient',
+    'ChildStartError',
     'Client',
+    'ConfigError',
     'Deployment',
     'Executor',
     'ExecutorError',
+    'ExportError',
     'Flow',
     'IncompletePostError',
+    'MembershipError',
+    'MessageTooLargeError',
     'PortInUseError',
     'Response',
+    'RolloutError',
     'UnavailableError',
     'dynamic_batching',
     'requests',

@@ -28,7 +28,8 @@ from nborch.errors import (ExecutorError, IncompletePostError, MessageTooLargeEr
 from nborch.executor import doc_type_of
 from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
-from nborch.runtime.auth import PROCESS_METHOD, STATUS_METHOD, AuthError, LinkAuth, call_unary
+from nborch.runtime.auth import (PROCESS_METHOD, SET_POOLS_METHOD, STATUS_METHOD, AuthError,
+                                 LinkAuth, call_unary)
 from nborch.runtime.codec import decode_docs, encode_docs
 from nborch.runtime.grpc_options import channel_options
 from nborch.runtime.limits import (DEFAULT_MAX_MESSAGE_SIZE, GRPC_MAX_MESSAGE_SIZE, RAISE_IT,
@@ -325,6 +326,33 @@ class AsyncClient:
             raise ConnectionError(str(exc)) from None
         return json.loads(reply.json)
 
+    async def set_pools(self, executor: str, shards: list[list[str]], *, drain_s: float,
+                        endpoints: dict[str, bool] | None = None,
+                        timeout: float | None = None) -> dict:
+        """The owner's edit of a running gateway (needs the deployment secret): `executor`'s
+        replicas per shard become `shards`; returns once removed replicas have answered what
+        they held (at most `drain_s`): {'added', 'removed', 'undrained'}. `endpoints`: its
+        new {path: is a write} table (a rolling update changed its class)."""
+        if self._http is not None or self._auth is None:
+            raise ValueError('set_pools needs a gRPC client with the deployment secret')
+        loop = asyncio.get_running_loop()
+        self._stub()  # this loop's channel
+        channel = [c for owner, c in self._channels if owner is loop][-1]
+        update = {'executor': executor, 'shards': shards, 'drain_s': drain_s,
+                  'endpoints': endpoints}
+        try:
+            reply = await call_unary(self._auth, SET_POOLS_METHOD, self.address,
+                                     pb_grpc.GatewayStub(channel).SetPools,
+                                     pb.PoolsUpdate(json=json.dumps(update).encode()),
+                                     timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                raise ValueError(exc.details()) from None
+            raise _transport_error(exc, self.address) from None
+        except AuthError as exc:
+            raise ConnectionError(str(exc)) from None
+        return json.loads(reply.json)
+
     async def is_ready(self, timeout: float = 2.0) -> bool:
         try:
             await self.status(timeout=timeout)
@@ -516,4 +544,5 @@ class Client:
     delete = _blocking('delete')
     status = _blocking('status')
     is_ready = _blocking('is_ready')
+    set_pools = _blocking('set_pools')
     close = _blocking('close')

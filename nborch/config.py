@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from nborch.compat import NO_EFFECT, NOT_SUPPORTED
+from nborch.errors import ConfigError
 from nborch.executor import Executor
 from nborch.spec import DeploymentSpec
 from nborch.uses import import_py_module, is_executor_yaml, resolve_uses
@@ -36,16 +37,6 @@ _DEPLOYMENT_FILE_KEYS = ('jtype', 'with', 'version')
 _FLOW_FILE_KEYS = ('jtype', 'with', 'executors', 'version')
 _EXECUTOR_YAML_KEYS = ('jtype', 'with', 'py_modules', 'metas')
 _METAS_KEYS = ('name', 'description', 'url', 'keywords', 'workspace', 'py_modules')
-
-
-class ConfigError(ValueError):
-    """A YAML file that cannot be used; the message is `FILE:LINE: what is wrong`."""
-
-    def __init__(self, path: str, line: int | None, message: str):
-        self.path = path
-        self.line = line
-        self.problem = message
-        super().__init__(f'{path}:{line}: {message}' if line else f'{path}: {message}')
 
 
 def deployment_keys() -> tuple[str, ...]:

@@ -6,7 +6,7 @@ from typing import Any
 from nborch.orchestrator import ExecutorPlan, Orchestrator
 from nborch.runtime.topology import GATEWAY
 from nborch.serving import Serving
-from nborch.spec import DeploymentSpec, http_options
+from nborch.spec import ROLLING_KEYS, DeploymentSpec, http_options, live_edits
 
 
 class Deployment(Serving):
@@ -51,6 +51,40 @@ class Deployment(Serving):
         state = 'running' if self.running else 'stopped'
         return (f'Deployment(name={s.name!r}, uses={uses}, replicas={s.replicas}, '
                 f'shards={s.shards}, {state})')
+
+    def scale(self, replicas: int) -> dict:
+        """Run `replicas` per shard from now on, without stopping: new replicas take requests
+        once ready; removed ones finish what they hold first. A stateless executor only.
+        Returns {'started', 'stopped', 'undrained'}. Before `start()` it sets the count."""
+        return self._orchestrator.scale(self.name, replicas)
+
+    def rolling_update(self, **changes) -> dict:
+        """Replace the replicas one at a time by ones built with `changes` (`uses=`,
+        `uses_with=`, `uses_dynamic_batching=`, `py_modules=`, `env=`, `log_level=`), with
+        no request failing: each new replica starts, becomes ready and takes requests, then
+        the one it replaces finishes what it holds and stops. A new replica that cannot
+        start stops the rollout (RolloutError); the others keep serving the old version.
+        Returns {'replaced': n}. Stateless executors only."""
+        return self._orchestrator.roll_out(self.name, changes)
+
+    def update(self, inputs=None, **kwargs):
+        """`update(uses=..., uses_with=...)`: a rolling update (`rolling_update`). Otherwise,
+        as in the reference system, `post('/update', inputs, ...)`."""
+        rolling = {k: kwargs.pop(k) for k in ROLLING_KEYS if k in kwargs}
+        if not rolling:
+            return super().update(inputs, **kwargs)
+        if inputs is not None or kwargs:
+            raise TypeError('update(): either a rolling update (uses=, uses_with=, ...) or '
+                            'docs to post to /update, not both')
+        return self.rolling_update(**rolling)
+
+    def live_edits(self, edited: Serving) -> dict[str, dict] | None:
+        """{name: changes} when `edited` differs from this one only in what a running
+        deployment takes without a restart (`replicas`, what `rolling_update` changes)."""
+        if not isinstance(edited, Deployment):
+            return None
+        changes = live_edits(self.spec, edited.spec)
+        return None if changes is None else {self.name: changes}
 
     def needs_all(self) -> 'Deployment':
         """A no-op the reference page calls on a Deployment; returns the deployment."""

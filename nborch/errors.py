@@ -62,3 +62,23 @@ class MessageTooLargeError(ValueError):
     The message names the limit, the size and the option that raises it. Nothing of the
     request was run when the request was too large.
     """
+
+
+class RolloutError(RuntimeError):
+    """A rolling update stopped because a new replica did not start; the message says how
+    many replicas run the new version (the others still serve the old one) and why."""
+
+
+class ConfigError(ValueError):
+    """A YAML file that cannot be used; the message is `FILE:LINE: what is wrong`."""
+
+    def __init__(self, path: str, line: int | None, message: str):
+        self.path = path
+        self.line = line
+        self.problem = message
+        super().__init__(f'{path}:{line}: {message}' if line else f'{path}: {message}')
+
+
+class ChildStartError(RuntimeError):
+    """A replica or gateway process exited or timed out before reporting ready; the
+    message carries the end of its log."""

@@ -14,7 +14,7 @@ from nborch.orchestrator import ExecutorPlan, Orchestrator
 from nborch.runtime.limits import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_REQUEST_DOCS
 from nborch.runtime.topology import GATEWAY, order_dag
 from nborch.serving import Serving
-from nborch.spec import DeploymentSpec, http_options, user_keys
+from nborch.spec import DeploymentSpec, http_options, live_edits, user_keys
 
 # Not executor defaults: the executor itself, which each add() names (in the reference
 # system a Flow's `uses` is a Flow YAML: Flow.load_config here).
@@ -149,6 +149,36 @@ class Flow(Serving):
         chain = ', '.join(f'{p.spec.name}<-{"+".join(p.needs)}' for p in self._plans)
         state = 'running' if self.running else 'stopped'
         return f'Flow(name={self.name!r}, port={self.port}, [{chain}], {state})'
+
+    def rolling_update(self, executor: str, **changes) -> dict:
+        """Replace `executor`'s replicas one at a time by ones built with `changes`
+        (`uses=`, `uses_with=`, ...), as `Deployment.rolling_update` does."""
+        return self._orchestrator.roll_out(executor, changes)
+
+    def live_edits(self, edited: Serving) -> dict[str, dict] | None:
+        """{executor: changes} when `edited` differs from this flow only in what running
+        executors take without a restart (`replicas`, what `rolling_update` changes)."""
+        if not isinstance(edited, Flow) or len(edited._plans) != len(self._plans):
+            return None
+        mine, theirs = self._orchestrator, edited._orchestrator
+        gateway = ('label', 'host', 'protocols', 'require_secret', 'tls', 'max_message_size',
+                   'http_options', 'quiet')
+        if any(getattr(mine, k) != getattr(theirs, k) for k in gateway) or \
+                (edited._given_port is not None and edited._given_port != self._given_port):
+            return None
+        edits = {}
+        for old, new in zip(self._plans, edited._plans):
+            changes = live_edits(old.spec, new.spec)
+            if old.needs != new.needs or old.spec.name != new.spec.name or changes is None:
+                return None
+            edits[new.spec.name] = changes
+        return edits
+
+    def scale(self, executor: str, replicas: int) -> dict:
+        """Run `replicas` per shard of `executor` from now on, without stopping the flow:
+        new replicas take requests once ready; removed ones finish what they hold first.
+        A stateless executor only. Returns {'started', 'stopped', 'undrained'}."""
+        return self._orchestrator.scale(executor, replicas)
 
     def logs(self, executor: str, shard: int = 0, replica: int = 0) -> str:
         return self._orchestrator.logs(executor, shard, replica)

@@ -52,8 +52,10 @@ class NborchMagics(Magics):
         """Start a Deployment from the cell's YAML and bind it to NAME.
 
         The body is the YAML of a Deployment (`jtype: Deployment` optional; keys at top
-        level or under `with:`). Flags override the YAML. Re-running the cell stops the
-        deployment bound to NAME first. Plain Python equivalent:
+        level or under `with:`). Flags override the YAML. Re-running the cell while the
+        deployment bound to NAME runs changes it live where it can: `replicas` by scaling,
+        the executor's class or `uses_with` (`env`, ...) by a rolling update; any other
+        change stops it and starts the new one. Plain Python equivalent:
 
             dep = nborch.ipython.deployment_from_yaml(yaml_text, replicas=3).start()
 
@@ -83,7 +85,9 @@ class NborchMagics(Magics):
 
         The body is the YAML of a Flow (`jtype: Flow` optional; `with:` for the gateway,
         `executors:` a list of `Flow.add()` arguments). Flags override `with:`. Re-running
-        the cell stops the flow bound to NAME first. Plain Python equivalent:
+        the cell changes the running flow bound to NAME live where it can (executors'
+        `replicas`, class, `uses_with`, ...), as `%%deployment` does; any other change stops
+        it first. Plain Python equivalent:
 
             f = nborch.ipython.flow_from_yaml(yaml_text, port=5555).start()
         """
@@ -93,14 +97,17 @@ class NborchMagics(Magics):
         return self._start_and_bind(args.name, flow)
 
     @magic_arguments()
-    @argument('action', choices=('list', 'status', 'logs', 'stop'),
+    @argument('action', choices=('list', 'status', 'logs', 'scale', 'stop'),
               help='list: deployments and flows in this namespace; status NAME: their '
                    'processes and routing counters; logs NAME: the last lines of one '
-                   'replica; stop NAME | stop --all')
+                   'replica; scale NAME N: N replicas per shard while it runs; '
+                   'stop NAME | stop --all')
     @argument('name', nargs='?', help='the variable a deployment or flow is bound to')
+    @argument('replicas', nargs='?', type=int, help='with scale: replicas per shard')
     @argument('--all', action='store_true', dest='all',
               help='with stop: every deployment and flow this kernel started')
-    @argument('--executor', help="with logs on a Flow: the executor (default: the first)")
+    @argument('--executor', help="with logs or scale on a Flow: the executor (default: the "
+                                 "first)")
     @argument('--shard', type=int, default=0, help='with logs: the shard (default 0)')
     @argument('--replica', type=int, default=0, help='with logs: the replica (default 0)')
     @line_magic
@@ -110,6 +117,8 @@ class NborchMagics(Magics):
             %nborch list
             %nborch status dep          (dep.status())
             %nborch logs dep --shard 1 --replica 2    (print(dep.logs(1, 2)))
+            %nborch scale dep 4         (dep.scale(4))
+            %nborch scale f 4 --executor encoder      (f.scale('encoder', 4))
             %nborch stop dep            (dep.close())
             %nborch stop --all          (nborch.orchestrator.stop_all())
         """
@@ -125,6 +134,13 @@ class NborchMagics(Magics):
             self.started.pop(args.name, None)
         elif args.action == 'status':
             return self._lookup(args).status()
+        elif args.action == 'scale':
+            obj = self._lookup(args)
+            if args.replicas is None:
+                raise ValueError('%nborch scale NAME N: N, the replicas per shard, is missing')
+            if isinstance(obj, Flow):
+                return obj.scale(args.executor or obj.executors[0].name, args.replicas)
+            return obj.scale(args.replicas)
         elif isinstance(obj := self._lookup(args), Flow):
             print(obj.logs(args.executor or obj.executors[0].name, args.shard, args.replica),
                   end='')
@@ -133,9 +149,17 @@ class NborchMagics(Magics):
 
     # -- shared steps ---------------------------------------------------------------------
     def _start_and_bind(self, name: str | None, obj: Serving) -> Serving:
-        """Stop what `name` is bound to (a re-run cell), start `obj`, bind it, return it."""
+        """Start `obj`, bind it to `name` and return it. A re-run cell: what `name` is bound
+        to is scaled when only replica counts changed, else stopped first."""
         name = name or _identifier(obj.name)
         previous = self.shell.user_ns.get(name)
+        if isinstance(previous, Serving) and previous.running:
+            edits = previous.live_edits(obj)
+            if edits is not None:
+                for executor, changes in edits.items():
+                    _apply_live(previous, executor, dict(changes))
+                self.started[name] = previous
+                return previous
         if isinstance(previous, Serving):
             previous.close()
         self.started.pop(name, None)
@@ -163,6 +187,27 @@ class NborchMagics(Magics):
             raise ValueError(f'%nborch {args.action}: no deployment or flow named '
                              f'{args.name!r} (known: {known})')
         return obj
+
+
+def _apply_live(serving: Serving, executor: str, changes: dict) -> None:
+    """A re-run cell's changes to a running executor: fewer replicas first (fewer to
+    replace), then the rolling update, then more replicas (started as the new version)."""
+    replicas = changes.pop('replicas', None)
+    flow = isinstance(serving, Flow)
+
+    def scale() -> None:
+        if replicas is not None:
+            serving.scale(executor, replicas) if flow else serving.scale(replicas)
+
+    current = next(s for s in (serving.executors if flow else [serving.spec])
+                   if s.name == executor).replicas
+    if replicas is not None and replicas < current:
+        scale()
+        replicas = None
+    if changes:
+        serving.rolling_update(executor, **changes) if flow else \
+            serving.rolling_update(**changes)
+    scale()
 
 
 def _parse(magic, line: str):

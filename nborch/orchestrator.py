@@ -5,6 +5,7 @@ layers that build its input.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import os
 import shutil
 import sys
@@ -15,6 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from nborch.addresses import Address
+from nborch.client import Client
+from nborch.desired import Placement, worker_spec, worker_specs
+from nborch.errors import RolloutError
 from nborch.ports import check_port_free, free_port
 from nborch.runtime.auth import new_secret
 from nborch.runtime.consensus.membership import check_workspace
@@ -23,8 +27,8 @@ from nborch.runtime.limits import DEFAULT_MAX_MESSAGE_SIZE
 from nborch.runtime.supervisor import ProcessHandle, ReplicaId, Supervisor, WorkerHandle
 from nborch.runtime.tls import TlsFiles
 from nborch.runtime.topology import ExecutorTopology, Topology
-from nborch.runtime.worker_spec import WorkerSpec, raft_dir
-from nborch.spec import DeploymentSpec
+from nborch.runtime.worker_spec import WorkerSpec
+from nborch.spec import ROLLING_KEYS, DeploymentSpec
 
 _live: set['Orchestrator'] = set()  # strong refs: a running orchestration is never collected
 
@@ -40,6 +44,22 @@ def _echo(line: str) -> None:
 
 
 _THREAD_VARS = ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS')
+DRAIN_SECONDS = 30.0  # how long a removed replica may take to answer what it holds
+
+
+def _adopt(spec: DeploymentSpec, edited: DeploymentSpec) -> None:
+    """The running spec takes the rolled-out version's values (and what they resolve to)."""
+    for key in (*ROLLING_KEYS, 'executor_class', 'round_robin'):
+        setattr(spec, key, getattr(edited, key))
+
+
+def _stop_all(handles: list[ProcessHandle]) -> None:
+    """SIGTERM every process at once, then wait for each (they drain in parallel)."""
+    for handle in handles:
+        handle.terminate()
+    if handles:
+        with ThreadPoolExecutor(len(handles)) as pool:
+            list(pool.map(lambda h: h.stop(), handles))
 
 
 def _threads_per_worker(plans: list['ExecutorPlan']) -> dict[str, str]:
@@ -97,7 +117,17 @@ class Orchestrator:
         self.port = port
         self.ready_timeout = ready_timeout
         self.quiet = quiet
-        self.workers: dict[str, list[list[WorkerHandle]]] = {}
+        # The reconciler's two tables: what should run, and the processes that do (both
+        # replaced whole on change, so the supervisor's thread reads either safely).
+        self.desired: dict[ReplicaId, WorkerSpec] = {}
+        self.handles: dict[ReplicaId, WorkerHandle] = {}
+        # Processes the gateway does not route to: starting, or removed from the table and
+        # draining or stopping (status shows them after the routed ones).
+        self.unrouted: list[WorkerHandle] = []
+        self.placements: dict[str, Placement] = {}
+        self._threads: dict[str, str] = {}  # BLAS threads per replica, set at start
+        self._device_count: int | None = None
+        self._generation = 0
         self.gateway: ProcessHandle | None = None
         self.supervisor: Supervisor | None = None
         self.run_dir: str | None = None
@@ -127,7 +157,23 @@ class Orchestrator:
                 if p is not None and not p.up]
 
     def all_workers(self) -> list[WorkerHandle]:
-        return [w for shards in self.workers.values() for replicas in shards for w in replicas]
+        return list(self.handles.values())
+
+    @property
+    def workers(self) -> dict[str, list[list[WorkerHandle]]]:
+        """The running replicas as `[executor][shard][replica]`."""
+        table: dict[str, list[list[WorkerHandle]]] = {}
+        for rid in sorted(self.handles, key=lambda r: (r.shard, r.replica)):
+            shards = table.setdefault(rid.executor, [])
+            while len(shards) <= rid.shard:
+                shards.append([])
+            shards[rid.shard].append(self.handles[rid])
+        return table
+
+    def _children(self) -> list[ProcessHandle]:
+        """What the supervisor keeps alive: the gateway and the table's replicas."""
+        return [self.gateway, *self.handles.values()] if self.gateway else \
+            list(self.handles.values())
 
     # -- start -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -152,67 +198,225 @@ class Orchestrator:
                 self._teardown()
                 raise
             self.started = True
-            self.supervisor = Supervisor([self.gateway, *self.all_workers()], self.ready_timeout)
+            self.supervisor = Supervisor(self._children, self.ready_timeout)
             self.supervisor.start()
 
     def _start_workers(self) -> None:
-        echo = None if self.quiet else _echo
-        device_count = None
-        threads = _threads_per_worker(self.plans)
         # Before any process: a workspace recording another replica count is refused.
         groups = {p.spec.name: check_workspace(p.spec.name, p.spec.workspace, p.spec.shards,
                                                p.spec.replicas)
                   for p in self.plans if p.spec.stateful and not p.spec.external}
+        self._threads = _threads_per_worker(self.plans)
         for plan in self.plans:
             spec = plan.spec
             if spec.external:
                 continue
-            env = {**threads, **os.environ, **spec.env}
-            environments = [env] * spec.replicas
-            if spec.round_robin is not None:
-                if device_count is None:  # one nvidia-smi call per start, only when asked for
-                    device_count = detect_device_count(env)
-                # strict=False: SPEC §6 maps RR1,3 onto 3 devices as 1,3,1,3,1, as Jina does.
-                environments = replica_environments(env, spec.replicas, device_count,
-                                                    strict=False)
-            packed = WorkerSpec.pack_class(spec.executor_class)
-            peer_ports = self._peer_ports(spec)
-            shards = []
-            for shard in range(spec.shards):
-                replicas = []
-                for replica in range(spec.replicas):
-                    rid = ReplicaId(spec.name, shard, replica)
-                    stem = os.path.join(self.run_dir, f'{spec.name}-{shard}-{replica}')
-                    WorkerSpec(name=spec.name, uses=packed, uses_with=spec.uses_with,
-                               uses_dynamic_batching=spec.uses_dynamic_batching,
-                               shard_id=shard, replica_id=replica, shards=spec.shards,
-                               replicas=spec.replicas, workspace=spec.workspace,
-                               host=self.host, sys_path=list(sys.path),
-                               log_level=spec.log_level, stateful=spec.stateful,
-                               peers=[f'{self.host}:{p}' for p in peer_ports.get(shard, [])],
-                               raft_dir=(raft_dir(spec.workspace, spec.shards, shard, replica)
-                                         if spec.stateful else None),
-                               raft_group=groups[spec.name][shard] if spec.stateful else None,
-                               raft_configuration=spec.raft_configuration,
-                               read_consistency=spec.read_consistency,
-                               tls=self.internal_tls, max_message_size=spec.max_message_size,
-                               max_request_docs=spec.max_request_docs).dump(stem + '.json')
-                    replicas.append(WorkerHandle(rid, stem + '.json', env=environments[replica],
-                                                 log_path=stem + '.log', echo=echo,
-                                                 secret=self.secret))
-                shards.append(replicas)
-            self.workers[spec.name] = shards
-        workers = self.all_workers()
-        for worker in workers:
-            worker.spawn()
-        deadline = time.monotonic() + self.ready_timeout
-        for worker in workers:  # all start in parallel; wait for each in turn
-            worker.wait_ready(max(deadline - time.monotonic(), 0.1))
+            peers = {shard: [f'{self.host}:{p}' for p in ports]
+                     for shard, ports in self._peer_ports(spec).items()}
+            self.placements[spec.name] = Placement(
+                packed=WorkerSpec.pack_class(spec.executor_class), host=self.host,
+                sys_path=tuple(sys.path), peers=peers, groups=groups.get(spec.name),
+                tls=self.internal_tls)
+            self.desired = {**self.desired, **worker_specs(spec, self.placements[spec.name])}
+        self.handles = self._launch(list(self.desired))
 
-    def _start_gateway(self) -> None:
-        topology = Topology(host=self.host, port=self.grpc_port, protocols=list(self.protocols),
-                            http_port=self.port_of('http'), http_options=self.http_options,
-                            max_message_size=self.max_message_size, executors=[
+    def _environments(self, spec: DeploymentSpec) -> list[dict[str, str]]:
+        """Each replica's environment: the executor's, with its GPU under round robin."""
+        env = {**self._threads, **os.environ, **spec.env}
+        if spec.round_robin is None:
+            return [env] * spec.replicas
+        if self._device_count is None:  # one nvidia-smi call per run, only when asked for
+            self._device_count = detect_device_count(env)
+        # strict=False: RR1,3 maps onto 3 devices as 1,3,1,3,1, as the reference system does.
+        return replica_environments(env, spec.replicas, self._device_count, strict=False)
+
+    def _launch(self, rids: list[ReplicaId],
+                spec: DeploymentSpec | None = None) -> dict[ReplicaId, WorkerHandle]:
+        """Start the desired replicas `rids` in parallel and wait until each is ready; when
+        one cannot start, the others are stopped too and the error is raised. `spec`: the
+        version they run, when it is not (yet) the executor's own."""
+        echo = None if self.quiet else _echo
+        environments = {}
+        handles: dict[ReplicaId, WorkerHandle] = {}
+        for rid in rids:
+            if spec is None or spec.name != rid.executor:
+                spec = self._spec_of(rid.executor)
+            if rid.executor not in environments:
+                environments[rid.executor] = self._environments(spec)
+            self._generation += 1  # a fresh file per process: a replaced one may still read
+            stem = os.path.join(self.run_dir, f'{rid.executor}-{rid.shard}-{rid.replica}'
+                                              f'-{self._generation}')
+            self.desired[rid].dump(stem + '.json')
+            handles[rid] = WorkerHandle(rid, stem + '.json',
+                                        env=environments[rid.executor][rid.replica],
+                                        log_path=stem + '.log', echo=echo, secret=self.secret)
+        self.unrouted = [*self.unrouted, *handles.values()]
+        try:
+            for handle in handles.values():
+                handle.spawn()
+            deadline = time.monotonic() + self.ready_timeout
+            for handle in handles.values():  # all start in parallel; wait for each in turn
+                handle.wait_ready(max(deadline - time.monotonic(), 0.1))
+        except BaseException:
+            _stop_all(list(handles.values()))
+            raise
+        finally:
+            self.unrouted = [h for h in self.unrouted if h not in handles.values()]
+        return handles
+
+    def _spec_of(self, executor: str) -> DeploymentSpec:
+        for plan in self.plans:
+            if plan.spec.name == executor:
+                return plan.spec
+        known = ', '.join(p.spec.name for p in self.plans)
+        raise ValueError(f'{self.label} has no executor named {executor!r} (it has {known})')
+
+    # -- live changes ----------------------------------------------------------------------
+    def scale(self, executor: str, replicas: int, *, drain_s: float = DRAIN_SECONDS) -> dict:
+        """Change how many replicas each shard of a stateless executor runs, while it serves
+        (before start: the count it starts with).
+
+        New replicas start and join the gateway's pools once ready; removed ones (the
+        highest replica ids) leave the pools at once and stop after answering what they
+        hold (at most `drain_s`). Returns what changed: {'started', 'stopped', 'undrained'}.
+        """
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
+            raise ValueError(f'replicas={replicas!r}: must be an integer >= 1')
+        with self._lock:
+            spec = self._spec_of(executor)
+            if spec.external:
+                raise ValueError(f'{executor!r} is external: its replicas run elsewhere')
+            if not self.started:  # the count it will start with
+                spec.replicas = replicas
+                return {'started': 0, 'stopped': 0, 'undrained': 0}
+            if spec.stateful:
+                raise ValueError(f'{executor!r} is stateful: changing a Raft group\'s members '
+                                 'while it runs is not supported yet; stop it and start with '
+                                 f'replicas={replicas} (its workspace records the count)')
+            before = spec.replicas
+            if replicas == before:
+                return {'started': 0, 'stopped': 0, 'undrained': 0}
+            spec.replicas = replicas
+            kept = {rid: w for rid, w in self.desired.items() if rid.executor != executor}
+            self.desired = {**kept, **worker_specs(spec, self.placements[executor])}
+            try:
+                return self._converge(executor, drain_s)
+            except BaseException:
+                spec.replicas = before
+                self.desired = {**kept, **worker_specs(spec, self.placements[executor])}
+                raise
+
+    def roll_out(self, executor: str, changes: dict, *, drain_s: float = DRAIN_SECONDS) -> dict:
+        """Replace a stateless executor's replicas one at a time by ones built with `changes`
+        (`uses`, `uses_with`, ...): each new replica starts, becomes ready and joins the
+        pools, then the one it replaces drains and stops. Returns {'replaced': n}.
+
+        A new replica that cannot start stops the rollout (RolloutError): the replicas not
+        replaced yet keep serving the old version. Before start it edits the spec."""
+        unknown = sorted(set(changes) - set(ROLLING_KEYS))
+        if unknown:
+            raise TypeError(f'a rolling update changes {", ".join(ROLLING_KEYS)}; not '
+                            f'{", ".join(unknown)}')
+        with self._lock:
+            spec = self._spec_of(executor)
+            if spec.external:
+                raise ValueError(f'{executor!r} is external: its replicas run elsewhere')
+            edited = dataclasses.replace(spec, **changes)
+            edited.validate()  # every input error before any process
+            if not self.started:
+                _adopt(spec, edited)
+                return {'replaced': 0}
+            if spec.stateful:
+                raise ValueError(f'{executor!r} is stateful: replacing a Raft group\'s '
+                                 'replicas while it runs is not supported yet; stop it and '
+                                 'start it with the new version (its workspace keeps the data)')
+            placement = dataclasses.replace(self.placements[executor],
+                                            packed=WorkerSpec.pack_class(edited.executor_class))
+            old, new = spec.routing()['endpoints'] or {}, edited.routing()['endpoints'] or {}
+            # While both versions serve, an endpoint either one writes is a write.
+            mixed = {path: old.get(path, False) or new.get(path, False)
+                     for path in {*old, *new}}
+            rids = [rid for rid in self.desired if rid.executor == executor]
+            for done, rid in enumerate(rids):
+                previous = self.desired[rid]
+                self.desired = {**self.desired, rid: worker_spec(edited, placement, rid)}
+                try:
+                    started = self._launch([rid], edited)
+                except BaseException as exc:
+                    self.desired = {**self.desired, rid: previous}
+                    raise RolloutError(
+                        f'{executor}: the new version of {rid} did not start, so the rollout '
+                        f'stopped: {done} of {len(rids)} replicas run it, the others the old '
+                        f'one. {exc}') from exc
+                self._replace(executor, rid, started[rid], drain_s, mixed)
+            _adopt(spec, edited)
+            self.placements[executor] = placement
+            self._route(executor, drain_s, endpoints=new)
+            return {'replaced': len(rids)}
+
+    def _replace(self, executor: str, rid: ReplicaId, handle: WorkerHandle, drain_s: float,
+                 endpoints: dict[str, bool]) -> None:
+        """Route to `handle` instead of the process now serving `rid`, then stop that one."""
+        old = self.handles[rid]
+        old.retire('draining')
+        self.unrouted = [*self.unrouted, old]
+        self.handles = {**self.handles, rid: handle}
+        try:
+            self._route(executor, drain_s, endpoints=endpoints)
+        finally:
+            old.state = 'stopping'
+            _stop_all([old])
+            self.unrouted = [h for h in self.unrouted if h is not old]
+
+    def _converge(self, executor: str, drain_s: float) -> dict:
+        """Make `executor`'s processes what the desired table says: start the missing
+        replicas, route to the table's replicas, then stop the ones it no longer names."""
+        desired = [rid for rid in self.desired if rid.executor == executor]
+        running = [rid for rid in self.handles if rid.executor == executor]
+        started = self._launch([rid for rid in desired if rid not in self.handles])
+        removed = [self.handles[rid] for rid in running if rid not in self.desired]
+        for handle in removed:
+            handle.retire('draining')
+        self.unrouted = [*self.unrouted, *removed]
+        self.handles = {rid: h for rid, h in {**self.handles, **started}.items()
+                        if rid in self.desired}
+        try:
+            routed = self._route(executor, drain_s)
+        finally:
+            for handle in removed:
+                handle.state = 'stopping'
+            _stop_all(removed)
+            self.unrouted = [h for h in self.unrouted if h not in removed]
+        return {'started': len(started), 'stopped': len(removed),
+                'undrained': routed.get('undrained', 0)}
+
+    def _route(self, executor: str, drain_s: float,
+               endpoints: dict[str, bool] | None = None) -> dict:
+        """Give the gateway `executor`'s replicas as they now are (and rewrite the topology a
+        restarted gateway reads); returns its answer once removed replicas are drained."""
+        self._write_topology()
+        shards = self._addresses(self._spec_of(executor))
+        client = Client(host=self.host if 'grpc' in self.protocols else '127.0.0.1',
+                        port=self.grpc_port, secret=self.secret,
+                        tls=self.tls.for_own_client() if self.tls else False,
+                        max_message_size=self.max_message_size)
+        deadline = time.monotonic() + self.ready_timeout
+        try:
+            while True:
+                try:
+                    return client.set_pools(executor, shards, drain_s=drain_s,
+                                            endpoints=endpoints, timeout=drain_s + 5.0)
+                except ConnectionError:  # the gateway is restarting: it reads the new file,
+                    if time.monotonic() > deadline:  # or takes the update once it is back
+                        raise
+                    time.sleep(0.1)
+        finally:
+            client.close()
+
+    def _topology(self) -> Topology:
+        return Topology(host=self.host, port=self.grpc_port, protocols=list(self.protocols),
+                        http_port=self.port_of('http'), http_options=self.http_options,
+                        max_message_size=self.max_message_size, executors=[
             ExecutorTopology(name=plan.spec.name, polling=plan.spec.polling, needs=plan.needs,
                              stateful=plan.spec.stateful,
                              external=plan.spec.external and self.given_secret is None,
@@ -221,9 +425,17 @@ class Orchestrator:
                              shards=self._addresses(plan.spec), **plan.spec.routing())
             for plan in self.plans], require_secret=self.require_secret,
             tls=self.tls.to_dict() if self.tls else None, internal_tls=self.internal_tls)
+
+    def _write_topology(self) -> str:
+        """The gateway's topology file (what a restarted gateway reads), replaced whole."""
         path = os.path.join(self.run_dir, 'topology.json')
-        with open(path, 'w') as f:
-            f.write(topology.to_json())
+        with open(path + '.new', 'w') as f:
+            f.write(self._topology().to_json())
+        os.replace(path + '.new', path)
+        return path
+
+    def _start_gateway(self) -> None:
+        path = self._write_topology()
         self.gateway = ProcessHandle(f'{self.label}/gateway', 'nborch.runtime.gateway',
                                      ['--topology', path], env=None,
                                      log_path=os.path.join(self.run_dir, 'gateway.log'),
@@ -258,17 +470,14 @@ class Orchestrator:
         if self.supervisor is not None:
             self.supervisor.stop()
             self.supervisor = None
-        children = [w for w in self.all_workers()]
+        children = [*self.all_workers(), *self.unrouted]
         if self.gateway is not None:
             self.gateway.terminate()
-        for worker in children:
-            worker.terminate()
-        with ThreadPoolExecutor(max(len(children), 1)) as pool:
-            list(pool.map(lambda w: w.stop(), children))
+        _stop_all(children)
         if self.gateway is not None:
             self.gateway.stop()
             self.gateway = None
-        self.workers = {}
+        self.handles, self.desired, self.unrouted = {}, {}, []
         self.started = False
         _live.discard(self)
         if self.run_dir is not None:
@@ -296,11 +505,15 @@ class Orchestrator:
         if spec.external:
             return [[{'replica': i, 'address': str(a), 'external': True, 'state': 'external'}
                      for i, a in enumerate(spec.external_addresses)]]
+        shards = [list(replicas) for replicas in self.workers.get(spec.name, [])]
+        for handle in self.unrouted:  # after the routed ones: the gateway has none of them
+            if handle.id.executor == spec.name and handle.id.shard < len(shards):
+                shards[handle.id.shard].append(handle)
         return [[{'replica': w.id.replica, 'pid': w.pid, 'port': w.port, 'state': w.state,
                   'restarts': w.restarts, 'last_exit': w.last_exit,
                   'gpu': {'assigned': w.env.get(CUDA_VISIBLE_DEVICES) if spec.round_robin else None,
                           'seen': w.seen_devices}}
-                 for w in replicas] for replicas in self.workers.get(spec.name, [])]
+                 for w in replicas] for replicas in shards]
 
     def logs(self, executor: str, shard: int = 0, replica: int = 0) -> str:
         worker = self.workers[executor][shard][replica]

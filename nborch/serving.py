@@ -60,6 +60,11 @@ class Serving:
         """Running with every process up; `status()['down']` names any that is not."""
         return self._orchestrator.healthy
 
+    def live_edits(self, edited: 'Serving') -> dict[str, dict] | None:
+        """{executor: changes} when `edited` differs from this one only in what running
+        executors take without a restart, else None (Deployment and Flow say)."""
+        return None
+
     # -- export (SPEC §9) ------------------------------------------------------------------
     def to_kubernetes_yaml(self, output_base_path: str, *, namespace: str = 'default',
                            image: str | None = None, k8s_namespace: str | None = None) -> list[str]:

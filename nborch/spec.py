@@ -238,6 +238,31 @@ class DeploymentSpec:
         return 10 ** 9 if self.timeout_ready == -1 else self.timeout_ready / 1000
 
 
+# What a rolling update may change: what the replicas run, not the shape or the routing.
+ROLLING_KEYS = ('uses', 'uses_with', 'uses_dynamic_batching', 'py_modules', 'env', 'log_level')
+
+
+def live_edits(running: 'DeploymentSpec', edited: 'DeploymentSpec') -> dict | None:
+    """What a re-run cell changes that a running executor can take without a restart:
+    {'replicas': n} (live scale) and ROLLING_KEYS (a rolling update), with `uses` as the
+    edited class. None when anything else differs (the cell restarts it then). A port
+    left to pick a free one matches any."""
+    from nborch.runtime.worker_spec import WorkerSpec
+    changes = {}
+    for key in user_keys():
+        if key == 'uses' or (key == 'port' and not edited.port_given):
+            continue
+        if getattr(running, key) != getattr(edited, key):
+            if key != 'replicas' and key not in ROLLING_KEYS:
+                return None
+            changes[key] = getattr(edited, key)
+    old, new = running.executor_class, edited.executor_class
+    if old is not new and (old is None or new is None or
+                           WorkerSpec.pack_class(old) != WorkerSpec.pack_class(new)):
+        changes['uses'] = new
+    return changes
+
+
 def user_keys() -> tuple[str, ...]:
     """Every argument a Deployment takes, in field order (besides the reference system's
     arguments that nborch.compat warns about or refuses)."""

@@ -185,6 +185,81 @@ class Executor:
             _registered_method=True)
 
 
+class GatewayStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.SetPools = channel.unary_unary(
+                '/nborch.Gateway/SetPools',
+                request_serializer=nborch_dot_protos_dot_nborch__pb2.PoolsUpdate.SerializeToString,
+                response_deserializer=nborch_dot_protos_dot_nborch__pb2.StatusReply.FromString,
+                _registered_method=True)
+
+
+class GatewayServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def SetPools(self, request, context):
+        """Replicas not named any more leave the pools at once (no new requests) and the reply
+        comes once each has answered the requests it held, or drain_s ran out (JSON status:
+        {"added": n, "removed": n, "undrained": n}).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_GatewayServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'SetPools': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPools,
+                    request_deserializer=nborch_dot_protos_dot_nborch__pb2.PoolsUpdate.FromString,
+                    response_serializer=nborch_dot_protos_dot_nborch__pb2.StatusReply.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'nborch.Gateway', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('nborch.Gateway', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Gateway:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def SetPools(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nborch.Gateway/SetPools',
+            nborch_dot_protos_dot_nborch__pb2.PoolsUpdate.SerializeToString,
+            nborch_dot_protos_dot_nborch__pb2.StatusReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class RaftStub:
     """Missing associated documentation comment in .proto file."""
 

@@ -53,6 +53,7 @@ OPEN_PREFIXES = ('/grpc.health.v1.Health/',)
 PROCESS_METHOD = '/nborch.Executor/Process'
 STREAM_METHOD = '/nborch.Executor/Stream'
 STATUS_METHOD = '/nborch.Executor/Status'
+SET_POOLS_METHOD = '/nborch.Gateway/SetPools'
 SEND_METHOD = '/nborch.Raft/Send'
 PROPOSE_METHOD = '/nborch.Raft/Propose'
 LOG_EVERY_S = 1.0        # at most one rejection line per second (a flood must not flood the log)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import dataclasses
 import json
 import logging
 import os
@@ -142,6 +143,29 @@ class ExecutorNode:
         response.route.append(pb.Hop(executor=self.name, shard=shard, replica=served.replica))
         return response
 
+    async def set_pools(self, shards: list[list[str]], drain_s: float,
+                        endpoints: dict[str, bool] | None = None) -> dict:
+        """The owner's new replica addresses per shard (and {path: is a write} table, when
+        the executor's class changed); removed replicas are drained."""
+        if len(shards) != len(self.pools):
+            raise ValueError(f'executor {self.name!r} has {len(self.pools)} shard(s); the '
+                             f'update names {len(shards)}: shards cannot change while it runs')
+        if any(not addresses for addresses in shards):
+            raise ValueError(f'executor {self.name!r}: every shard needs a replica')
+        if endpoints is not None:
+            if not isinstance(endpoints, dict) or \
+                    not all(isinstance(p, str) and isinstance(w, bool) for p, w in endpoints.items()):
+                raise ValueError('endpoints must map paths to true (a write) or false')
+            policy = dataclasses.replace(self.pools[0].policy, endpoints=dict(endpoints))
+            for pool in self.pools:
+                pool.policy = policy
+        before = [set(pool.addresses) for pool in self.pools]
+        removed = [pool.set_addresses(addresses) for pool, addresses in zip(self.pools, shards)]
+        added = sum(len(set(a) - b) for a, b in zip(shards, before))
+        undrained = await asyncio.gather(*(ReplicaPool.drain(r, drain_s) for r in removed))
+        return {'added': added, 'removed': sum(map(len, removed)),
+                'undrained': sum(undrained)}
+
     async def status(self) -> dict:
         """Routing counters per replica; for a stateful executor joined with each replica's
         Raft state (a replica that does not answer in time reports none). Stateless ones
@@ -260,6 +284,31 @@ class GatewayServicer(pb_grpc.ExecutorServicer):
         return pb.StatusReply(json=json.dumps(await self.gateway.status()).encode())
 
 
+class GatewayControlServicer(pb_grpc.GatewayServicer):
+    """The owner's edits of the running topology. The caller must prove the deployment
+    secret even where the public port is open to callers without it."""
+
+    def __init__(self, gateway: Gateway):
+        self.gateway = gateway
+
+    async def SetPools(self, request, context):
+        if auth.installed() is None or auth.CALLER_KEY not in dict(context.invocation_metadata()):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                'only the owner (with the deployment secret) changes the pools')
+        try:
+            update = json.loads(request.json)
+            node = self.gateway.nodes.get(update['executor'])
+            if node is None:
+                raise ValueError(f'no executor named {update["executor"]!r}')
+            shards = [[str(a) for a in addresses] for addresses in update['shards']]
+            result = await node.set_pools(shards, float(update.get('drain_s', 30.0)),
+                                          update.get('endpoints'))
+        except (ValueError, KeyError, TypeError) as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'pools update refused: {exc}')
+        log.info('%s: pools set to %s (%s)', update['executor'], shards, result)
+        return pb.StatusReply(json=json.dumps(result).encode())
+
+
 async def serve(topology: Topology, ready_fd: int | None) -> None:
     if topology.internal_tls:  # before the replica pools make their channels
         tls.install(tls.TlsFiles(**topology.internal_tls))
@@ -273,6 +322,7 @@ async def serve(topology: Topology, ready_fd: int | None) -> None:
                              interceptors=auth.interceptors(guard))
     pb_grpc.add_ExecutorServicer_to_server(GatewayServicer(gateway, topology.max_message_size),
                                            server)
+    pb_grpc.add_GatewayServicer_to_server(GatewayControlServicer(gateway), server)
     public = tls.TlsFiles(**topology.tls) if topology.tls else None
     port = bind(server, topology.host if public_grpc else '127.0.0.1', topology.port,
                 guard=guard, credentials=public.server_credentials() if public else None)

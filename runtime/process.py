@@ -22,11 +22,9 @@ import threading
 import time
 from typing import Callable, Mapping, Sequence
 
+from nborch.errors import ChildStartError
+
 TAIL_LINES = 40
-
-
-class ChildStartError(RuntimeError):
-    """A child exited or timed out before reporting ready; the message carries its log tail."""
 
 
 class ChildHandle:

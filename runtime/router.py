@@ -36,6 +36,7 @@ PROBE_TIMEOUT_S = 1.0  # a live replica answers a health check from its event lo
                        # even while its executor thread is busy
 READMIT_PROBE_S = 0.5  # how often a replica ejected for silence is asked again
 LEADER_POLL_TIMEOUT_S = 0.5
+DRAIN_POLL_S = 0.005  # how often a removed replica is checked for the requests it still holds
 
 
 @dataclass(frozen=True)
@@ -264,6 +265,31 @@ class ReplicaPool:
         self.replicas = [current.pop(a, None) or self._replica(a) for a in found]
         for gone in current.values():  # in-flight calls on it fail over to the others
             await gone.close()
+
+    def set_addresses(self, addresses: Sequence[str]) -> list[_Replica]:
+        """Make a fixed pool's replicas `addresses`, in this order (the owner scaled or
+        replaced replicas). Kept ones keep their channels and counters; the removed ones are
+        returned, still open: no new request goes to them, and `drain` waits for what they
+        hold."""
+        if self.discover:
+            raise ValueError(f'executor {self.executor!r}: its replicas are found by DNS '
+                             f'({", ".join(self.names)}); they cannot be set')
+        current = {r.address: r for r in self.replicas}
+        self.replicas = [current.pop(a, None) or self._replica(a) for a in addresses]
+        self.names = list(addresses)
+        return list(current.values())
+
+    @staticmethod
+    async def drain(removed: Sequence[_Replica], timeout: float) -> int:
+        """Wait until the removed replicas hold no request (at most `timeout` s), then close
+        them; returns how many still held requests when the time ran out."""
+        deadline = time.monotonic() + timeout
+        while any(r.outstanding for r in removed) and time.monotonic() < deadline:
+            await asyncio.sleep(DRAIN_POLL_S)
+        undrained = sum(1 for r in removed if r.outstanding)
+        for replica in removed:
+            await replica.close()
+        return undrained
 
     def _leader_index(self) -> int | None:
         leader = self.leader[1]

@@ -57,6 +57,7 @@ class ProcessHandle:
         self.state = 'new'
         self.child: ChildHandle | None = None
         self.last_exit: dict | None = None  # {'code', 'reason'} of the last unexpected end
+        self.retired = False  # taken out of service for good: never restarted again
 
     def note_exit(self) -> None:
         """Record how the process ended (its status, and the reason it gave, if any)."""
@@ -90,6 +91,12 @@ class ProcessHandle:
         """Alive and ready (not starting, restarting or stopped)."""
         return self.state == 'ready' and self.alive
 
+    def retire(self, state: str) -> None:
+        """Out of service for good (scaled away or replaced); `state` says what it does now
+        ('draining': finishing what it holds, then 'stopping')."""
+        self.retired = True
+        self.state = state
+
     def terminate(self) -> None:
         self.state = 'stopped'
         if self.child is not None:
@@ -117,10 +124,13 @@ class WorkerHandle(ProcessHandle):
 
 
 class Supervisor:
-    """Watches children on one thread and restarts the dead ones with back-off."""
+    """Watches children on one thread and restarts the dead ones with back-off.
 
-    def __init__(self, workers: list[ProcessHandle], ready_timeout: float, poll: float = 0.1):
-        self.workers = workers
+    `children` is called on each round: the set it keeps alive may change while it runs."""
+
+    def __init__(self, children: Callable[[], list[ProcessHandle]], ready_timeout: float,
+                 poll: float = 0.1):
+        self.children = children
         self.ready_timeout = ready_timeout
         self.poll = poll
         self._stopping = threading.Event()
@@ -139,8 +149,8 @@ class Supervisor:
         next_try: dict[ReplicaId, float] = {}
         while not self._stopping.wait(self.poll):
             now = time.monotonic()
-            for worker in self.workers:
-                if worker.alive or worker.state == 'stopped':
+            for worker in self.children():
+                if worker.alive or worker.state == 'stopped' or worker.retired:
                     continue
                 if worker.id not in next_try:
                     worker.note_exit()
@@ -160,3 +170,5 @@ class Supervisor:
         except (ChildStartError, OSError):
             worker.consecutive_failures += 1
             worker.state = 'restarting'
+        if worker.retired:  # taken out of service while it restarted: it stops here
+            worker.stop()

@@ -173,3 +173,54 @@ def test_flow_yaml_may_name_a_join_before_its_predecessors():
     assert (flow.name, [e.name for e in flow.executors]) == ('f', ['join', 'a', 'b'])
     named = flow_from_yaml('with:\n  name: mine\n', name='f')
     assert named.name == 'mine'
+
+
+def test_rerunning_a_cell_with_only_replicas_changed_scales_the_running_deployment(ip):
+    first = run(ip, '%%deployment enc --quiet\nuses: Upper\nreplicas: 1\n')
+    pid = first.status()['executors'][0]['shards'][0]['replicas'][0]['pid']
+    second = run(ip, '%%deployment enc --quiet\nuses: Upper\nreplicas: 3\n')
+    assert second is first and ip.user_ns['enc'] is first and first.running
+    replicas = first.status()['executors'][0]['shards'][0]['replicas']
+    assert len(replicas) == 3 and replicas[0]['pid'] == pid  # the first replica kept serving
+    run(ip, '%nborch scale enc 2')
+    assert len(first.status()['executors'][0]['shards'][0]['replicas']) == 2
+    # Anything else changed: the old one stops and a new one starts.
+    third = run(ip, '%%deployment enc --quiet\nuses: Upper\nreplicas: 2\nshards: 2\n')
+    assert third is not first and not first.running and third.running
+
+
+def test_nborch_scale_on_a_flow_names_the_executor(ip):
+    flow = run(ip, '%%flow f --quiet\nexecutors:\n  - name: a\n    uses: Upper\n'
+                   '  - name: b\n    uses: Upper\n')
+    run(ip, '%nborch scale f 2 --executor b')
+    assert [len(e['shards'][0]['replicas']) for e in flow.status()['executors']] == [1, 2]
+    again = run(ip, '%%flow f --quiet\nexecutors:\n  - name: a\n    uses: Upper\n'
+                    '    replicas: 3\n  - name: b\n    uses: Upper\n    replicas: 2\n')
+    assert again is flow
+    assert [len(e['shards'][0]['replicas']) for e in flow.status()['executors']] == [3, 2]
+    with pytest.raises(ValueError, match='N, the replicas per shard, is missing'):
+        run(ip, '%nborch scale f')
+
+
+MARKER = '''
+class Marker(Executor):
+    @requests
+    def mark(self, docs: DocList[TextDoc], **kwargs) -> DocList[TextDoc]:
+        for doc in docs:
+            doc.text = '{mark}' + doc.text
+'''
+
+
+def test_rerunning_a_cell_after_editing_the_class_rolls_the_new_version_out(ip):
+    run(ip, MARKER.format(mark='v1:'))
+    dep = run(ip, '%%deployment marked --quiet\nuses: Marker\nreplicas: 2\n')
+    before = [r['pid'] for r in dep.status()['executors'][0]['shards'][0]['replicas']]
+    assert run(ip, "marked.post('/', text_docs(1)).text") == ['v1:doc-0']
+    run(ip, '%%deployment marked --quiet\nuses: Marker\nreplicas: 2\n')  # the same class
+    assert [r['pid'] for r in dep.status()['executors'][0]['shards'][0]['replicas']] == before
+    run(ip, MARKER.format(mark='v2:'))  # the class edited and its cell re-run
+    again = run(ip, '%%deployment marked --quiet\nuses: Marker\nreplicas: 3\n')
+    assert again is dep
+    after = [r['pid'] for r in dep.status()['executors'][0]['shards'][0]['replicas']]
+    assert len(after) == 3 and not set(after) & set(before)
+    assert {run(ip, "marked.post('/', text_docs(1)).text[0]") for _ in range(6)} == {'v2:doc-0'}

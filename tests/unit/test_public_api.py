@@ -3,9 +3,10 @@ import nborch
 
 def test_all_is_exact():
     assert sorted(nborch.__all__) == [
-        'AsyncClient', 'Client', 'Deployment', 'Executor', 'ExecutorError', 'Flow',
-        'IncompletePostError', 'PortInUseError', 'Response', 'UnavailableError',
-        'dynamic_batching', 'requests', 'write',
+        'AsyncClient', 'ChildStartError', 'Client', 'ConfigError', 'Deployment', 'Executor',
+        'ExecutorError', 'ExportError', 'Flow', 'IncompletePostError', 'MembershipError',
+        'MessageTooLargeError', 'PortInUseError', 'Response', 'RolloutError',
+        'UnavailableError', 'dynamic_batching', 'requests', 'write',
     ]
     for name in nborch.__all__:
         assert getattr(nborch, name) is not None
