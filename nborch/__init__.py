@@ -1,4 +1,5 @@
 """nborch: Jupyter-first orchestration of executor replicas, shards and Raft groups."""
+from nborch._version import __version__
 from nborch.client import AsyncClient, Client, Response
 from nborch.deployment import Deployment
 from nborch.errors import (ChildStartError, ConfigError, ExecutorError, ExportError,
@@ -6,8 +7,6 @@ from nborch.errors import (ChildStartError, ConfigError, ExecutorError, ExportEr
                            PortInUseError, RolloutError, UnavailableError)
 from nborch.executor import Executor, dynamic_batching, requests, write
 from nborch.flow import Flow
-
-__version__ = '0.1.0'
 
 __all__ = [
     'AsyncClient',
@@ -34,11 +33,11 @@ __all__ = [
 
 def load_ipython_extension(ipython) -> None:
     """`%load_ext nborch` (IPython is imported only here, never by `import nborch`)."""
-    from nborch.ipython import load_ipython_extension as load
+    from nborch.magics import load_ipython_extension as load
     load(ipython)
 
 
 def unload_ipython_extension(ipython) -> None:
     """`%unload_ext nborch`: stops what the magics started."""
-    from nborch.ipython import unload_ipython_extension as unload
+    from nborch.magics import unload_ipython_extension as unload
     unload(ipython)

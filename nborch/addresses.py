@@ -57,7 +57,7 @@ def _same_place(address: Address) -> tuple[str, int]:
 
 
 def external_addresses(host, port=None) -> list[Address]:
-    """The replicas of an external executor (SPEC §7).
+    """The replicas of an external executor.
 
     `host` and `port` are each one value, a list, or a comma-separated string. 1 host × N
     ports and N hosts × 1 port broadcast; N × N pair up; any other mismatch is a ValueError.

@@ -1,4 +1,4 @@
-"""The `nborch` command: a shell over the Python API (STYLE 5).
+"""The `nborch` command: a shell over the Python API.
 
     nborch deployment --uses dep.yml [--replicas N ...]   Deployment(...).start(); block()
     nborch flow --uses flow.yml                          Flow.load_config(...).start(); block()
@@ -267,7 +267,7 @@ def _executor_options() -> list[Option]:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog='nborch', description='Serve nborch executors, deployments and flows '
                                                  'from the command line.')
-    from nborch import __version__
+    from nborch._version import __version__
     parser.add_argument('--version', action='version', version=f'nborch {__version__}')
     commands = parser.add_subparsers(dest='command', metavar='COMMAND', required=True)
     for name, options, handler in (('deployment', _deployment_options(), _deployment),
@@ -354,7 +354,7 @@ def _plural(n: int, word: str) -> str:
 
 
 def _deployment(args: argparse.Namespace) -> int:
-    from nborch import Deployment
+    from nborch.deployment import Deployment
     from nborch.config import ConfigError, yaml_jtype
     from nborch.uses import is_executor_yaml
 
@@ -375,7 +375,7 @@ def _deployment(args: argparse.Namespace) -> int:
 
 
 def _flow(args: argparse.Namespace) -> int:
-    from nborch import Flow
+    from nborch.flow import Flow
     from nborch.config import ConfigError
 
     overrides = given(args, args.options)
@@ -504,13 +504,31 @@ def _gateway(args: argparse.Namespace) -> int:
     return _run_role(lambda: serve(topology, ready_fd=None), 'gateway', secret=secret)
 
 
+def _load_serving(path: str):
+    """The Flow or Deployment a YAML describes (by its `jtype`), not started."""
+    from nborch.config import yaml_jtype
+    from nborch.deployment import Deployment
+    from nborch.errors import ExportError
+    from nborch.flow import Flow
+    jtype = yaml_jtype(path)
+    if jtype == 'Flow':
+        return Flow.load_config(path)
+    if jtype == 'Deployment':
+        return Deployment.load_config(path)
+    raise ExportError(f'{path}: jtype is {jtype!r}; export takes a Flow or a Deployment YAML')
+
+
 def _export(args: argparse.Namespace) -> int:
     from nborch.config import ConfigError
-    from nborch.export import ExportError, export_yaml
+    from nborch.errors import ExportError
 
     try:
-        written = export_yaml(args.engine, args.uses, args.out, image=args.image,
-                              namespace=args.namespace)
+        serving = _load_serving(args.uses)
+        if args.engine == 'kubernetes':
+            written = serving.to_kubernetes_yaml(args.out, namespace=args.namespace,
+                                                 image=args.image)
+        else:
+            written = serving.to_docker_compose_yaml(args.out, image=args.image)
     except (ExportError, ConfigError, ValueError, TypeError, OSError) as exc:
         raise _Failure(2, str(exc)) from None
     for path in written:

@@ -1,4 +1,4 @@
-"""`AsyncClient` and `Client` (SPEC §2): post documents to a gateway (or a single worker).
+"""`AsyncClient` and `Client`: post documents to a gateway (or a single worker).
 
 The async client is the implementation; `Client` runs the same coroutines on nborch's loop
 thread (nborch._loop), so nothing is written twice and nothing nests an event loop.

@@ -7,9 +7,7 @@ progress bar, and come back as a `CompareResult` whose `text/plain` is a table.
 
 Setups are strings: ``'replicas=N'``, ``'shards=N'``, both (``'replicas=2 shards=2'``), and
 ``'stateful'`` (``'replicas=3 stateful'``), which passes ``stateful=True``, a temporary
-``workspace`` and free ``peer_ports`` to `Deployment`. A Deployment that does not accept
-those arguments gets that setup reported as not available, with the error; no number is
-made up for it.
+``workspace`` and free ``peer_ports`` to `Deployment`.
 
 Each result also says how many searches found the exact nearest neighbour (`top1`), computed
 here with numpy for the two example executors. Stateless replicas each index only the
@@ -67,7 +65,7 @@ class Setup:
 
 @dataclass
 class SetupResult:
-    """One setup's figures; `error` (and no figures) when the setup could not run."""
+    """One setup's figures."""
 
     setup: str
     replicas: int
@@ -77,11 +75,11 @@ class SetupResult:
     search_s: float | None = None
     qps: float | None = None
     top1: float | None = None   # share of searches whose best match is the exact nearest doc
-    error: str | None = None
 
     @property
     def ok(self) -> bool:
-        return self.error is None
+        """Every figure measured."""
+        return None not in (self.index_s, self.search_s, self.qps)
 
 
 @dataclass
@@ -108,12 +106,7 @@ class CompareResult:
 
     def __repr__(self) -> str:
         rows = [('setup', 'index s', 'search s', 'QPS', 'exact top-1')]
-        notes = []
         for r in self.results:
-            if r.error:
-                rows.append((r.setup, 'n/a', 'n/a', 'n/a', 'n/a'))
-                notes.append(f'{r.setup}: {r.error}')
-                continue
             rows.append((r.setup, f'{r.index_s:.2f}', f'{r.search_s:.2f}', f'{r.qps:.1f}',
                          '-' if r.top1 is None else f'{r.top1:.0%}'))
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -121,17 +114,13 @@ class CompareResult:
         for row in rows:
             lines.append('  '.join([row[0].ljust(widths[0])]
                                    + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]))
-        return '\n'.join(lines + notes)
+        return '\n'.join(lines)
 
     def _repr_html_(self) -> str:
         head = ''.join(f'<th style="padding:2px 10px">{h}</th>'
                        for h in ('setup', 'index s', 'search s', 'QPS', 'exact top-1'))
         body = []
         for r in self.results:
-            if r.error:
-                body.append(f'<tr><td style="text-align:left">{escape(r.setup)}</td><td colspan="4" '
-                            f'style="color:#b00020">n/a: {escape(r.error)}</td></tr>')
-                continue
             top1 = '-' if r.top1 is None else f'{r.top1:.0%}'
             body.append(f'<tr><td style="text-align:left">{escape(r.setup)}</td>' + ''.join(
                 f'<td style="padding:2px 10px; text-align:right">{v}</td>' for v in
@@ -228,8 +217,6 @@ def compare(docs: int = 2000, queries: int = 50, setups=('replicas=1', 'replicas
                 bar.set_description(setup.label)
             result = _run_setup(setup, executor, index_docs, search_docs, truth, limit,
                                 chart, bar, timeout_ready)
-            if bar is not None and result.error:
-                bar.update(requests_per_setup)
             results.append(result)
     finally:
         if bar is not None:
@@ -246,18 +233,8 @@ def _run_setup(setup: Setup, executor: type, index_docs, search_docs, truth, lim
     workspace = tempfile.mkdtemp(prefix='nborch-compare-') if setup.stateful else None
     try:
         extra = _stateful_kwargs(setup, workspace) if setup.stateful else {}
-        try:
-            dep = Deployment(name='indexer', uses=executor, replicas=setup.replicas,
-                             shards=setup.shards, quiet=True, timeout_ready=timeout_ready,
-                             **extra)
-        except TypeError as exc:
-            if not setup.stateful:
-                raise
-            result.error = ('stateful=True is not available in this nborch yet '
-                            f'(Deployment raised TypeError: {exc})')
-            if chart is not None:
-                chart.set(setup.label, error='stateful=True not available yet')
-            return result
+        dep = Deployment(name='indexer', uses=executor, replicas=setup.replicas,
+                         shards=setup.shards, quiet=True, timeout_ready=timeout_ready, **extra)
 
         def tick(_response=None) -> None:
             if bar is not None:

@@ -1,4 +1,4 @@
-"""`Deployment`: one executor with replicas (and shards) behind a gateway (SPEC §2–3)."""
+"""`Deployment`: one executor with replicas (and shards) behind a gateway."""
 from __future__ import annotations
 
 from typing import Any

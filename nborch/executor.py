@@ -1,4 +1,4 @@
-"""The Executor API: `Executor`, `@requests`, `@write`, `@dynamic_batching` (SPEC §1).
+"""The Executor API: `Executor`, `@requests`, `@write`, `@dynamic_batching`.
 
 Decorators only mark functions (no wrappers), so they stack in any order and a method stays
 an ordinary method. The endpoint table is built once per class from those marks; the

@@ -1,12 +1,11 @@
-"""`Flow`: several executors in a DAG behind one gateway (SPEC §2).
+"""`Flow`: several executors in a DAG behind one gateway.
 
 `add()` appends an executor that needs the previous one (or `needs=` names); a join waits
-for all its predecessors and reduces their results like shards (SPEC §4), or concatenates
+for all its predecessors and reduces their results like shards, or concatenates
 them with `no_reduce=True`. Everything is validated before any process starts.
 """
 from __future__ import annotations
 
-import inspect
 import warnings
 
 from nborch.compat import take_reference_arguments
@@ -14,24 +13,8 @@ from nborch.orchestrator import ExecutorPlan, Orchestrator
 from nborch.runtime.limits import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_REQUEST_DOCS
 from nborch.runtime.topology import GATEWAY, order_dag
 from nborch.serving import Serving
-from nborch.spec import DeploymentSpec, http_options, live_edits, user_keys
-
-# Not executor defaults: the executor itself, which each add() names (in the reference
-# system a Flow's `uses` is a Flow YAML: Flow.load_config here).
-_NOT_INHERITED = ('uses', 'uses_with', 'uses_dynamic_batching')
-
-
-def gateway_keys() -> tuple[str, ...]:
-    """The arguments of `Flow()` that configure its gateway (its named parameters)."""
-    return tuple(p.name for p in inspect.signature(Flow.__init__).parameters.values()
-                 if p.kind is p.KEYWORD_ONLY)
-
-
-def executor_default_keys() -> tuple[str, ...]:
-    """The Deployment arguments `Flow()` also takes, as defaults of every `add()`."""
-    gateway = set(gateway_keys())
-    return tuple(k for k in user_keys() if k not in gateway and k not in _NOT_INHERITED)
-
+from nborch.spec import (FLOW_GATEWAY_KEYS, DeploymentSpec, flow_executor_default_keys,
+                         http_options, live_edits)
 
 class Flow(Serving):
     def __init__(self, *, port: int | list[int] | None = None, host: str = '127.0.0.1', name: str = 'flow',
@@ -188,11 +171,11 @@ def _check_executor_defaults(defaults: dict) -> dict:
     """Unknown names are a TypeError naming what Flow() takes; values are checked as one
     Deployment would check them, unless they need each add's own arguments to be judged."""
     defaults = take_reference_arguments(dict(defaults), 'Flow')  # warned about or refused
-    known = executor_default_keys()
+    known = flow_executor_default_keys()
     unknown = sorted(defaults.keys() - set(known))
     if unknown:
         raise TypeError(f'unknown argument(s) {", ".join(unknown)}; a Flow takes '
-                        f'{", ".join(gateway_keys())} for its gateway, and as defaults of '
+                        f'{", ".join(FLOW_GATEWAY_KEYS)} for its gateway, and as defaults of '
                         f'every add(): {", ".join(known)}')
     if defaults and not {'stateful', 'external'} & defaults.keys():
         with warnings.catch_warnings():  # each add() warns for its own executor

@@ -1,7 +1,8 @@
-"""`%%deployment`, `%%flow` and `%nborch` (SPEC §8): shells over nborch's Python API.
+"""The IPython extension (`%load_ext nborch`): `%%deployment`, `%%flow` and `%nborch`, shells
+over nborch's Python API.
 
 Each magic parses its arguments, builds through the public API, starts, binds; everything
-else is a call the user could make in plain Python (`nborch.ipython.deployment_from_yaml`,
+else is a call the user could make in plain Python (`nborch.yaml_text.deployment_from_yaml`,
 `Serving.start/status/logs/close`, `nborch.orchestrator.stop_all`). Bad input raises a
 ValueError/TypeError with one line, never a UsageError: nbval does not see UsageErrors.
 """
@@ -14,7 +15,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from nborch.flow import Flow
-from nborch.ipython import deployment_from_yaml, flow_from_yaml
+from nborch.yaml_text import deployment_from_yaml, flow_from_yaml
 from nborch.orchestrator import stop_all
 from nborch.serving import Serving
 
@@ -57,7 +58,7 @@ class NborchMagics(Magics):
         the executor's class or `uses_with` (`env`, ...) by a rolling update; any other
         change stops it and starts the new one. Plain Python equivalent:
 
-            dep = nborch.ipython.deployment_from_yaml(yaml_text, replicas=3).start()
+            dep = nborch.yaml_text.deployment_from_yaml(yaml_text, replicas=3).start()
 
         Example:
 
@@ -89,7 +90,7 @@ class NborchMagics(Magics):
         `replicas`, class, `uses_with`, ...), as `%%deployment` does; any other change stops
         it first. Plain Python equivalent:
 
-            f = nborch.ipython.flow_from_yaml(yaml_text, port=5555).start()
+            f = nborch.yaml_text.flow_from_yaml(yaml_text, port=5555).start()
         """
         args = _parse(self.flow, line)
         flow = flow_from_yaml(cell, name=args.name or 'flow', first_line=2, origin='%%flow cell',
@@ -230,3 +231,21 @@ def _identifier(name: str) -> str:
     """A deployment's name as a variable name (`slow-encoder` → `slow_encoder`)."""
     name = re.sub(r'\W', '_', name)
     return f'_{name}' if name[0].isdigit() else name
+
+
+def load_ipython_extension(ipython) -> None:
+    """`%load_ext nborch`: register `%%deployment`, `%%flow` and `%nborch`."""
+    ipython.register_magics(NborchMagics(ipython))
+
+
+def unload_ipython_extension(ipython) -> None:
+    """`%unload_ext nborch`: stop everything the magics started and remove the magics."""
+    magics = ipython.magics_manager.registry.pop(NborchMagics.__name__, None)
+    if magics is None:
+        return
+    magics.stop_started()
+    for kind, table in magics.magics.items():
+        registered = ipython.magics_manager.magics[kind]
+        for name, method in table.items():
+            if registered.get(name) == method:  # not one another extension put there since
+                del registered[name]

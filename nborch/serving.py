@@ -65,7 +65,7 @@ class Serving:
         executors take without a restart, else None (Deployment and Flow say)."""
         return None
 
-    # -- export (SPEC §9) ------------------------------------------------------------------
+    # -- export --------------------------------------------------------------------------
     def to_kubernetes_yaml(self, output_base_path: str, *, namespace: str = 'default',
                            image: str | None = None, k8s_namespace: str | None = None) -> list[str]:
         """Write Kubernetes manifests (one file per workload) and a Dockerfile for the image

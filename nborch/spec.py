@@ -1,6 +1,6 @@
 """`DeploymentSpec`: the user's intent, typed and validated before any process starts.
 
-Every input error surfaces here (STYLE: spec, then reconcile). Starting a deployment is
+Every input error surfaces here, before anything starts. Starting a deployment is
 reconciling processes to a valid spec.
 """
 from __future__ import annotations
@@ -57,7 +57,7 @@ class DeploymentSpec:
                                        # system; -1: none; None: liveness checks only
     quiet: bool = False                # do not echo replica output to this process's stdout
     log_level: str = 'INFO'
-    stateful: bool = False             # replicas of a shard form a Raft group (SPEC §5)
+    stateful: bool = False             # replicas of a shard form a Raft group
     peer_ports: Any = None             # list, {shard: [ports]} or JSON; None: free ports
     raft_configuration: dict = field(default_factory=dict)
     read_consistency: str = 'eventual' # or 'linearizable' (also per request: parameters)
@@ -258,9 +258,26 @@ def live_edits(running: 'DeploymentSpec', edited: 'DeploymentSpec') -> dict | No
             changes[key] = getattr(edited, key)
     old, new = running.executor_class, edited.executor_class
     if old is not new and (old is None or new is None or
-                           WorkerSpec.pack_class(old) != WorkerSpec.pack_class(new)):
+                           WorkerSpec.class_fingerprint(old) != WorkerSpec.class_fingerprint(new)):
         changes['uses'] = new
     return changes
+
+
+# `Flow()`'s arguments for its gateway, in its signature's order (a unit test keeps the two
+# in step); its other arguments are Deployment arguments, defaults of every `add()`.
+FLOW_GATEWAY_KEYS = ('port', 'host', 'name', 'quiet', 'timeout_ready', 'protocol',
+                     'require_secret', 'secret', 'tls', 'ssl_certfile', 'ssl_keyfile',
+                     'tls_internal', 'max_message_size', 'max_request_docs', 'title',
+                     'description', 'cors', 'uvicorn_kwargs')
+# Not executor defaults: the executor itself, which each add() names (in the reference system
+# a Flow's `uses` is a Flow YAML: Flow.load_config here).
+_NOT_INHERITED = ('uses', 'uses_with', 'uses_dynamic_batching')
+
+
+def flow_executor_default_keys() -> tuple[str, ...]:
+    """The Deployment arguments `Flow()` also takes, as defaults of every `add()`."""
+    gateway = set(FLOW_GATEWAY_KEYS)
+    return tuple(k for k in user_keys() if k not in gateway and k not in _NOT_INHERITED)
 
 
 def user_keys() -> tuple[str, ...]:

@@ -1,6 +1,7 @@
 """Resolving `uses=` to an Executor class in the owner process, before anything starts."""
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib
 import importlib.util
@@ -10,8 +11,10 @@ import re
 import sys
 
 import cloudpickle
+import yaml
 
 from nborch.executor import Executor
+from nborch.yaml_source import YamlSource, read_jtype, root, wrong_jtype
 
 HUB_PREFIXES = ('jinaai://', 'jinahub://', 'jinahub+docker://', 'jinahub+sandbox://')
 YAML_SUFFIXES = ('.yml', '.yaml')
@@ -30,7 +33,6 @@ def resolve_uses_and_defaults(uses) -> tuple[type[Executor], dict]:
     """`resolve_uses`, plus the constructor kwargs an executor YAML's `with:` gives (a new dict;
     `{}` for every other form). The caller merges the user's `uses_with` over them."""
     if is_executor_yaml(uses):
-        from nborch.config import executor_yaml  # config imports spec, which imports this module
         return executor_yaml(uses.strip())
     return resolve_uses(uses), {}
 
@@ -142,3 +144,78 @@ def import_py_modules(py_modules) -> list:
         except ValueError as exc:
             raise ValueError(f'py_modules: {exc}') from None
     return modules
+
+
+_EXECUTOR_YAML_KEYS = ('jtype', 'with', 'py_modules', 'metas')
+_METAS_KEYS = ('name', 'description', 'url', 'keywords', 'workspace', 'py_modules')
+
+
+# -- executor YAML ------------------------------------------------------------------------------
+
+def executor_yaml(path: str | os.PathLike) -> tuple[type[Executor], dict]:
+    """`(ExecutorClass, with_kwargs)` from an executor YAML: `jtype: MyExec`, `with:`,
+    `py_modules:` (also accepted under `metas:`, the legacy place).
+
+    Each py_module is imported under a name derived from its absolute path and registered in
+    `sys.modules` and for pickling by value, so replica processes receive classes defined
+    there without importing the file. An unchanged file is not imported twice.
+    """
+    source = YamlSource(path)
+    entries = root(source, "'jtype: <Executor class name>'")
+    jtype, jtype_node = read_jtype(source, entries, "'jtype: <Executor class name>'")
+    if jtype in ('Deployment', 'Flow'):
+        raise wrong_jtype(source, jtype_node, jtype, 'an executor YAML')
+    source.check_keys(entries, _EXECUTOR_YAML_KEYS, 'an executor YAML')
+    with_entries = source.mapping(entries['with'][1], 'with:') if 'with' in entries else {}
+    defaults = {key: source.value(node) for key, (_, node) in with_entries.items()}
+    modules_nodes = []
+    if 'metas' in entries:
+        metas = source.mapping(entries['metas'][1], 'metas:')
+        source.check_keys(metas, _METAS_KEYS, 'metas:')
+        if 'py_modules' in metas:
+            modules_nodes.append(metas['py_modules'][1])
+    if 'py_modules' in entries:
+        modules_nodes.append(entries['py_modules'][1])
+    modules = [_import_py_module(source, file_node, file)
+               for node in modules_nodes for file_node, file in _py_module_files(source, node)]
+    return _find_class(source, jtype_node, jtype, modules), defaults
+
+
+def _py_module_files(source: YamlSource, node: yaml.Node) -> list[tuple[yaml.Node, str]]:
+    items = node.value if isinstance(node, yaml.SequenceNode) else [node]
+    files = []
+    for item in items:
+        value = source.value(item)
+        if not isinstance(value, str) or not value.strip():
+            raise source.error(item, f'py_modules: expected a file name, got {value!r}')
+        files.append((item, value))
+    return files
+
+
+def _import_py_module(source: YamlSource, node: yaml.Node, file: str):
+    try:
+        return import_py_module(source.resolve_path(file), shown_as=file)
+    except ValueError as exc:
+        raise source.error(node, f'py_modules: {exc}') from None
+
+
+def _find_class(source: YamlSource, node: yaml.Node, jtype: str, modules) -> type[Executor]:
+    def is_executor(obj) -> bool:
+        return inspect.isclass(obj) and issubclass(obj, Executor)
+
+    for module in reversed(modules):  # the last file listed wins, as a later import would
+        found = getattr(module, jtype, None)
+        if is_executor(found):
+            return found
+    if ':' in jtype or '.' in jtype or Executor._registry.get(jtype):
+        try:
+            return resolve_uses(jtype)
+        except (ValueError, TypeError) as exc:
+            raise source.error(node, f"jtype '{jtype}': {exc}") from None
+    candidates = [*Executor._registry,
+                  *(n for m in modules for n, v in vars(m).items() if is_executor(v))]
+    close = difflib.get_close_matches(jtype, candidates, n=1, cutoff=0.6)
+    where = (f"in py_modules {', '.join(os.path.basename(m.__file__) for m in modules)} "
+             'nor registered' if modules else 'registered (and no py_modules listed)')
+    hint = f"did you mean '{close[0]}'?" if close else "or give it as 'module:Class'"
+    raise source.error(node, f"jtype '{jtype}': no Executor class of that name {where}; {hint}")

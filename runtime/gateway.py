@@ -45,7 +45,7 @@ def _limit_of(parameters: bytes) -> int | None:
 
 
 def merge_responses(responses: list[pb.DataResponse], reduce: bool = True) -> pb.DataResponse:
-    """Several results for the same request as one (SPEC §4): docs merged by id, or with
+    """Several results for the same request as one: docs merged by id, or with
     `reduce=False` (an executor's `no_reduce=True`) concatenated in order."""
     if len(responses) == 1:
         return responses[0]

@@ -1,4 +1,4 @@
-"""GPU round robin: ``CUDA_VISIBLE_DEVICES=RR...`` spreads replicas over devices (SPEC §6).
+"""GPU round robin: ``CUDA_VISIBLE_DEVICES=RR...`` spreads replicas over devices.
 
 The parsing and allocation are pure. The only I/O is :func:`run_nvidia_smi_list`, and
 :func:`detect_device_count` on top of it; the orchestrator calls that once and passes the count
@@ -30,7 +30,7 @@ Decisions:
   ``None``); explicit indexes and UUIDs are assigned anyway.
 - An explicit index ``>= count`` (when the count is known, > 0) is a ``ValueError``: the
   replica would start seeing no GPU at all. The reference system passes it through;
-  ``strict=False`` does the same. (SPEC §6 lists ``RR1,3`` "with 3 devices" as 1,3,1,3,1; that
+  ``strict=False`` does the same. (``RR1,3`` "with 3 devices" is meant as 1,3,1,3,1; that
   map holds with 4 or more devices, with an unknown count, or with ``strict=False``.)
 - A slice that selects no device out of a known count is a ``ValueError``.
 - A replica that gets no device starts **without** ``CUDA_VISIBLE_DEVICES`` (rather than with

@@ -6,6 +6,7 @@ import io
 import json
 import operator
 import os
+import re
 import sys
 import typing
 from dataclasses import asdict, dataclass, field
@@ -58,7 +59,7 @@ class _ClassPickler(cloudpickle.Pickler):
 
 
 def raft_dir(workspace: str, shards: int, shard: int, replica: int) -> str:
-    """`<workspace>/raft/[<shard>/]<replica>/` (SPEC §5): the shard level only when sharded."""
+    """`<workspace>/raft/[<shard>/]<replica>/`: the shard level only when sharded."""
     parts = [workspace, 'raft'] + ([str(shard)] if shards > 1 else []) + [str(replica)]
     return os.path.join(*parts)
 
@@ -121,6 +122,14 @@ class WorkerSpec:
         buffer = io.BytesIO()
         _ClassPickler(buffer).dump(cls)
         return base64.b64encode(buffer.getvalue()).decode()
+
+    @staticmethod
+    def class_fingerprint(cls) -> bytes:
+        """What `pack_class` sends, without the id cloudpickle draws for each class object
+        (a uuid4 hex): equal for a class redefined from unchanged code."""
+        buffer = io.BytesIO()
+        _ClassPickler(buffer).dump(cls)
+        return re.sub(rb'[0-9a-f]{32}', b'0' * 32, buffer.getvalue())
 
     def executor_class(self):
         return cloudpickle.loads(base64.b64decode(self.uses))

@@ -19,19 +19,19 @@ from nborch.export.compose import SECRET_NAME, compose_file
 from nborch.export.kubernetes import manifests
 from nborch.export.plan import COMPOSE_NAMING, build_plan, dns_label, kubernetes_naming
 
-__all__ = ['ExportError', 'export_yaml', 'to_docker_compose_yaml', 'to_kubernetes_yaml']
+__all__ = ['ExportError', 'to_docker_compose_yaml', 'to_kubernetes_yaml']
 
 COMPOSE_FILE = 'docker-compose.yml'
 DOCKERFILE = 'Dockerfile'
 
 
 def default_image() -> str:
-    from nborch import __version__
+    from nborch._version import __version__
     return f'nborch:{__version__}'
 
 
 def dockerfile(label: str, image: str) -> str:
-    from nborch import __version__
+    from nborch._version import __version__
     return f'''\
 # The image every container of {label!r} runs (written by `nborch export`).
 # Build it from the folder that holds your executor modules (and a requirements.txt, if they
@@ -127,26 +127,3 @@ def _secret_file_once(path: str) -> list[str]:
     with os.fdopen(fd, 'w') as f:
         f.write(new_secret().decode() + '\n')
     return [path]
-
-
-def export_yaml(engine: str, path: str, out: str, *, image: str | None = None,
-                namespace: str = 'default') -> list[str]:
-    """`nborch export ENGINE PATH OUT`: a Flow or Deployment YAML to manifests."""
-    serving = load_serving(path)
-    if engine == 'kubernetes':
-        return serving.to_kubernetes_yaml(out, namespace=namespace, image=image)
-    if engine == 'compose':
-        return serving.to_docker_compose_yaml(out, image=image)
-    raise ExportError(f'unknown engine {engine!r}: kubernetes or compose')
-
-
-def load_serving(path: str):
-    """The Flow or Deployment a YAML describes (by its `jtype`), not started."""
-    from nborch import Deployment, Flow
-    from nborch.config import yaml_jtype
-    jtype = yaml_jtype(path)
-    if jtype == 'Flow':
-        return Flow.load_config(path)
-    if jtype == 'Deployment':
-        return Deployment.load_config(path)
-    raise ExportError(f'{path}: jtype is {jtype!r}; export takes a Flow or a Deployment YAML')

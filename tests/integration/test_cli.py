@@ -1,4 +1,4 @@
-"""The `nborch` command as a user runs it: real processes, real signals (SPEC §2, §7, §10)."""
+"""The `nborch` command as a user runs it: real processes, real signals."""
 from __future__ import annotations
 
 import dataclasses

@@ -1,4 +1,4 @@
-"""Stateful replicas kept consistent by Raft, as real processes (SPEC §5).
+"""Stateful replicas kept consistent by Raft, as real processes.
 
 Each test checks the safety property a user relies on: every acknowledged write is applied
 exactly once on every replica, in the same order, and survives crashes and restarts.

@@ -1,4 +1,4 @@
-"""Deployments as real processes behind a real gateway (SPEC §1–3)."""
+"""Deployments as real processes behind a real gateway."""
 from __future__ import annotations
 
 import asyncio

@@ -1,4 +1,4 @@
-"""Shards and polling, Flow DAGs, external executors, GPU round robin (SPEC §2, §4, §6, §7)."""
+"""Shards and polling, Flow DAGs, external executors, GPU round robin."""
 from __future__ import annotations
 
 import time

@@ -1,5 +1,6 @@
-"""SPEC §8 in a real kernel (jupyter_client): the magics end to end, interrupting a post, and
-no nborch process outliving the kernel (stop --all, restart, shutdown, SIGKILL).
+"""The IPython extension in a real kernel (jupyter_client): the magics end to end,
+interrupting a post, and no nborch process outliving the kernel (stop --all, restart,
+shutdown, SIGKILL).
 
 Executors are defined in a notebook cell (the kernel's __main__), as a user would.
 """

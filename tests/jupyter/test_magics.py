@@ -11,7 +11,7 @@ from traitlets.config import Config
 
 from nborch import Deployment, Flow
 from nborch.config import ConfigError
-from nborch.ipython import deployment_from_yaml, flow_from_yaml
+from nborch.yaml_text import deployment_from_yaml, flow_from_yaml
 from nborch.orchestrator import stop_all
 from nborch.ports import free_port
 from tests.jupyter.kernel import EXECUTORS, nborch_processes

@@ -1,4 +1,4 @@
-"""YAML loading (SPEC §2, §10): every form on the reference page, and one-line errors that
+"""YAML loading: every form on the reference page, and one-line errors that
 name the file, the line and the key."""
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import pytest
 
 from nborch import Deployment, Executor, Flow
 from nborch.runtime.worker_spec import WorkerSpec
-from nborch.config import (ConfigError, deployment_keys, deployment_kwargs, executor_yaml,
-                           flow_kwargs, yaml_jtype)
+from nborch.config import ConfigError, deployment_keys, deployment_kwargs, flow_kwargs
+from nborch.uses import executor_yaml
+from nborch.yaml_source import yaml_jtype
 from nborch.uses import resolve_uses, resolve_uses_and_defaults
 
 FIXTURES = Path(__file__).resolve().parent.parent / 'fixtures'

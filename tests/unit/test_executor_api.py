@@ -1,4 +1,4 @@
-"""The Executor API without processes (SPEC §1)."""
+"""The Executor API without processes."""
 import logging
 
 import pytest

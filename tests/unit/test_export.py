@@ -1,5 +1,5 @@
-"""Exported manifests: valid against the Kubernetes schema and the Compose spec, shaped as
-SPEC §9 says, and errors that write nothing. No process starts here (see
+"""Exported manifests: valid against the Kubernetes schema and the Compose spec, shaped as a
+cluster runs them, and errors that write nothing. No process starts here (see
 tests/integration/test_export_runs.py for the exported commands serving)."""
 from __future__ import annotations
 

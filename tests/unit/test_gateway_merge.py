@@ -1,4 +1,4 @@
-"""The gateway's merge of shard and predecessor replies (SPEC §4): pure, on pb messages.
+"""The gateway's merge of shard and predecessor replies: pure, on pb messages.
 
 ALL polling keeps the shards that answered when others raise or cannot be reached, and
 names the failed ones; `no_reduce=True` concatenates instead of merging by id.

@@ -1,4 +1,4 @@
-"""CUDA_VISIBLE_DEVICES=RR round robin (SPEC §6; reference page "Replicate on multiple GPUs")."""
+"""CUDA_VISIBLE_DEVICES=RR round robin (reference page "Replicate on multiple GPUs")."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def test_public_names_are_exact():
     ]
 
 
-# --- the maps of SPEC §6 and of the reference page ---------------------------------------------
+# --- the maps of the reference page -----------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -135,7 +135,7 @@ def test_explicit_index_beyond_the_count_is_an_error():
 
 
 def test_non_strict_passes_indexes_through_like_the_reference_system():
-    # SPEC §6 lists RR1,3 "with 3 devices" as 1,3,1,3,1: that is the non-strict map.
+    # RR1,3 "with 3 devices" as 1,3,1,3,1 is the non-strict map.
     assert rr_map('RR1,3', 5, 3, strict=False) == '1 3 1 3 1'.split()
 
 

@@ -1,4 +1,4 @@
-"""Polling table and shard choice (SPEC §4; reference page "Customize polling behaviors")."""
+"""Polling table and shard choice (reference page "Customize polling behaviors")."""
 
 from __future__ import annotations
 

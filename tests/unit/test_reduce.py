@@ -1,4 +1,4 @@
-"""Reduce of shard / predecessor results (SPEC §4 "Results from ALL shards are reduced")."""
+"""Reduce of shard / predecessor results (the reference page: "Results from ALL shards are reduced")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""choose_replica: least outstanding wins, ties by rotation, tried never twice (SPEC §3)."""
+"""choose_replica: least outstanding wins, ties by rotation, tried never twice."""
 import asyncio
 
 import pytest

@@ -1,4 +1,4 @@
-"""Bad input fails in the constructor, before any process starts (SPEC §10)."""
+"""Bad input fails in the constructor, before any process starts."""
 import socket
 
 import pytest
@@ -182,3 +182,35 @@ def test_ports_go_one_per_protocol(protocol, port, message):
 def test_given_ports_keep_the_protocols_order():
     spec = DeploymentSpec.from_kwargs(uses=SpecEcho, protocol=['http', 'grpc'], port=[23456, 23457])
     assert spec.ports == [23456, 23457] and spec.port == 23456 and spec.port_given
+
+
+# -- live edits: what a re-run cell changes without a restart ------------------------------
+_SOURCE = '''
+class Redefined(Executor):
+    @requests
+    def f(self, docs, **kwargs):
+        return docs
+'''
+
+
+def _define(source: str) -> type:
+    from nborch import Executor, requests
+    namespace = {'Executor': Executor, 'requests': requests, '__name__': '__main__'}
+    exec(source, namespace)
+    return namespace['Redefined']
+
+
+def test_live_edits_name_what_a_running_executor_can_take():
+    from nborch.spec import live_edits
+    first = _define(_SOURCE)
+    running = DeploymentSpec.from_kwargs(uses=first, replicas=2)
+    same_code = _define(_SOURCE)  # a class cell run again, unchanged
+    assert live_edits(running, DeploymentSpec.from_kwargs(uses=same_code, replicas=2)) == {}
+    assert live_edits(running, DeploymentSpec.from_kwargs(uses=first, replicas=4)) == \
+        {'replicas': 4}
+    edited = _define(_SOURCE.replace('return docs', 'return None'))
+    assert live_edits(running, DeploymentSpec.from_kwargs(uses=edited, replicas=2,
+                                                          uses_with={'a': 1})) == \
+        {'uses': edited, 'uses_with': {'a': 1}}
+    assert live_edits(running, DeploymentSpec.from_kwargs(uses=first, replicas=2,
+                                                          shards=2)) is None

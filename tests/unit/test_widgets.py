@@ -336,26 +336,7 @@ def test_compare_setup_strings():
         Setup.parse('replica=3')
 
 
-def test_compare_reports_a_deployment_without_stateful(monkeypatch):
-    import nborch.compare as compare_module
-
-    class NoStateful:
-        def __init__(self, **kwargs):
-            raise TypeError('unknown argument(s) peer_ports, stateful')
-
-    monkeypatch.setattr(compare_module, 'Deployment', NoStateful)
-    chart = QpsChart('t')
-    result = compare_module.compare(docs=10, queries=2, setups=('replicas=3 stateful',),
-                                    chart=chart, progress=False)
-    only = result['replicas=3 stateful']
-    assert not only.ok and only.qps is None and only.index_s is None
-    assert 'stateful=True is not available' in only.error and 'TypeError' in only.error
-    assert 'n/a' in repr(result) and 'stateful=True is not available' in repr(result)
-    assert chart['replicas=3 stateful'].error
-    chart.close()
-
-
-def test_compare_does_not_hide_other_type_errors(monkeypatch):
+def test_compare_raises_what_a_deployment_raises(monkeypatch):
     import nborch.compare as compare_module
 
     class Broken:

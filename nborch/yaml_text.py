@@ -1,5 +1,4 @@
-"""The IPython extension (SPEC §8): `%load_ext nborch` / `%unload_ext nborch`, and the two
-plain-Python helpers the cell magics shell over.
+"""Deployments and Flows from YAML text: the plain-Python helpers the cell magics shell over.
 
 `deployment_from_yaml(text)` and `flow_from_yaml(text)` build (never start) a Deployment or
 a Flow from the YAML body of a cell, exactly as `load_config` does from a file. Nothing here
@@ -13,14 +12,14 @@ from typing import Callable, TypeVar
 
 import yaml
 
-from nborch.config import ConfigError, deployment_kwargs, flow_kwargs
+from nborch.config import deployment_kwargs, flow_kwargs
 from nborch.deployment import Deployment
+from nborch.errors import ConfigError
 from nborch.flow import Flow
 
 T = TypeVar('T')
 
-__all__ = ['deployment_from_yaml', 'flow_from_yaml', 'load_ipython_extension',
-           'unload_ipython_extension']
+__all__ = ['deployment_from_yaml', 'flow_from_yaml']
 
 
 def deployment_from_yaml(text: str, *, name: str | None = None, origin: str = '<yaml>',
@@ -87,23 +86,3 @@ def _read(reader: Callable[[str], T], text: str, origin: str, first_line: int) -
         raise ConfigError(origin, line, exc.problem) from None
     finally:
         os.unlink(path)
-
-
-def load_ipython_extension(ipython) -> None:
-    """`%load_ext nborch`: register `%%deployment`, `%%flow` and `%nborch`."""
-    from nborch.magics import NborchMagics
-    ipython.register_magics(NborchMagics(ipython))
-
-
-def unload_ipython_extension(ipython) -> None:
-    """`%unload_ext nborch`: stop everything the magics started and remove the magics."""
-    from nborch.magics import NborchMagics
-    magics = ipython.magics_manager.registry.pop(NborchMagics.__name__, None)
-    if magics is None:
-        return
-    magics.stop_started()
-    for kind, table in magics.magics.items():
-        registered = ipython.magics_manager.magics[kind]
-        for name, method in table.items():
-            if registered.get(name) == method:  # not one another extension put there since
-                del registered[name]
