@@ -162,6 +162,8 @@ def _number(kind: type) -> Callable[[str], Any]:
 # wins); keyed by field name, or by (command, field name) where a command reads it differently.
 _HELP = {
     'name': 'the executor\'s name (logs, parameters[name], target_executor)',
+    'uses': "the Executor: a class name (defined in this notebook or imported), "
+            "'module:Class' or an executor YAML",
     'uses_with': "keyword arguments of the executor's constructor",
     'uses_dynamic_batching': '{endpoint or method: {"preferred_batch_size": n, "timeout": ms}} '
                              "over the class's @dynamic_batching",

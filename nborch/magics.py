@@ -12,16 +12,30 @@ import re
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import ArgDecorator, argument, magic_arguments, parse_argstring
 
+from nborch.cli import Option, add_options, given, options_from_dataclass
 from nborch.flow import Flow
 from nborch.yaml_text import deployment_from_yaml, flow_from_yaml
 from nborch.orchestrator import stop_all
 from nborch.serving import Serving
+from nborch.spec import FLOW_GATEWAY_KEYS, DeploymentSpec
 
-_DEPLOYMENT_FLAGS = ('uses', 'replicas', 'shards', 'polling', 'port', 'host', 'workspace',
-                     'timeout_ready', 'quiet')
-_FLOW_FLAGS = ('port', 'host', 'timeout_ready', 'quiet')
+# The cells' flags are the spec's fields, as the `nborch` command's options are (NAME is the
+# variable the cell binds, and the default name).
+_DEPLOYMENT_OPTIONS = options_from_dataclass(DeploymentSpec, exclude=('name',))
+_FLOW_OPTIONS = [o for o in options_from_dataclass(DeploymentSpec)
+                 if o.name in FLOW_GATEWAY_KEYS and o.name != 'name']
+
+
+class spec_flags(ArgDecorator):
+    """`@argument` for every option in `options` (`nborch.cli.add_options`)."""
+
+    def __init__(self, options: list[Option], command: str, title: str):
+        self.options, self.command, self.title = options, command, title
+
+    def add_to_parser(self, parser, group):
+        add_options(parser, self.options, self.command, self.title)
 
 
 @magics_class
@@ -37,17 +51,7 @@ class NborchMagics(Magics):
     @argument('name', nargs='?',
               help="variable to bind the deployment to; also its name when the YAML has no "
                    "'name:' (default: the YAML's name, else 'deployment')")
-    @argument('--uses', help="Executor class name (defined in this notebook or imported), "
-                             "'module:Class' or an executor YAML")
-    @argument('--replicas', type=int, help='replicas per shard')
-    @argument('--shards', type=int, help='number of shards')
-    @argument('--polling', help="ANY, ALL or a JSON {endpoint: ANY|ALL}")
-    @argument('--port', type=int, help="the gateway's port (default: a free one)")
-    @argument('--host', help='interface to bind (default 127.0.0.1)')
-    @argument('--workspace', help='workspace folder of the executors')
-    @argument('--timeout-ready', type=int, help='ms to wait for every replica to be ready')
-    @argument('--quiet', action='store_const', const=True,
-              help="do not echo the replicas' output into the notebook")
+    @spec_flags(_DEPLOYMENT_OPTIONS, 'deployment', 'options (override the YAML)')
     @cell_magic
     def deployment(self, line: str, cell: str) -> Serving:
         """Start a Deployment from the cell's YAML and bind it to NAME.
@@ -68,18 +72,14 @@ class NborchMagics(Magics):
         """
         args = _parse(self.deployment, line)
         dep = deployment_from_yaml(cell, name=args.name or 'deployment', first_line=2,
-                                   origin='%%deployment cell', **_given(args, _DEPLOYMENT_FLAGS))
+                                   origin='%%deployment cell', **given(args, _DEPLOYMENT_OPTIONS))
         return self._start_and_bind(args.name, dep)
 
     @magic_arguments('%flow')
     @argument('name', nargs='?',
               help="variable to bind the flow to; also its name when its 'with:' has none "
                    "(default: the flow's name, else 'flow')")
-    @argument('--port', type=int, help="the gateway's port (default: the YAML's, else a free one)")
-    @argument('--host', help='interface to bind (default 127.0.0.1)')
-    @argument('--timeout-ready', type=int, help='ms to wait for every replica to be ready')
-    @argument('--quiet', action='store_const', const=True,
-              help="do not echo the replicas' output into the notebook")
+    @spec_flags(_FLOW_OPTIONS, 'flow', "options of the gateway (override the YAML's with:)")
     @cell_magic
     def flow(self, line: str, cell: str) -> Serving:
         """Start a Flow from the cell's YAML and bind it to NAME.
@@ -94,7 +94,7 @@ class NborchMagics(Magics):
         """
         args = _parse(self.flow, line)
         flow = flow_from_yaml(cell, name=args.name or 'flow', first_line=2, origin='%%flow cell',
-                              **_given(args, _FLOW_FLAGS))
+                              **given(args, _FLOW_OPTIONS))
         return self._start_and_bind(args.name, flow)
 
     @magic_arguments()
@@ -221,10 +221,6 @@ def _parse(magic, line: str):
     if name is not None and not name.isidentifier():
         raise ValueError(f'%{magic.parser.prog}: NAME {name!r} must be a Python identifier')
     return args
-
-
-def _given(args, flags: tuple[str, ...]) -> dict:
-    return {flag: getattr(args, flag) for flag in flags if getattr(args, flag) is not None}
 
 
 def _identifier(name: str) -> str:

@@ -65,7 +65,7 @@ def test_deployment_cell_routes_reports_replaces_and_stops(tmp_path):
         assert bad.ename == 'ConfigError'
         assert bad.evalue.startswith('%%deployment cell:3: ') and "'replica'" in bad.evalue
         bad = k.run('%%deployment dep --replicas two\nuses: Upper\n')
-        assert bad.ename == 'ValueError' and "invalid int value: 'two'" in bad.evalue
+        assert bad.ename == 'ValueError' and "expected an integer, got 'two'" in bad.evalue
         assert k.value('dep.running') is True
 
         # Re-running the cell replaces the deployment bound to the name (jtype omitted).

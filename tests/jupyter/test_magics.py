@@ -110,7 +110,7 @@ def test_nborch_stop_and_list(ip, capsys):
     ('%%deployment d --shards 0\nuses: Upper\n', ValueError, 'shards=0'),
     ('%%deployment d\nuses: NoSuchExecutor\n', ValueError, "'NoSuchExecutor'"),
     ('%%deployment d --replicas two\nuses: Upper\n', ValueError,
-     "%%deployment: argument --replicas: invalid int value: 'two'"),
+     "%%deployment: argument --replicas: expected an integer, got 'two'"),
     ('%%deployment 2d\nuses: Upper\n', ValueError,
      "%%deployment: NAME '2d' must be a Python identifier"),
     ('%%flow f\nexecutors:\n  - name: a\n    needs: b\n', ValueError, "'b'"),
@@ -152,9 +152,13 @@ def test_unload_stops_what_the_magics_started_and_removes_them(ip):
 def test_help_names_every_flag(shell):
     from nborch.magics import NborchMagics
     help_text = NborchMagics.deployment.__doc__
-    for flag in ('--replicas', '--shards', '--port', '--uses', '--polling', '--quiet'):
+    # every Deployment argument, as the `nborch deployment` command has them
+    for flag in ('--replicas', '--shards', '--port', '--uses', '--polling', '--quiet',
+                 '--stateful', '--read-consistency', '--no-reduce', '--timeout-send'):
         assert flag in help_text
-    assert help_text.startswith('::\n\n  %%deployment [--uses USES]')
+    assert help_text.startswith('::\n\n  %%deployment [--uses VALUE]')
+    flow_help = NborchMagics.flow.__doc__
+    assert '--protocol' in flow_help and '--replicas' not in flow_help
     assert '--replica' in NborchMagics.nborch.__doc__
 
 
