@@ -27,24 +27,21 @@ thread as each worker. Absolute figures move with the machine's load; compare wi
 """
 from __future__ import annotations
 
+import argparse
+import contextlib
+import json
 import os
-
-for _var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS'):
-    os.environ.setdefault(_var, '1')  # before numpy loads; the workers inherit it
-
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import json  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from typing import Callable  # noqa: E402
+import statistics
+import sys
+import time
+from typing import Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 
+import _one_blas_thread  # noqa: E402,F401  (before numpy)
 import numpy as np  # noqa: E402
 from docarray import DocList  # noqa: E402
 from docarray.documents import TextDoc  # noqa: E402
@@ -63,8 +60,8 @@ BATCHES = (1, 10, 100, 1000)
 PARAMS = {'limit': LIMIT}
 MODES = {  # queries per probe per round, rounds
     'quick': {'queries': 40, 'rounds': 3, 'docs': (10_000, 100_000)},
-    'default': {'queries': 150, 'rounds': 5, 'docs': (10_000, 100_000)},
-    'full': {'queries': 150, 'rounds': 5, 'docs': (10_000, 100_000, 1_000_000)},
+    'default': {'queries': 60, 'rounds': 8, 'docs': (10_000, 100_000)},
+    'full': {'queries': 60, 'rounds': 8, 'docs': (10_000, 100_000, 1_000_000)},
 }
 
 
@@ -83,14 +80,18 @@ def interleave(probes: dict[str, Probe], rounds: int) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def each_call(fn: Callable[[int], object], n: int) -> Probe:
-    """A probe timing `fn(i)` for i < n, one sample per call (ms)."""
+def each_call(fn: Callable[[int], object], n: int, meter: CpuMeter | None = None) -> Probe:
+    """A probe timing `fn(i)` for i < n, one sample per call (ms); CPU metered if given."""
     def probe() -> list[float]:
         times = []
+        if meter:
+            meter.start()
         for i in range(n):
             start = time.perf_counter()
             fn(i)
             times.append((time.perf_counter() - start) * 1000)
+        if meter:
+            meter.stop()
         return times
     return probe
 
@@ -149,23 +150,25 @@ def measure_docs(docs: int, queries: int, rounds: int, batches: tuple[int, ...])
     vectors = [np.asarray(q[0].embedding, dtype=np.float32) for q in remote_q]
     probes: dict[str, Probe] = {
         'floor': each_call(lambda i: top_k(matrix, vectors[i], LIMIT), queries),
-        'in-process': each_call(lambda i: local.search(docs=local_q[i], parameters=PARAMS),
-                                queries),
     }
     reply = local.search(docs=local_q[0], parameters=PARAMS)
     wire = encode_docs(reply)
     probes['codec'] = each_call(lambda i: decode_docs(encode_docs(reply), QueryDoc), queries)
     pipelined_q = DocList[QueryDoc]([q[0] for q in remote_q[:queries]])
+    in_process_cpu = CpuMeter({'in-process': [os.getpid()]})
+    probes['in-process'] = each_call(
+        lambda i: local.search(docs=local_q[i], parameters=PARAMS), queries, in_process_cpu)
     meters: dict[str, CpuMeter] = {}
+    seq_meters: dict[str, CpuMeter] = {}
     setups = search_setups(docs)
     with contextlib.ExitStack() as stack:
         for replicas, shards in setups:
             dep = stack.enter_context(search_deployment(docs, replicas, shards))
             key = f'r{replicas}s{shards}'
-            meters[key] = CpuMeter(roles(dep))
+            meters[key], seq_meters[key] = CpuMeter(roles(dep)), CpuMeter(roles(dep))
             probes[f'seq {key}'] = each_call(
                 lambda i, d=dep: d.post('/search', remote_q[i], parameters=PARAMS,
-                                        return_type=DocList[QueryDoc]), queries)
+                                        return_type=DocList[QueryDoc]), queries, seq_meters[key])
             probes[f'pipelined {key}'] = whole_run(
                 lambda d=dep: d.post('/search', pipelined_q, request_size=1, parameters=PARAMS,
                                      prefetch=IN_FLIGHT, return_type=DocList[QueryDoc]),
@@ -185,10 +188,14 @@ def measure_docs(docs: int, queries: int, rounds: int, batches: tuple[int, ...])
         print(f'  {docs} docs: {len(setups)} deployments up, measuring {len(probes)} probes '
               f'x {rounds} rounds', flush=True)
         ms = interleave(probes, rounds)
-        cpu = {key: {role: spent * 1000 / (queries * (rounds + 1))
-                     for role, spent in meter.spent.items()} for key, meter in meters.items()}
-    return {'docs': docs, 'ms': ms, 'cpu_ms_per_query': cpu, 'reply_bytes': len(wire),
-            'setups': [list(s) for s in setups]}
+        per_query = lambda m: {role: spent * 1000 / (queries * (rounds + 1))  # noqa: E731
+                               for role, spent in m.spent.items()}
+        cpu = {key: per_query(meter) for key, meter in meters.items()}
+        seq_cpu = {key: per_query(meter) for key, meter in seq_meters.items()}
+    return {'docs': docs, 'ms': ms, 'cpu_ms_per_query': cpu, 'seq_cpu_ms_per_query': seq_cpu,
+            'in_process_cpu_ms': per_query(in_process_cpu)['in-process'],
+            'reply_bytes': len(wire), 'setups': [list(s) for s in setups],
+            'load_average': os.getloadavg()}
 
 
 def measure_echo(rounds: int, posts: int) -> dict:
@@ -234,6 +241,10 @@ def summarize(report: dict) -> dict:
                 'seq_vs_in_process': ms[f'seq {key}'] / ms['in-process'],
                 'pipelined_vs_in_process': ms[f'pipelined {key}'] / ms['in-process'],
                 'in_process_vs_floor': ms['in-process'] / ms['floor'],
+                'in_process_cpu_ms': g['in_process_cpu_ms'],
+                'seq_cpu_ms_per_query': g['seq_cpu_ms_per_query'][key],
+                'seq_cpu_vs_in_process': sum(g['seq_cpu_ms_per_query'][key].values())
+                / g['in_process_cpu_ms'],
                 'cpu_ms_per_query': g['cpu_ms_per_query'][key]})
         if docs == SWEEP_DOCS:
             base_qps = 1000 / ms['pipelined r1s1']
@@ -273,13 +284,15 @@ def summarize(report: dict) -> dict:
 def print_table(rows: dict) -> None:
     print('\nsearch, one query per request, limit=100 (ms per query; ratios within this run)')
     print(f"{'docs':>9}{'repl':>5}{'floor':>8}{'in-proc':>9}{'codec':>7}{'nb seq':>8}"
-          f"{'nb pipe':>9}{'seq/in':>8}{'pipe/in':>8}{'   CPU ms/query client+gw+workers':>36}")
+          f"{'nb pipe':>9}{'seq/in':>8}{'pipe/in':>8}{'  seq CPU ms/query client+gw+workers':>37}"
+          f"{'CPU/in':>8}")
     for r in rows['docs']:
-        c = r['cpu_ms_per_query']
+        c = r['seq_cpu_ms_per_query']
         print(f"{r['docs']:>9}{r['replicas']:>5}{r['floor_ms']:>8.3f}{r['in_process_ms']:>9.3f}"
               f"{r['codec_ms']:>7.3f}{r['nborch_seq_ms']:>8.3f}{r['nborch_pipelined_ms']:>9.3f}"
               f"{r['seq_vs_in_process']:>8.2f}{r['pipelined_vs_in_process']:>8.2f}"
-              f"{c['client']:>14.2f} +{c['gateway']:>5.2f} +{c['workers']:>5.2f}")
+              f"{c['client']:>15.2f} +{c['gateway']:>5.2f} +{c['workers']:>5.2f}"
+              f"{r['seq_cpu_vs_in_process']:>8.2f}")
     if rows['replicas']:
         print(f"\nreplicas, {rows['replicas'][0]['docs']} docs, {IN_FLIGHT} in flight "
               f'(search QPS; in-process QPS is one core)')
@@ -326,6 +339,7 @@ def main(argv=None) -> dict:
           + (f'; skipped: {", ".join(skipped)}' if skipped else ''), flush=True)
     started = time.perf_counter()
     report = {'mode': mode, 'cores': os.cpu_count(), 'skipped': skipped, 'in_flight': IN_FLIGHT,
+              'load_average_at_start': os.getloadavg(),
               'blas_threads': os.environ['OPENBLAS_NUM_THREADS'], 'config': cfg, 'groups': []}
     for docs in cfg['docs']:
         batches = BATCHES if docs == PAYLOAD_DOCS else ()
