@@ -18,12 +18,20 @@ LIMIT = 100  # matches per search, as on the page
 DIM = 128
 
 
+def doc_text(i: int) -> str:
+    return f'I am document {i}'
+
+
+def make_embeddings(n: int, seed: int) -> np.ndarray:
+    """The page's random 128-d embeddings (float64); the same seed gives the same rows."""
+    return np.random.default_rng(seed).random((n, DIM))
+
+
 def make_docs(n: int, seed: int, doc_cls=TextDoc) -> tuple[DocList, np.ndarray]:
     """The page's docs, `I am document {i}` with a random 128-d embedding; the same seed gives
     the same embeddings on both sides."""
-    rng = np.random.default_rng(seed)
-    embeddings = rng.random((n, DIM))
-    docs = DocList[doc_cls]([doc_cls(text=f'I am document {i}', embedding=embeddings[i])
+    embeddings = make_embeddings(n, seed)
+    docs = DocList[doc_cls]([doc_cls(text=doc_text(i), embedding=embeddings[i])
                              for i in range(n)])
     return docs, embeddings
 
