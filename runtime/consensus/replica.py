@@ -4,6 +4,12 @@ It owns the node, its storage and its peer links, on the worker's event loop:
 
     tick / receive / propose ──▶ node ──▶ Ready: persist (fsync) → send → apply → advance
 
+Group commit: proposals queue until the driver's next round, which proposes them together
+(one AppendEntries per follower), and a Ready's entries go to disk as one write and one
+fsync on the WAL thread (:mod:`.wal_writer`) while the loop takes the next batch. A leader
+sends its appends before its own fsync (it counts itself only once that is done, thesis
+§10.2.1); everything else is sent only once the Ready is durable.
+
 Writes (`write`) are proposed here when this replica leads, else forwarded to the leader,
 which says where the entry landed; every replica applies committed entries in log order,
 once, through its state machine, and the replica that took the request answers with its
@@ -32,6 +38,7 @@ from nborch.runtime.consensus.drops import DropCounter
 from nborch.runtime.consensus.settings import RaftSettings
 from nborch.runtime.consensus.storage import DiskStorage, StorageCorruptError, quarantine_corrupt
 from nborch.runtime.consensus.transport import PeerLink
+from nborch.runtime.consensus.wal_writer import WalWriter
 from nborch.runtime.limits import DEFAULT_MAX_MESSAGE_SIZE
 
 WRITE_TIMEOUT_S = 30.0
@@ -65,7 +72,8 @@ def pass_through(request: pb.DataRequest) -> pb.DataResponse:
 class ConsensusReplica:
     def __init__(self, *, node_id: int, peers: dict[int, str], directory: str,
                  settings: RaftSettings, state_machine: StateMachine,
-                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE):
+                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+                 connect: Callable[..., PeerLink] = PeerLink):
         self.node_id = node_id
         self.max_message_size = max_message_size  # of the write requests its links carry
         self.peers = dict(peers)            # node id → 'host:port' of its Raft service
@@ -76,6 +84,9 @@ class ConsensusReplica:
         self.sm = state_machine
         self.node: RaftNode | None = None
         self.storage: DiskStorage | None = None
+        self.wal: WalWriter | None = None
+        self._connect = connect  # (peer, address, on_unreachable, max_message_size) → link
+        self._proposals: list[tuple[bytes, asyncio.Future]] = []  # for the driver's next round
         self.applied = 0
         self.snapshot_index = 0
         self.applied_writes: collections.OrderedDict[str, int] = collections.OrderedDict()
@@ -122,7 +133,8 @@ class ConsensusReplica:
         if self.storage.rejoin is not None:
             config = dataclasses.replace(config, rejoin_commit=self.storage.rejoin.until_commit)
         self.node = RaftNode(config, self.storage, rng=random.Random())
-        self._links = {peer: PeerLink(peer, address, self._unreachable, self.max_message_size)
+        self.wal = WalWriter(self.storage)
+        self._links = {peer: self._connect(peer, address, self._unreachable, self.max_message_size)
                        for peer, address in self.peers.items() if peer != self.node_id}
         self._tasks = [asyncio.ensure_future(self._tick()), asyncio.ensure_future(self._drive())]
         self._wake.set()
@@ -132,6 +144,8 @@ class ConsensusReplica:
             task.cancel()
         for link in self._links.values():
             await link.close()
+        if self.wal is not None:
+            self.wal.close()  # a batch being written finishes first
         if self.storage is not None:
             self.storage.close()
 
@@ -153,14 +167,15 @@ class ConsensusReplica:
             self.drops.drop('refused', lambda exc=exc: f'{message.describe()}: {exc}')
         self._wake.set()  # a refused message may have changed the term before it failed
 
-    def propose_here(self, request: pb.DataRequest) -> pb.ProposeReply:
-        """A write forwarded by a follower (or taken here): append it if this replica leads."""
-        try:
-            where = self.node.propose(_entry_data(request))
-        except NotLeaderError as exc:
-            return pb.ProposeReply(leader=exc.leader, error='not the leader')
+    async def propose(self, request: pb.DataRequest) -> pb.ProposeReply:
+        """A write forwarded by a follower (or taken here): append it if this replica leads.
+
+        It waits for the driver's next round, which proposes everything queued by then as
+        one batch; the reply says where the entry landed (or who leads)."""
+        future = asyncio.get_running_loop().create_future()
+        self._proposals.append((_entry_data(request), future))
         self._wake.set()
-        return pb.ProposeReply(term=where.term, index=where.index)
+        return await future
 
     async def write(self, request: pb.DataRequest) -> pb.DataResponse:
         """Commit `request` in the log, then return this replica's result of applying it."""
@@ -221,7 +236,7 @@ class ConsensusReplica:
     async def _place(self, request: pb.DataRequest, deadline: float) -> tuple[int, int]:
         while time.monotonic() < deadline:
             if self.node.role is Role.LEADER:
-                reply = self.propose_here(request)
+                reply = await self.propose(request)
             elif self.node.leader:
                 link = self._links[self.node.leader]
                 self._forwards_in_flight += 1
@@ -307,11 +322,28 @@ class ConsensusReplica:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
+                self._propose_queued()
                 while self.node.has_ready():
                     await self._handle_ready(self.node.ready())
+                    self._propose_queued()
                 await self._maybe_compact()
         except Exception as exc:
             self._fail('handling a Ready', exc)
+
+    def _propose_queued(self) -> None:
+        """Propose every queued write as one batch, and tell each caller where it landed."""
+        if not self._proposals:
+            return
+        batch, self._proposals = self._proposals, []
+        try:
+            where = self.node.propose_many([data for data, _ in batch])
+        except NotLeaderError as exc:
+            replies = [pb.ProposeReply(leader=exc.leader, error='not the leader')] * len(batch)
+        else:
+            replies = [pb.ProposeReply(term=w.term, index=w.index) for w in where]
+        for (_, future), reply in zip(batch, replies):
+            if not future.done():
+                future.set_result(reply)
 
     def _fail(self, doing: str, exc: Exception) -> None:
         """A replica whose driver stopped cannot commit or apply again: say why and let the
@@ -324,11 +356,18 @@ class ConsensusReplica:
             self.on_failure(self.failure)
 
     async def _handle_ready(self, rd) -> None:
+        # 0. A leader's appends and heartbeats promise nothing about its own disk (its term
+        # and vote became durable before it campaigned), so they go out before its fsync:
+        # followers persist the batch while it does.
+        sent_early = self.node.role is Role.LEADER and (
+            rd.hard_state is None or rd.hard_state.term == self.storage.hard_state.term)
+        if sent_early:
+            self._send(rd.messages)
         # 1. persist, durably, in this order (core/node.py: Ready)
         if rd.snapshot is not None:
             self.storage.apply_snapshot(rd.snapshot)
         if rd.entries:
-            self.storage.append(rd.entries)
+            await self.wal.append(rd.entries)  # one write, one fsync, off the loop
         if rd.hard_state is not None:
             # Term and vote are always written durably by the storage; a commit index alone
             # is re-learned from the leader, so it need not cost three more fsyncs per round.
@@ -338,10 +377,8 @@ class ConsensusReplica:
             self.storage.finish_rejoin()
             log.info('raft replica %d is caught up after its rejoin', self.node_id)
         # 2. send, only after the writes above are on disk
-        for message in rd.messages:
-            link = self._links.get(message.dst)
-            if link is not None:
-                link.send(message.to_bytes())
+        if not sent_early:
+            self._send(rd.messages)
         # 3. apply
         if rd.snapshot is not None:
             await self._restore(rd.snapshot.data)
@@ -417,6 +454,12 @@ class ConsensusReplica:
             else:
                 still.append((index, future))
         self._applied_waiters = still
+
+    def _send(self, messages) -> None:
+        for message in messages:
+            link = self._links.get(message.dst)
+            if link is not None:
+                link.send(message.to_bytes())
 
     def _unreachable(self, peer: int) -> None:
         if self.node is not None:
