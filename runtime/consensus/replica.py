@@ -34,6 +34,7 @@ from typing import Callable, Protocol
 from nborch.protos import nborch_pb2 as pb
 from nborch.runtime.consensus.core import (Message, MessageDecodeError, NotLeaderError, RaftNode,
                                            Role)
+from nborch.runtime.consensus.coalesce import drop_redundant_appends
 from nborch.runtime.consensus.drops import DropCounter
 from nborch.runtime.consensus.settings import RaftSettings
 from nborch.runtime.consensus.storage import DiskStorage, StorageCorruptError, quarantine_corrupt
@@ -86,7 +87,10 @@ class ConsensusReplica:
         self.storage: DiskStorage | None = None
         self.wal: WalWriter | None = None
         self._connect = connect  # (peer, address, on_unreachable, max_message_size) → link
-        self._proposals: list[tuple[bytes, asyncio.Future]] = []  # for the driver's next round
+        self._proposals: list[tuple[pb.DataRequest, asyncio.Future]] = []  # for the next round
+        # Requests proposed here, by index: the leader applies them without decoding its own
+        # entries again (the term tells whether the entry at that index is still ours).
+        self._proposed: dict[int, tuple[int, pb.DataRequest]] = {}
         self.applied = 0
         self.snapshot_index = 0
         self.applied_writes: collections.OrderedDict[str, int] = collections.OrderedDict()
@@ -173,7 +177,7 @@ class ConsensusReplica:
         It waits for the driver's next round, which proposes everything queued by then as
         one batch; the reply says where the entry landed (or who leads)."""
         future = asyncio.get_running_loop().create_future()
-        self._proposals.append((_entry_data(request), future))
+        self._proposals.append((request, future))
         self._wake.set()
         return await future
 
@@ -280,10 +284,9 @@ class ConsensusReplica:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError('the write was not committed in time')
-                try:
-                    return await asyncio.wait_for(asyncio.shield(future), min(remaining, grace / 3))
-                except asyncio.TimeoutError:
-                    pass
+                await asyncio.wait((future,), timeout=min(remaining, grace / 3))
+                if future.done():
+                    return future.result()
                 if self.node.term > term:
                     term_changed_at = term_changed_at or time.monotonic()
                     if time.monotonic() - term_changed_at > grace:
@@ -336,11 +339,14 @@ class ConsensusReplica:
             return
         batch, self._proposals = self._proposals, []
         try:
-            where = self.node.propose_many([data for data, _ in batch])
+            entries = [_entry_request(request) for request, _ in batch]
+            where = self.node.propose_many([entry.SerializeToString() for entry in entries])
         except NotLeaderError as exc:
             replies = [pb.ProposeReply(leader=exc.leader, error='not the leader')] * len(batch)
         else:
             replies = [pb.ProposeReply(term=w.term, index=w.index) for w in where]
+            for w, entry in zip(where, entries):
+                self._proposed[w.index] = (w.term, entry)
         for (_, future), reply in zip(batch, replies):
             if not future.done():
                 future.set_result(reply)
@@ -383,6 +389,7 @@ class ConsensusReplica:
         if rd.snapshot is not None:
             await self._restore(rd.snapshot.data)
             self.applied = self.snapshot_index = rd.snapshot.meta.index
+            self._proposed.clear()  # a leader is never sent a snapshot: these lost their place
             for index, (term, future) in list(self._waiters.items()):
                 if index <= self.applied and not future.done():
                     future.set_exception(ProposalLost())
@@ -403,8 +410,12 @@ class ConsensusReplica:
         duplicates: set[int] = set()
         seen: set[str] = set()
         for entry in entries:
+            proposed = self._proposed.pop(entry.index, None)
             if entry.data:
-                request = requests[entry.index] = pb.DataRequest.FromString(entry.data)
+                if proposed is not None and proposed[0] == entry.term:
+                    request = requests[entry.index] = proposed[1]
+                else:
+                    request = requests[entry.index] = pb.DataRequest.FromString(entry.data)
                 write_id = request.write_id
                 if write_id and (write_id in self.applied_writes or write_id in seen):
                     duplicates.add(entry.index)
@@ -456,7 +467,7 @@ class ConsensusReplica:
         self._applied_waiters = still
 
     def _send(self, messages) -> None:
-        for message in messages:
+        for message in drop_redundant_appends(messages):
             link = self._links.get(message.dst)
             if link is not None:
                 link.send(message.to_bytes())
@@ -490,12 +501,12 @@ class ConsensusReplica:
         await self.sm.restore(state)
 
 
-def _entry_data(request: pb.DataRequest) -> bytes:
+def _entry_request(request: pb.DataRequest) -> pb.DataRequest:
     """A log entry is the request itself, less the hop-local stream id."""
     entry = pb.DataRequest()
     entry.CopyFrom(request)
     entry.request_id = ''
-    return entry.SerializeToString()
+    return entry
 
 
 def _pack_snapshot(write_ids: list[str], state: bytes) -> bytes:
