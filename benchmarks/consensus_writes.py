@@ -11,7 +11,12 @@ Measures, in one run:
 * 1-doc @write requests to a 3-replica stateful Deployment: commit p50/p99 of sequential
   writes, compared with one fsync + two loopback hops (a commit needs the client's hop and the
   leader's round trip to a follower, which fsyncs while the leader does);
-* writes/s with 1, 8 and 64 requests in flight (`prefetch`);
+* writes/s with 1, 8 and 64 requests in flight (`prefetch`), and with 64 in flight to one
+  replica that is not stateful (the same requests without Raft: the ceiling the gateway,
+  client and executor leave);
+* the Raft layer alone: three replicas' drivers in this process on real logs (in-process
+  links, no gRPC), sequential commit p50 and writes/s with 64 in flight — what the
+  consensus code costs, apart from the request path;
 * indexing N docs (request_size=100, the default client) at replicas=1 and replicas=3 stateful,
   as a ratio.
 
@@ -104,6 +109,67 @@ def consensus_writes(sequential: int, concurrent: int, in_flight: tuple[int, ...
     return out
 
 
+def no_consensus_ceiling(sequential: int, writes: int) -> dict:
+    """The same 1-doc /index requests to one plain replica: p50 one at a time, and writes/s
+    with 64 in flight."""
+    with Deployment(name='plain', uses=NumpySearch, quiet=True) as dep:
+        seq = sequential_latencies(lambda i: dep.post('/index', one_doc(i)), sequential,
+                                   warmup=50)
+        batch = DocList[TextDoc]([TextDoc(text=f'p{i}', embedding=np.zeros(8))
+                                  for i in range(writes)])
+        start = time.perf_counter()
+        dep.post('/index', batch, request_size=1, prefetch=64)
+        return {'p50_ms': seq['p50_ms'], 'writes_per_s_64': writes / (time.perf_counter() - start)}
+
+
+def raft_layer(sequential: int, writes: int, in_flight: int = 64) -> dict:
+    """Three `ConsensusReplica`s on one event loop with real logs: the consensus code's own
+    cost (driver, WAL thread, storage, core), without gRPC, gateway or executor."""
+    import asyncio
+    from pathlib import Path
+
+    from tests.consensus.local_group import LocalGroup, write_request
+
+    async def run(root: str) -> dict:
+        group = LocalGroup(Path(root))
+        leader = await group.start_all()
+        for i in range(50):
+            await leader.write(write_request(-1 - i))
+        times = []
+        for i in range(sequential):
+            start = time.perf_counter()
+            await leader.write(write_request(1_000_000 + i))
+            times.append((time.perf_counter() - start) * 1000)
+        todo = iter(range(writes))
+
+        async def writer() -> None:
+            for i in todo:
+                await leader.write(write_request(i))
+        fsyncs = [0]
+        real_fsync = os.fsync
+
+        def counted_fsync(fd: int) -> None:  # every fsync in this process: three replicas'
+            fsyncs[0] += 1
+            real_fsync(fd)
+        os.fsync = counted_fsync
+        try:
+            start = time.perf_counter()
+            await asyncio.gather(*(writer() for _ in range(in_flight)))
+            elapsed = time.perf_counter() - start
+        finally:
+            os.fsync = real_fsync
+        await group.close()
+        return {'commit_p50_ms': statistics.median(times), 'commit_p99_ms': percentile(times, 99),
+                f'writes_per_s_{in_flight}': writes / elapsed,
+                'entries_per_fsync': writes * len(group.ids) / max(fsyncs[0], 1)}
+
+    root = tempfile.mkdtemp(prefix='nborch-raft-layer-')
+    try:
+        return asyncio.run(run(root))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def index_time(docs: DocList, replicas: int, stateful: bool) -> float:
     workspace = tempfile.mkdtemp(prefix='nborch-index-') if stateful else None
     extra = {'stateful': True, 'workspace': workspace} if stateful else {}
@@ -141,6 +207,11 @@ def main(argv=None) -> dict:
         shutil.rmtree(probe_dir, ignore_errors=True)
     report['hop'] = loopback_hop(2_000)
     report['consensus'] = consensus_writes(sequential, writes, (1, 8, 64))
+    report['no_consensus'] = no_consensus_ceiling(sequential, writes)
+    try:
+        report['raft_layer'] = raft_layer(sequential, writes)
+    except ImportError as exc:  # a checkout without the in-process harness
+        report['raft_layer'] = {'error': str(exc)}
     index_docs, _ = make_docs(docs, seed=0)
     report['index_s_replicas1'] = index_time(index_docs, 1, stateful=False)
     report['index_s_consensus3'] = index_time(index_docs, 3, stateful=True)
@@ -158,7 +229,7 @@ def main(argv=None) -> dict:
 
 
 def print_table(r: dict) -> None:
-    c = r['consensus']
+    c, plain = r['consensus'], r['no_consensus']
     rows = [
         ('fsync of a small append (this disk)', f"p50 {r['fsync']['p50_ms']:.2f} ms, "
                                                 f"p99 {r['fsync']['p99_ms']:.2f} ms"),
@@ -167,9 +238,14 @@ def print_table(r: dict) -> None:
         ('1-doc commit, sequential', f"p50 {c['commit_p50_ms']:.2f} ms, "
                                      f"p99 {c['commit_p99_ms']:.2f} ms "
                                      f"({r['commit_vs_floor']:.2f}x the floor; target <= 1.5x)"),
+        ('  same request, one plain replica (no Raft)',
+         f"p50 {plain['p50_ms']:.2f} ms (Raft adds {c['commit_p50_ms'] - plain['p50_ms']:.2f} ms)"),
         ('writes/s, 1 in flight', f"{c['writes_per_s_1']:.0f}"),
         ('writes/s, 8 in flight', f"{c['writes_per_s_8']:.0f}"),
         ('writes/s, 64 in flight', f"{c['writes_per_s_64']:.0f} (target >= 2000)"),
+        ('  same requests, one plain replica (no Raft)',
+         f"{plain['writes_per_s_64']:.0f}"),
+        *raft_layer_rows(r['raft_layer']),
         (f"index {r['docs']} docs, replicas=1", f"{r['index_s_replicas1']:.2f} s"),
         (f"index {r['docs']} docs, replicas=3 stateful",
          f"{r['index_s_consensus3']:.2f} s ({r['index_ratio']:.2f}x; target <= 1.3x)"),
@@ -178,6 +254,16 @@ def print_table(r: dict) -> None:
     print(f"consensus writes{' — ' + r['label'] if r['label'] else ''}")
     for name, value in rows:
         print(f'  {name:<{width}}  {value}')
+
+
+def raft_layer_rows(layer: dict) -> list[tuple[str, str]]:
+    if 'error' in layer:
+        return [('Raft layer alone (in-process)', f"not measured: {layer['error']}")]
+    return [('Raft layer alone: commit, sequential', f"p50 {layer['commit_p50_ms']:.2f} ms, "
+                                                   f"p99 {layer['commit_p99_ms']:.2f} ms"),
+            ('Raft layer alone: writes/s, 64 in flight',
+             f"{layer['writes_per_s_64']:.0f} ({layer['entries_per_fsync']:.1f} "
+             "entries per fsync)")]
 
 
 if __name__ == '__main__':
