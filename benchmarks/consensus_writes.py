@@ -18,7 +18,9 @@ Measures, in one run:
   links, no gRPC), sequential commit p50 and writes/s with 64 in flight — what the
   consensus code costs, apart from the request path;
 * indexing N docs (request_size=100, the default client) at replicas=1 and replicas=3 stateful,
-  as a ratio.
+  as a ratio, and the executor's own apply of those requests in this process (decode and
+  index, one replica's CPU): every replica of a stateful group pays it, so on C cores the
+  three replicas' applies alone take at least 3 × apply / C.
 
 The JSON lands in `benchmarks/results/consensus_writes-<stamp>.json` unless `--json` says
 where. Figures move with the machine's load: compare only within one run.
@@ -170,6 +172,20 @@ def raft_layer(sequential: int, writes: int, in_flight: int = 64) -> dict:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def apply_time(docs: DocList) -> float:
+    """Seconds one replica's executor takes to apply the index requests (no I/O)."""
+    from nborch.protos import nborch_pb2 as pb
+    from nborch.runtime.codec import encode_docs
+    from nborch.runtime.worker import ExecutorRunner
+    requests = [pb.DataRequest(endpoint='/index', docs=encode_docs(docs[i:i + 100]))
+                for i in range(0, len(docs), 100)]
+    runner = ExecutorRunner(NumpySearch(), 'apply')
+    start = time.perf_counter()
+    for request in requests:
+        runner.handle_sync(request, reply=False)  # as a follower applies: no reply encoded
+    return time.perf_counter() - start
+
+
 def index_time(docs: DocList, replicas: int, stateful: bool) -> float:
     workspace = tempfile.mkdtemp(prefix='nborch-index-') if stateful else None
     extra = {'stateful': True, 'workspace': workspace} if stateful else {}
@@ -215,6 +231,7 @@ def main(argv=None) -> dict:
     index_docs, _ = make_docs(docs, seed=0)
     report['index_s_replicas1'] = index_time(index_docs, 1, stateful=False)
     report['index_s_consensus3'] = index_time(index_docs, 3, stateful=True)
+    report['apply_s'] = apply_time(index_docs)
     report['floor_ms'] = report['fsync']['p50_ms'] + 2 * report['hop']['p50_ms']
     report['commit_vs_floor'] = report['consensus']['commit_p50_ms'] / report['floor_ms']
     report['index_ratio'] = report['index_s_consensus3'] / report['index_s_replicas1']
@@ -249,6 +266,9 @@ def print_table(r: dict) -> None:
         (f"index {r['docs']} docs, replicas=1", f"{r['index_s_replicas1']:.2f} s"),
         (f"index {r['docs']} docs, replicas=3 stateful",
          f"{r['index_s_consensus3']:.2f} s ({r['index_ratio']:.2f}x; target <= 1.3x)"),
+        ("  one replica's executor apply of them (CPU)",
+         f"{r['apply_s']:.2f} s; three replicas on {r['cpus']} cores: >= "
+         f"{3 * r['apply_s'] / r['cpus']:.2f} s"),
     ]
     width = max(len(name) for name, _ in rows)
     print(f"consensus writes{' — ' + r['label'] if r['label'] else ''}")

@@ -41,10 +41,13 @@ class Disk:
     def hold(self) -> None:
         self.gate.clear()
 
-    def crash(self) -> None:
-        """What was written but never fsynced is gone."""
+    def fail(self) -> None:
+        """The power goes: no fsync completes from now on (a held one never does)."""
         self.crashed = True
         self.gate.set()
+
+    def lose_unsynced(self) -> None:
+        """After the crash: what was written but never fsynced is gone."""
         path, size = self.durable
         os.truncate(path, size)
 
@@ -130,9 +133,12 @@ def test_a_crash_between_a_batch_write_and_its_fsync_loses_no_acknowledged_write
         await asyncio.sleep(0.3)
         assert not any(w.done() for w in batch)  # written (not fsynced) where held: no ack
 
+        for disk in disks.values():
+            disk.fail()
         for i in list(group.replicas):
-            disks[i].crash()
-            await group.crash(i)
+            await group.crash(i)  # its WAL thread has stopped when this returns
+        for disk in disks.values():
+            disk.lose_unsynced()
         for w in batch:
             w.cancel()
 
