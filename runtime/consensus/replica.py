@@ -4,6 +4,12 @@ It owns the node, its storage and its peer links, on the worker's event loop:
 
     tick / receive / propose ──▶ node ──▶ Ready: persist (fsync) → send → apply → advance
 
+Group commit: proposals queue until the driver's next round, which proposes them together
+(one AppendEntries per follower), and a Ready's entries go to disk as one write and one
+fsync on the WAL thread (:mod:`.wal_writer`) while the loop takes the next batch. A leader
+sends its appends before its own fsync (it counts itself only once that is done, thesis
+§10.2.1); everything else is sent only once the Ready is durable.
+
 Writes (`write`) are proposed here when this replica leads, else forwarded to the leader,
 which says where the entry landed; every replica applies committed entries in log order,
 once, through its state machine, and the replica that took the request answers with its
@@ -28,10 +34,12 @@ from typing import Callable, Protocol
 from nborch.protos import nborch_pb2 as pb
 from nborch.runtime.consensus.core import (Message, MessageDecodeError, NotLeaderError, RaftNode,
                                            Role)
+from nborch.runtime.consensus.coalesce import drop_redundant_appends
 from nborch.runtime.consensus.drops import DropCounter
 from nborch.runtime.consensus.settings import RaftSettings
 from nborch.runtime.consensus.storage import DiskStorage, StorageCorruptError, quarantine_corrupt
 from nborch.runtime.consensus.transport import PeerLink
+from nborch.runtime.consensus.wal_writer import WalWriter
 from nborch.runtime.limits import DEFAULT_MAX_MESSAGE_SIZE
 
 WRITE_TIMEOUT_S = 30.0
@@ -65,7 +73,8 @@ def pass_through(request: pb.DataRequest) -> pb.DataResponse:
 class ConsensusReplica:
     def __init__(self, *, node_id: int, peers: dict[int, str], directory: str,
                  settings: RaftSettings, state_machine: StateMachine,
-                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE):
+                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+                 connect: Callable[..., PeerLink] = PeerLink):
         self.node_id = node_id
         self.max_message_size = max_message_size  # of the write requests its links carry
         self.peers = dict(peers)            # node id → 'host:port' of its Raft service
@@ -76,6 +85,12 @@ class ConsensusReplica:
         self.sm = state_machine
         self.node: RaftNode | None = None
         self.storage: DiskStorage | None = None
+        self.wal: WalWriter | None = None
+        self._connect = connect  # (peer, address, on_unreachable, max_message_size) → link
+        self._proposals: list[tuple[pb.DataRequest, asyncio.Future]] = []  # for the next round
+        # Requests proposed here, by index: the leader applies them without decoding its own
+        # entries again (the term tells whether the entry at that index is still ours).
+        self._proposed: dict[int, tuple[int, pb.DataRequest]] = {}
         self.applied = 0
         self.snapshot_index = 0
         self.applied_writes: collections.OrderedDict[str, int] = collections.OrderedDict()
@@ -122,7 +137,8 @@ class ConsensusReplica:
         if self.storage.rejoin is not None:
             config = dataclasses.replace(config, rejoin_commit=self.storage.rejoin.until_commit)
         self.node = RaftNode(config, self.storage, rng=random.Random())
-        self._links = {peer: PeerLink(peer, address, self._unreachable, self.max_message_size)
+        self.wal = WalWriter(self.storage)
+        self._links = {peer: self._connect(peer, address, self._unreachable, self.max_message_size)
                        for peer, address in self.peers.items() if peer != self.node_id}
         self._tasks = [asyncio.ensure_future(self._tick()), asyncio.ensure_future(self._drive())]
         self._wake.set()
@@ -132,6 +148,8 @@ class ConsensusReplica:
             task.cancel()
         for link in self._links.values():
             await link.close()
+        if self.wal is not None:
+            self.wal.close()  # a batch being written finishes first
         if self.storage is not None:
             self.storage.close()
 
@@ -153,14 +171,15 @@ class ConsensusReplica:
             self.drops.drop('refused', lambda exc=exc: f'{message.describe()}: {exc}')
         self._wake.set()  # a refused message may have changed the term before it failed
 
-    def propose_here(self, request: pb.DataRequest) -> pb.ProposeReply:
-        """A write forwarded by a follower (or taken here): append it if this replica leads."""
-        try:
-            where = self.node.propose(_entry_data(request))
-        except NotLeaderError as exc:
-            return pb.ProposeReply(leader=exc.leader, error='not the leader')
+    async def propose(self, request: pb.DataRequest) -> pb.ProposeReply:
+        """A write forwarded by a follower (or taken here): append it if this replica leads.
+
+        It waits for the driver's next round, which proposes everything queued by then as
+        one batch; the reply says where the entry landed (or who leads)."""
+        future = asyncio.get_running_loop().create_future()
+        self._proposals.append((request, future))
         self._wake.set()
-        return pb.ProposeReply(term=where.term, index=where.index)
+        return await future
 
     async def write(self, request: pb.DataRequest) -> pb.DataResponse:
         """Commit `request` in the log, then return this replica's result of applying it."""
@@ -221,7 +240,7 @@ class ConsensusReplica:
     async def _place(self, request: pb.DataRequest, deadline: float) -> tuple[int, int]:
         while time.monotonic() < deadline:
             if self.node.role is Role.LEADER:
-                reply = self.propose_here(request)
+                reply = await self.propose(request)
             elif self.node.leader:
                 link = self._links[self.node.leader]
                 self._forwards_in_flight += 1
@@ -265,10 +284,9 @@ class ConsensusReplica:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError('the write was not committed in time')
-                try:
-                    return await asyncio.wait_for(asyncio.shield(future), min(remaining, grace / 3))
-                except asyncio.TimeoutError:
-                    pass
+                await asyncio.wait((future,), timeout=min(remaining, grace / 3))
+                if future.done():
+                    return future.result()
                 if self.node.term > term:
                     term_changed_at = term_changed_at or time.monotonic()
                     if time.monotonic() - term_changed_at > grace:
@@ -307,11 +325,31 @@ class ConsensusReplica:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
+                self._propose_queued()
                 while self.node.has_ready():
                     await self._handle_ready(self.node.ready())
+                    self._propose_queued()
                 await self._maybe_compact()
         except Exception as exc:
             self._fail('handling a Ready', exc)
+
+    def _propose_queued(self) -> None:
+        """Propose every queued write as one batch, and tell each caller where it landed."""
+        if not self._proposals:
+            return
+        batch, self._proposals = self._proposals, []
+        try:
+            entries = [_entry_request(request) for request, _ in batch]
+            where = self.node.propose_many([entry.SerializeToString() for entry in entries])
+        except NotLeaderError as exc:
+            replies = [pb.ProposeReply(leader=exc.leader, error='not the leader')] * len(batch)
+        else:
+            replies = [pb.ProposeReply(term=w.term, index=w.index) for w in where]
+            for w, entry in zip(where, entries):
+                self._proposed[w.index] = (w.term, entry)
+        for (_, future), reply in zip(batch, replies):
+            if not future.done():
+                future.set_result(reply)
 
     def _fail(self, doing: str, exc: Exception) -> None:
         """A replica whose driver stopped cannot commit or apply again: say why and let the
@@ -324,11 +362,18 @@ class ConsensusReplica:
             self.on_failure(self.failure)
 
     async def _handle_ready(self, rd) -> None:
+        # 0. A leader's appends and heartbeats promise nothing about its own disk (its term
+        # and vote became durable before it campaigned), so they go out before its fsync:
+        # followers persist the batch while it does.
+        sent_early = self.node.role is Role.LEADER and (
+            rd.hard_state is None or rd.hard_state.term == self.storage.hard_state.term)
+        if sent_early:
+            self._send(rd.messages)
         # 1. persist, durably, in this order (core/node.py: Ready)
         if rd.snapshot is not None:
             self.storage.apply_snapshot(rd.snapshot)
         if rd.entries:
-            self.storage.append(rd.entries)
+            await self.wal.append(rd.entries)  # one write, one fsync, off the loop
         if rd.hard_state is not None:
             # Term and vote are always written durably by the storage; a commit index alone
             # is re-learned from the leader, so it need not cost three more fsyncs per round.
@@ -338,14 +383,13 @@ class ConsensusReplica:
             self.storage.finish_rejoin()
             log.info('raft replica %d is caught up after its rejoin', self.node_id)
         # 2. send, only after the writes above are on disk
-        for message in rd.messages:
-            link = self._links.get(message.dst)
-            if link is not None:
-                link.send(message.to_bytes())
+        if not sent_early:
+            self._send(rd.messages)
         # 3. apply
         if rd.snapshot is not None:
             await self._restore(rd.snapshot.data)
             self.applied = self.snapshot_index = rd.snapshot.meta.index
+            self._proposed.clear()  # a leader is never sent a snapshot: these lost their place
             for index, (term, future) in list(self._waiters.items()):
                 if index <= self.applied and not future.done():
                     future.set_exception(ProposalLost())
@@ -366,8 +410,12 @@ class ConsensusReplica:
         duplicates: set[int] = set()
         seen: set[str] = set()
         for entry in entries:
+            proposed = self._proposed.pop(entry.index, None)
             if entry.data:
-                request = requests[entry.index] = pb.DataRequest.FromString(entry.data)
+                if proposed is not None and proposed[0] == entry.term:
+                    request = requests[entry.index] = proposed[1]
+                else:
+                    request = requests[entry.index] = pb.DataRequest.FromString(entry.data)
                 write_id = request.write_id
                 if write_id and (write_id in self.applied_writes or write_id in seen):
                     duplicates.add(entry.index)
@@ -418,6 +466,12 @@ class ConsensusReplica:
                 still.append((index, future))
         self._applied_waiters = still
 
+    def _send(self, messages) -> None:
+        for message in drop_redundant_appends(messages):
+            link = self._links.get(message.dst)
+            if link is not None:
+                link.send(message.to_bytes())
+
     def _unreachable(self, peer: int) -> None:
         if self.node is not None:
             self.node.report_unreachable(peer)
@@ -447,12 +501,12 @@ class ConsensusReplica:
         await self.sm.restore(state)
 
 
-def _entry_data(request: pb.DataRequest) -> bytes:
+def _entry_request(request: pb.DataRequest) -> pb.DataRequest:
     """A log entry is the request itself, less the hop-local stream id."""
     entry = pb.DataRequest()
     entry.CopyFrom(request)
     entry.request_id = ''
-    return entry.SerializeToString()
+    return entry
 
 
 def _pack_snapshot(write_ids: list[str], state: bytes) -> bytes:

@@ -65,6 +65,7 @@ __all__ = [
     "DiskStorage",
     "HardStateCorruptError",
     "OpenReport",
+    "PendingAppend",
     "Rejoin",
     "SnapshotCorruptError",
     "StorageCorruptError",
@@ -147,6 +148,15 @@ class OpenReport:
         return d
 
 
+@dataclass(frozen=True)
+class PendingAppend:
+    """A batch of entries encoded as one WAL write, between ``prepare_append`` and
+    ``finish_append``."""
+
+    entries: list[Entry]
+    records: bytes
+
+
 @dataclass
 class _Segment:
     path: Path
@@ -177,6 +187,7 @@ class DiskStorage:
         self._lock_fd = lock_fd
         self._hard_dirty = False
         self._file = open(segments[-1].path, "ab", buffering=0)
+        self.wal_syncs = 0  # fsyncs of WAL records since open: one per appended batch
 
     # -- opening -----------------------------------------------------------------------------
 
@@ -282,12 +293,23 @@ class DiskStorage:
     def append(self, entries: list[Entry] | tuple[Entry, ...]) -> None:
         """Durably append ``entries`` (overwriting a conflicting suffix), fsync, then update
         the view. Entries the snapshot already covers are skipped."""
+        pending = self.prepare_append(entries)
+        if pending is not None:
+            self.write_pending(pending)
+            self.finish_append(pending)
+
+    # ``append`` in three steps, so that a driver can run the middle one, the only one that
+    # waits for the disk, on a thread of its own while its loop goes on: prepare and finish
+    # run on the owner's thread, and no other write may come between them.
+
+    def prepare_append(self, entries: list[Entry] | tuple[Entry, ...]) -> PendingAppend | None:
+        """Check and encode ``entries`` as one WAL write (None: nothing to write)."""
         if not entries:
-            return
+            return None
         first = self.memory.first_index()
         entries = [e for e in entries if e.index >= first]
         if not entries:
-            return
+            return None
         if entries[0].index > self.memory.last_index() + 1:
             raise StorageError(f"append at {entries[0].index} leaves a gap after "
                                f"{self.memory.last_index()}")
@@ -296,10 +318,17 @@ class DiskStorage:
         for e in entries:
             payload = ENTRY_HEAD.pack(KIND_ENTRY, e.term, e.index) + e.data
             parts += (record_header(payload), payload)
-        self._write_durably(b"".join(parts))
+        return PendingAppend(entries, b"".join(parts))
+
+    def write_pending(self, pending: PendingAppend) -> None:
+        """Write the whole batch and fsync it once; may run on another thread."""
+        self._write_durably(pending.records)
+
+    def finish_append(self, pending: PendingAppend) -> None:
+        """The batch is on disk: show it in the view."""
         seg = self._segments[-1]
-        seg.max_index = max(seg.max_index, entries[-1].index)
-        self.memory.append(entries)
+        seg.max_index = max(seg.max_index, pending.entries[-1].index)
+        self.memory.append(pending.entries)
 
     def set_hard_state(self, hs: HardState, *, durable: bool = True) -> None:
         """Replace the hard state atomically (temp file, fsync, rename, fsync dir).
@@ -367,7 +396,11 @@ class DiskStorage:
         while view:
             n = self._file.write(view)
             view = view[n:]
+        self._sync_wal()
+
+    def _sync_wal(self) -> None:
         os.fsync(self._file.fileno())
+        self.wal_syncs += 1
 
     def _maybe_rotate(self) -> None:
         if self._file.tell() >= self._segment_bytes:

@@ -94,4 +94,4 @@ class RaftServicer(pb_grpc.RaftServicer):
         return pb.RaftAck()
 
     async def Propose(self, request, context):
-        return self.replica.propose_here(request)
+        return await self.replica.propose(request)

@@ -144,6 +144,10 @@ class RaftNode:
         """
         return self._raft.propose(data)
 
+    def propose_many(self, datas: list[bytes]) -> list[EntryId]:
+        """``propose`` for each of ``datas``, in order, sent to the followers together."""
+        return self._raft.propose_many(datas)
+
     def read_index(self, context: bytes) -> None:
         """Ask for a linearizable read point (thesis §6.4); the answer arrives as a
         ``ReadState(index, context)`` in a later Ready. Followers forward to the leader.

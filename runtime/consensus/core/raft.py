@@ -193,14 +193,26 @@ class Raft:
     # -- application requests ----------------------------------------------------------------
 
     def propose(self, data: bytes) -> EntryId:
+        return self.propose_many([data])[0]
+
+    def propose_many(self, datas: list[bytes]) -> list[EntryId]:
+        """Append every proposal, then broadcast once: a batch travels in one AppendEntries
+        per follower (as many as max_append_entries allows) instead of one per proposal."""
         if self.role is not Role.LEADER:
             raise NotLeaderError(self.lead, self.term)
-        if not data:
+        if not all(datas):
             raise ProposalDroppedError("empty proposals are reserved for leader no-ops")
-        entry = Entry(self.term, self.log.last_index() + 1, bytes(data))
-        self.log.append([entry])
-        self._bcast_append()
-        return EntryId(entry.term, entry.index)
+        first = self.log.last_index() + 1
+        entries = [Entry(self.term, first + n, bytes(data)) for n, data in enumerate(datas)]
+        if not entries:
+            return []
+        self.log.append(entries)
+        for peer in self.tracker.voters:
+            if peer != self.id:
+                self._send_append(peer)
+                while self._maybe_send_append(peer, send_if_empty=False):
+                    pass  # a batch past max_append_entries fills the pipeline at once
+        return [EntryId(e.term, e.index) for e in entries]
 
     def read_index(self, context: bytes) -> None:
         if self.role is Role.LEADER:
