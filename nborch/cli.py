@@ -40,7 +40,8 @@ _DESCRIPTIONS = {
     'executor': 'serve one executor replica in this process (usable as an external executor)',
     'gateway': 'serve a gateway over executor replicas named by address (a topology)',
     'export': 'write Kubernetes manifests or a Docker Compose file for a Flow/Deployment YAML',
-    'ping': "check that a gateway or an executor answers (exit 0 if it does, 1 if not)",
+    'ping': "check that a gateway or an executor answers (exit 0 if it does, 1 if not; a "
+            "gateway answers once it has found every executor's replicas)",
 }
 _USES_HELP = {
     'deployment': "a Deployment YAML (jtype: Deployment), an executor YAML, or 'module:Class'; "
@@ -533,6 +534,10 @@ def _ping(args: argparse.Namespace) -> int:
         return 1
     finally:
         client.close()
+    if status.get('unresolved'):  # a gateway that has not found every replica yet
+        print(f'nborch: {args.address} is not ready: ' + '; '.join(status['unresolved']),
+              file=sys.stderr, flush=True)
+        return 1
     print(f'{args.address} is ready ({_describe_status(status)})', flush=True)
     return 0
 

@@ -29,6 +29,7 @@ from nborch.runtime.mux import serve_stream
 from nborch.runtime.polling import Polling, PollingTable, choose_shards
 from nborch.runtime.reduce import concat_docs, reduce_docs
 from nborch.runtime.router import CallPolicy, ReplicaPool
+from nborch.runtime.resolve import resolve_replicas
 from nborch.runtime.topology import GATEWAY, ExecutorTopology, Topology, order_dag
 
 RECENT_ROUTES = 32
@@ -103,6 +104,7 @@ class ExecutorNode:
         self.name = spec.name
         self.needs = list(spec.needs)
         self.stateful = spec.stateful
+        self.external = spec.external
         self.reduce = not spec.no_reduce  # of its shards' results and of its predecessors'
         self.polling = PollingTable.parse(spec.polling)
         policy = CallPolicy.from_timeout_send(spec.timeout_send, endpoints=spec.endpoints,
@@ -114,7 +116,27 @@ class ExecutorNode:
                                   tls=None if spec.external else tls.internal(),
                                   max_message_size=spec.max_message_size)
                       for addresses in spec.shards]
+        self.expected_replicas = spec.replicas
         self._rotation = 0
+
+    async def unresolved(self) -> list[str]:
+        """Its shards whose replicas the gateway cannot all name yet: a discovered name with
+        fewer records than the replicas it was deployed with, or a fixed name that does not
+        resolve (a container not started yet)."""
+        missing = []
+        for shard, pool in enumerate(self.pools):
+            if pool.discover:
+                expected = self.expected_replicas or 1
+                if len(pool.replicas) < expected:
+                    await pool.refresh(force=True)
+                if len(pool.replicas) < expected:
+                    missing.append(f'{self.name}/shard-{shard}: {len(pool.replicas)} of '
+                                   f'{expected} replicas found at {", ".join(pool.names)}')
+            else:
+                for name in pool.names:
+                    if await resolve_replicas(name) is None:
+                        missing.append(f'{self.name}/shard-{shard}: {name} does not resolve')
+        return missing
 
     def shards_for(self, endpoint: str) -> tuple[Polling, tuple[int, ...]]:
         polling = self.polling.for_endpoint(endpoint)
@@ -172,6 +194,7 @@ class Gateway:
         self.sinks = [name for name in self.nodes if name not in needed] or list(self.nodes)[-1:]
         self.order = order_dag({name: node.needs for name, node in self.nodes.items()})
         self.requests = 0
+        self._resolved = False  # once every replica was found; scaling down later is no fault
         self.recent: collections.deque[dict] = collections.deque(maxlen=RECENT_ROUTES)
 
     async def process(self, request: pb.DataRequest) -> pb.DataResponse:
@@ -222,8 +245,20 @@ class Gateway:
             response.failed_shards.extend(failed)
         return response
 
+    async def unresolved(self) -> list[str]:
+        """What keeps the gateway from serving its whole topology; empty once it has found
+        every executor's replicas (then for good: a later scale-down is followed, not a
+        reason to be restarted)."""
+        if self._resolved:
+            return []
+        missing = [m for node in self.nodes.values() if not node.external
+                   for m in await node.unresolved()]
+        self._resolved = not missing
+        return missing
+
     async def status(self) -> dict:
         return {'role': 'gateway', 'pid': os.getpid(), 'requests': self.requests,
+                'unresolved': await self.unresolved(),
                 'auth_refused': auth.refused_count(),
                 'executors': list(await asyncio.gather(*(n.status() for n in self.nodes.values()))),
                 'recent_routes': list(self.recent)}
