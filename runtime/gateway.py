@@ -97,6 +97,11 @@ def merge_shards(executor: str, outcomes: list[tuple[int, pb.DataResponse | Base
     return merged
 
 
+# Replicas containers start over tens of seconds after a deploy: a count below the deployed
+# one that holds this long is a scale-down, not a deploy in progress.
+READY_SETTLE_S = 30.0
+
+
 class ExecutorNode:
     """One executor in the gateway: its shards' replica pools and its polling table."""
 
@@ -117,6 +122,7 @@ class ExecutorNode:
                                   max_message_size=spec.max_message_size)
                       for addresses in spec.shards]
         self.expected_replicas = spec.replicas
+        self._found_since: dict[int, tuple[int, float]] = {}  # shard → (replicas found, since)
         self._rotation = 0
 
     async def unresolved(self) -> list[str]:
@@ -129,14 +135,25 @@ class ExecutorNode:
                 expected = self.expected_replicas or 1
                 if len(pool.replicas) < expected:
                     await pool.refresh(force=True)
-                if len(pool.replicas) < expected:
-                    missing.append(f'{self.name}/shard-{shard}: {len(pool.replicas)} of '
-                                   f'{expected} replicas found at {", ".join(pool.names)}')
+                found = len(pool.replicas)
+                if found < expected and not self._settled(shard, found):
+                    missing.append(f'{self.name}/shard-{shard}: {found} of {expected} '
+                                   f'replicas found at {", ".join(pool.names)}')
             else:
                 for name in pool.names:
                     if await resolve_replicas(name) is None:
                         missing.append(f'{self.name}/shard-{shard}: {name} does not resolve')
         return missing
+
+    def _settled(self, shard: int, found: int) -> bool:
+        """Fewer replicas than deployed, unchanged for READY_SETTLE_S: scaled down before
+        this gateway started (a restarted gateway must not wait for replicas that went)."""
+        now = time.monotonic()
+        count, since = self._found_since.get(shard, (None, now))
+        if count != found:
+            self._found_since[shard] = (found, now)
+            return False
+        return found > 0 and now - since >= READY_SETTLE_S
 
     def shards_for(self, endpoint: str) -> tuple[Polling, tuple[int, ...]]:
         polling = self.polling.for_endpoint(endpoint)

@@ -18,19 +18,34 @@ from __future__ import annotations
 from nborch.export.plan import EXECUTOR_PORT, SECRET_FILE, WORKSPACE, ExportPlan, Workload
 
 COMPOSE_VERSION = '3.8'
-HEALTH = {'interval': '5s', 'timeout': '3s', 'retries': 3, 'start_period': '60s'}
+# A loaded machine can take seconds to start a Python health check: a tight timeout would
+# have healthy containers killed on swarm.
+HEALTH = {'interval': '5s', 'timeout': '30s', 'retries': 3, 'start_period': '120s'}
+# An executor is healthy when its gRPC health service says SERVING (open: no secret). This
+# imports grpc only, a tenth of what `nborch ping` costs, every few seconds per container.
+EXECUTOR_HEALTH = (
+    'import sys, grpc; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; '
+    "reply = g.HealthStub(grpc.insecure_channel('127.0.0.1:{port}')).Check("
+    "h.HealthCheckRequest(service='nborch.Executor'), timeout=20); "
+    'sys.exit(reply.status != h.HealthCheckResponse.SERVING)')
 SECRET_NAME = 'nborch-secret'  # also the file's name beside the compose file
 RESTART = 'unless-stopped'
 RESTART_POLICY = {'condition': 'any', 'delay': '1s'}
 
 
-def _service(image: str, args: list[str], env: dict, port: int, gpus: int) -> dict:
+def _health(port: int, gateway: bool) -> list[str]:
+    if gateway:  # `nborch ping` fails until the gateway has found every replica
+        return ['CMD', 'nborch', 'ping', '--secret-file', SECRET_FILE, f'127.0.0.1:{port}']
+    return ['CMD', 'python3', '-c', EXECUTOR_HEALTH.format(port=port)]
+
+
+def _service(image: str, args: list[str], env: dict, port: int, gpus: int,
+             gateway: bool = False) -> dict:
     service = {'image': image, 'command': args}
     if env:
         service['environment'] = dict(sorted(env.items()))
     service['secrets'] = [{'source': SECRET_NAME, 'target': SECRET_FILE, 'mode': 0o400}]
-    service['healthcheck'] = {'test': ['CMD', 'nborch', 'ping', '--secret-file', SECRET_FILE,
-                                       f'127.0.0.1:{port}'], **HEALTH}
+    service['healthcheck'] = {'test': _health(port, gateway), **HEALTH}
     service['restart'] = RESTART
     service['deploy'] = {'endpoint_mode': 'dnsrr', 'restart_policy': dict(RESTART_POLICY)}
     if gpus:
@@ -71,7 +86,7 @@ def compose_file(plan: ExportPlan, image: str) -> dict:
         own, own_volumes = _workload_services(w, image)
         services.update(own)
         volumes.update(own_volumes)
-    gateway = _service(image, plan.gateway_args, {}, plan.gateway_port, 0)
+    gateway = _service(image, plan.gateway_args, {}, plan.gateway_port, 0, gateway=True)
     gateway['deploy']['replicas'] = 1
     gateway['ports'] = [gateway_port(plan.gateway_port)]
     if services:

@@ -10,7 +10,7 @@ import sys
 import time
 
 from nborch.ports import free_port
-from nborch.runtime.gateway import Gateway
+from nborch.runtime.gateway import READY_SETTLE_S, Gateway
 from nborch.runtime.resolve import HOSTS_ENV
 from nborch.runtime.topology import ExecutorTopology, Topology
 
@@ -32,6 +32,23 @@ def test_the_gateway_is_unresolved_until_every_replica_is_found_then_for_good(mo
         assert (await gateway.status())['unresolved'] == []  # found at once, not in 5 s
         monkeypatch.setenv(HOSTS_ENV, json.dumps({'enc:8080': ['10.0.0.1:8080']}))
         assert (await gateway.status())['unresolved'] == []  # scaled down: still serving
+        await gateway.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_gateway_started_after_a_scale_down_is_ready_once_the_count_holds(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(time, 'monotonic', lambda: clock[0])
+
+    async def scenario():
+        gateway = Gateway(encoder_topology())
+        monkeypatch.setenv(HOSTS_ENV, json.dumps({'enc:8080': ['10.0.0.1:8080', '10.0.0.2:8080']}))
+        assert await gateway.unresolved()
+        clock[0] += READY_SETTLE_S - 1
+        assert await gateway.unresolved()  # could still be a deploy coming up
+        clock[0] += 2
+        assert await gateway.unresolved() == []
         await gateway.close()
 
     asyncio.run(scenario())
