@@ -164,5 +164,12 @@ def load_serving(path: str):
     if jtype == 'Flow':
         return Flow.load_config(path)
     if jtype == 'Deployment':
+        from nborch.config import deployment_kwargs
+        from nborch.export.plan import WORKSPACE
+        kwargs = deployment_kwargs(path)
+        if kwargs.get('stateful') and not kwargs.get('workspace'):
+            # Run locally, a Raft group needs a folder for its logs; exported, each replica
+            # gets a volume at WORKSPACE, so the YAML need not name one only to be replaced.
+            return Deployment.load_config(path, workspace=WORKSPACE)
         return Deployment.load_config(path)
     raise ExportError(f'{path}: jtype is {jtype!r}; export takes a Flow or a Deployment YAML')

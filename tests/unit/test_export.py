@@ -385,3 +385,26 @@ def test_an_http_gateway_is_not_exported_yet(protocol, tmp_path):
     with pytest.raises(ExportError, match="exported gateways serve gRPC only"):
         dep.to_docker_compose_yaml(str(tmp_path / 'compose.yml'))
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_a_stateful_deployment_yaml_exports_without_a_workspace(tmp_path):
+    """Exported, every replica keeps its Raft log on its own volume at /workspace: the YAML
+    need not name a local folder only for the export to replace it."""
+    path = tmp_path / 'indexer.yml'
+    path.write_text('jtype: Deployment\nwith:\n  name: indexer\n'
+                    '  uses: nborch.examples:ExactNNSearch\n  replicas: 3\n  stateful: true\n')
+    from nborch.export import export_yaml
+    export_yaml('compose', str(path), str(tmp_path / 'out') + os.sep)
+    with open(tmp_path / 'out' / 'docker-compose.yml') as f:
+        services = yaml.safe_load(f)['services']
+    assert arg(services['indexer-0']['command'], '--workspace') == '/workspace'
+    assert services['indexer-0']['volumes'] == ['indexer-0-workspace:/workspace']
+
+
+def test_the_kubernetes_gateway_is_ready_only_once_it_found_every_replica(tmp_path):
+    page_flow().to_kubernetes_yaml(str(tmp_path / 'k8s'))
+    gateway = container(k8s_objects(tmp_path / 'k8s')['Deployment', 'gateway'])
+    probe = gateway['readinessProbe']
+    assert probe['exec']['command'][:3] == ['nborch', 'ping', '--secret-file']
+    assert probe['exec']['command'][-1] == '127.0.0.1:5555' and probe['timeoutSeconds'] >= 10
+    assert 'grpc' in gateway['livenessProbe']  # alive is not the same as ready
