@@ -38,7 +38,10 @@ if [ "$image_python" != "$host_python" ]; then
 fi
 mkdir -p "$wheelhouse"
 rm -f "$wheelhouse"/nborch-*.whl  # always this checkout's nborch
-"$python" -m pip wheel -q --wheel-dir "$wheelhouse" --find-links "$wheelhouse" "$repo"
+# From the cached wheels alone when they cover every dependency (fast), else from the index.
+"$python" -m pip wheel -q --no-index --wheel-dir "$wheelhouse" --find-links "$wheelhouse" \
+        "$repo" 2> /dev/null \
+    || "$python" -m pip wheel -q --wheel-dir "$wheelhouse" --find-links "$wheelhouse" "$repo"
 
 if [ -n "$app" ]; then
     cp -a "$app"/. "$context"/

@@ -12,7 +12,7 @@ import pytest
 from nborch import Deployment
 from nborch.ports import free_port
 from tests.engine.conftest import TIMINGS
-from tests.engine.engine import ComposeStack, EngineError, wait_until
+from tests.engine.engine import ComposeStack, wait_until
 from tests.engine.traffic import Writes, gateway_status, wait_ready
 from tests.faults.history import check_history
 
@@ -96,12 +96,15 @@ def test_partitions_kills_and_a_full_restart_lose_duplicate_and_reorder_nothing(
 
     with Writes(port, 'ledger', prefix='w') as load:
         phase(load, 'before any fault')
-        cut = stack.container(f'ledger-{leader(port)}')
+        old = leader(port)
+        cut = stack.container(f'ledger-{old}')
         stack.disconnect(cut)
         try:
             phase(load, 'with the leader cut off')
+            # acknowledged by the other two, under a leader of their own
+            assert new_leader_without(port, old) != old
         finally:
-            stack.connect(cut, f'ledger-{rafts_index(stack, cut)}')
+            stack.connect(cut, f'ledger-{old}')
         follower = (leader(port) + 1) % REPLICAS
         cut = stack.container(f'ledger-{follower}')
         stack.disconnect(cut)
@@ -130,8 +133,11 @@ def test_partitions_kills_and_a_full_restart_lose_duplicate_and_reorder_nothing(
     assert after == before and len(after[0]) >= report.acked
 
 
-def rafts_index(stack: ComposeStack, container: str) -> int:
-    service = stack.inspect(container)['Config']['Labels']['com.docker.compose.service']
-    if not service.startswith('ledger-'):
-        raise EngineError(f'{container} is {service}, not a ledger replica')
-    return int(service.rsplit('-', 1)[1])
+def new_leader_without(port: int, cut: int) -> int:
+    """The leader the replicas still reachable agree on (the cut one reports nothing)."""
+    def agreed():
+        states = [r for i, r in enumerate(rafts(port)) if i != cut and r]
+        leaders = {r.get('leader') for r in states}
+        return leaders.pop() if len(states) == REPLICAS - 1 and len(leaders) == 1 \
+            and 0 not in leaders else None
+    return wait_until('a leader among the connected replicas', agreed, PHASE_TIMEOUT_S) - 1
