@@ -40,7 +40,8 @@ _DESCRIPTIONS = {
     'executor': 'serve one executor replica in this process (usable as an external executor)',
     'gateway': 'serve a gateway over executor replicas named by address (a topology)',
     'export': 'write Kubernetes manifests or a Docker Compose file for a Flow/Deployment YAML',
-    'ping': "check that a gateway or an executor answers (exit 0 if it does, 1 if not)",
+    'ping': "check that a gateway or an executor answers (exit 0 if it does, 1 if not; a "
+            "gateway answers once it has found every executor's replicas)",
 }
 _USES_HELP = {
     'deployment': "a Deployment YAML (jtype: Deployment), an executor YAML, or 'module:Class'; "
@@ -516,6 +517,13 @@ def _load_serving(path: str):
     if jtype == 'Flow':
         return Flow.load_config(path)
     if jtype == 'Deployment':
+        from nborch.config import deployment_kwargs
+        from nborch.export.plan import WORKSPACE
+        kwargs = deployment_kwargs(path)
+        if kwargs.get('stateful') and not kwargs.get('workspace'):
+            # Run locally, a Raft group needs a folder for its logs; exported, each replica
+            # gets a volume at WORKSPACE, so the YAML need not name one only to be replaced.
+            return Deployment.load_config(path, workspace=WORKSPACE)
         return Deployment.load_config(path)
     raise ExportError(f'{path}: jtype is {jtype!r}; export takes a Flow or a Deployment YAML')
 
@@ -553,6 +561,10 @@ def _ping(args: argparse.Namespace) -> int:
         return 1
     finally:
         client.close()
+    if status.get('unresolved'):  # a gateway that has not found every replica yet
+        print(f'nborch: {args.address} is not ready: ' + '; '.join(status['unresolved']),
+              file=sys.stderr, flush=True)
+        return 1
     print(f'{args.address} is ready ({_describe_status(status)})', flush=True)
     return 0
 

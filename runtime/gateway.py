@@ -30,6 +30,7 @@ from nborch.runtime.mux import serve_stream
 from nborch.runtime.polling import Polling, PollingTable, choose_shards
 from nborch.runtime.reduce import concat_docs, reduce_docs
 from nborch.runtime.router import CallPolicy, ReplicaPool
+from nborch.runtime.resolve import resolve_replicas
 from nborch.runtime.topology import GATEWAY, ExecutorTopology, Topology, order_dag
 
 RECENT_ROUTES = 32
@@ -97,6 +98,11 @@ def merge_shards(executor: str, outcomes: list[tuple[int, pb.DataResponse | Base
     return merged
 
 
+# Replicas containers start over tens of seconds after a deploy: a count below the deployed
+# one that holds this long is a scale-down, not a deploy in progress.
+READY_SETTLE_S = 30.0
+
+
 class ExecutorNode:
     """One executor in the gateway: its shards' replica pools and its polling table."""
 
@@ -104,6 +110,7 @@ class ExecutorNode:
         self.name = spec.name
         self.needs = list(spec.needs)
         self.stateful = spec.stateful
+        self.external = spec.external
         self.reduce = not spec.no_reduce  # of its shards' results and of its predecessors'
         self.polling = PollingTable.parse(spec.polling)
         policy = CallPolicy.from_timeout_send(spec.timeout_send, endpoints=spec.endpoints,
@@ -115,7 +122,39 @@ class ExecutorNode:
                                   tls=None if spec.external else tls.internal(),
                                   max_message_size=spec.max_message_size)
                       for addresses in spec.shards]
+        self.expected_replicas = spec.replicas
+        self._found_since: dict[int, tuple[int, float]] = {}  # shard → (replicas found, since)
         self._rotation = 0
+
+    async def unresolved(self) -> list[str]:
+        """Its shards whose replicas the gateway cannot all name yet: a discovered name with
+        fewer records than the replicas it was deployed with, or a fixed name that does not
+        resolve (a container not started yet)."""
+        missing = []
+        for shard, pool in enumerate(self.pools):
+            if pool.discover:
+                expected = self.expected_replicas or 1
+                if len(pool.replicas) < expected:
+                    await pool.refresh(force=True)
+                found = len(pool.replicas)
+                if found < expected and not self._settled(shard, found):
+                    missing.append(f'{self.name}/shard-{shard}: {found} of {expected} '
+                                   f'replicas found at {", ".join(pool.names)}')
+            else:
+                for name in pool.names:
+                    if await resolve_replicas(name) is None:
+                        missing.append(f'{self.name}/shard-{shard}: {name} does not resolve')
+        return missing
+
+    def _settled(self, shard: int, found: int) -> bool:
+        """Fewer replicas than deployed, unchanged for READY_SETTLE_S: scaled down before
+        this gateway started (a restarted gateway must not wait for replicas that went)."""
+        now = time.monotonic()
+        count, since = self._found_since.get(shard, (None, now))
+        if count != found:
+            self._found_since[shard] = (found, now)
+            return False
+        return found > 0 and now - since >= READY_SETTLE_S
 
     def shards_for(self, endpoint: str) -> tuple[Polling, tuple[int, ...]]:
         polling = self.polling.for_endpoint(endpoint)
@@ -196,6 +235,7 @@ class Gateway:
         self.sinks = [name for name in self.nodes if name not in needed] or list(self.nodes)[-1:]
         self.order = order_dag({name: node.needs for name, node in self.nodes.items()})
         self.requests = 0
+        self._resolved = False  # once every replica was found; scaling down later is no fault
         self.recent: collections.deque[dict] = collections.deque(maxlen=RECENT_ROUTES)
 
     async def process(self, request: pb.DataRequest) -> pb.DataResponse:
@@ -246,8 +286,20 @@ class Gateway:
             response.failed_shards.extend(failed)
         return response
 
+    async def unresolved(self) -> list[str]:
+        """What keeps the gateway from serving its whole topology; empty once it has found
+        every executor's replicas (then for good: a later scale-down is followed, not a
+        reason to be restarted)."""
+        if self._resolved:
+            return []
+        missing = [m for node in self.nodes.values() if not node.external
+                   for m in await node.unresolved()]
+        self._resolved = not missing
+        return missing
+
     async def status(self) -> dict:
         return {'role': 'gateway', 'pid': os.getpid(), 'requests': self.requests,
+                'unresolved': await self.unresolved(),
                 'auth_refused': auth.refused_count(),
                 'executors': list(await asyncio.gather(*(n.status() for n in self.nodes.values()))),
                 'recent_routes': list(self.recent)}

@@ -25,6 +25,8 @@ class ExecutorTopology:
     discover: bool = False            # each shard's address is a DNS name; its records are
                                       # the replicas (a headless Service in Kubernetes)
     external: bool = False            # not this deployment's: dialed without its secret
+    replicas: int | None = None       # per shard, as deployed: with `discover` the gateway is
+                                      # not ready before its name resolves to this many
     timeout_send: int | None = None   # ms per request to a replica (router.CallPolicy)
     endpoints: dict[str, bool] | None = None  # path → is a @write; None: unknown (external)
     election_ms: float = RaftSettings.election_ms  # stateful: the group's election timeout

@@ -30,22 +30,38 @@ def default_image() -> str:
     return f'nborch:{__version__}'
 
 
+BASE_IMAGE = 'nborch-base:bookworm'  # what scripts/base_image.sh builds, with no registry
+WHEELHOUSE = 'wheelhouse'
+
+
 def dockerfile(label: str, image: str) -> str:
-    from nborch._version import __version__
     return f'''\
 # The image every container of {label!r} runs (written by `nborch export`).
 # Build it from the folder that holds your executor modules (and a requirements.txt, if they
-# need more packages), then push it where the cluster pulls from:
-#   docker build -f <this file> -t {image} .
-# NBORCH_PACKAGE is what pip installs nborch from: a version, a wheel, or a source folder
-# inside the build context (--build-arg NBORCH_PACKAGE=./vendor/nborch).
-FROM python:3.11-slim
-ARG NBORCH_PACKAGE=nborch=={__version__}
+# need more packages). Nothing is downloaded while it builds: pip installs from the folder
+# {WHEELHOUSE}/ inside that folder (`pip wheel` / `pip download` fill it on a machine that
+# reaches the package index), so the build works on a machine with no registry:
+#   docker build -f <this file> -t {image} --build-arg BASE_IMAGE={BASE_IMAGE} .
+# BASE_IMAGE: any image with python3 (>= 3.11) and its venv module; scripts/base_image.sh in
+#   nborch's repository builds {BASE_IMAGE} with debootstrap, without a registry.
+# NBORCH_PACKAGE: what pip installs nborch from: a name found in {WHEELHOUSE}/ (the default),
+#   a wheel, or nborch's source folder, inside the build folder
+#   (--build-arg NBORCH_PACKAGE=./vendor/nborch-0.1.0-py3-none-any.whl).
+# scripts/build_image.sh does all of this from a checkout of nborch.
+ARG BASE_IMAGE={BASE_IMAGE}
+FROM ${{BASE_IMAGE}}
+ARG NBORCH_PACKAGE=nborch
+ARG WHEELHOUSE={WHEELHOUSE}
 WORKDIR /app
 COPY . /app
-RUN pip install --no-cache-dir "$NBORCH_PACKAGE" \\
- && if [ -f requirements.txt ]; then pip install --no-cache-dir -r requirements.txt; fi
-ENV PYTHONPATH=/app PYTHONUNBUFFERED=1
+RUN python3 -m venv /opt/nborch \\
+ && /opt/nborch/bin/pip install --no-cache-dir --no-index --find-links "/app/$WHEELHOUSE" \\
+        "$NBORCH_PACKAGE" \\
+ && if [ -f requirements.txt ]; then /opt/nborch/bin/pip install --no-cache-dir --no-index \\
+        --find-links "/app/$WHEELHOUSE" -r requirements.txt; fi \\
+ && rm -rf "/app/$WHEELHOUSE"
+ENV PATH=/opt/nborch/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\
+    PYTHONPATH=/app PYTHONUNBUFFERED=1
 ENTRYPOINT ["nborch"]
 '''
 

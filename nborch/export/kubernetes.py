@@ -6,7 +6,8 @@
 - a stateful shard: a `StatefulSet` with a headless `Service` (pod i is
   `<set>-i.<set>.<ns>.svc`, the Raft peer names in `--peers`), started in parallel (the group
   needs a quorum before anything is ready) and a `volumeClaimTemplate` for each Raft log;
-- the gateway: a `Deployment` and a `Service` with the topology in its arguments.
+- the gateway: a `Deployment` and a `Service` with the topology in its arguments, ready
+  (`nborch ping`) only once it has found every executor's replicas.
 
 Every container gets gRPC probes on `grpc.health.v1` (open: probes carry no secret), a GPU
 limit where asked for, and the deployment secret: the Secret `<name>-secret` (key `secret`),
@@ -17,10 +18,11 @@ from __future__ import annotations
 
 import math
 
-from nborch.export.plan import (EXECUTOR_PORT, RAFT_PORT, REPLICA_ID_VAR, SECRET_DIR, SECRET_KEY,
-                                WORKSPACE, ExportPlan, Workload)
+from nborch.export.plan import (EXECUTOR_PORT, RAFT_PORT, REPLICA_ID_VAR, SECRET_DIR, SECRET_FILE,
+                                SECRET_KEY, WORKSPACE, ExportPlan, Workload)
 
 PROBE_PERIOD_S = 5
+PING_TIMEOUT_S = 30  # `nborch ping` starts a Python: seconds on a loaded node
 # The pod-index label exists from Kubernetes 1.28 (StatefulSet pods get it from the controller).
 POD_INDEX_LABEL = "metadata.labels['apps.kubernetes.io/pod-index']"
 RAFT_VOLUME_SIZE = '1Gi'
@@ -150,6 +152,11 @@ def gateway_objects(plan: ExportPlan, namespace: str, image: str) -> list[dict]:
     port = plan.gateway_port
     container = _container(image, plan.gateway_args, {},
                            [{'name': 'grpc', 'containerPort': port}], port, 60.0)
+    # Ready once it has found every executor's replicas (`nborch ping` fails until then), not
+    # merely serving: traffic sent earlier would go to the first pods found only.
+    container['readinessProbe'] = {
+        'exec': {'command': ['nborch', 'ping', '--secret-file', SECRET_FILE, f'127.0.0.1:{port}']},
+        'periodSeconds': PROBE_PERIOD_S, 'timeoutSeconds': PING_TIMEOUT_S, 'failureThreshold': 2}
     return [
         _service('gateway', namespace, labels, [_grpc_port('grpc', port)], headless=False),
         {'apiVersion': 'apps/v1', 'kind': 'Deployment',

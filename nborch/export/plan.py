@@ -200,7 +200,7 @@ def build_plan(label: str, plans, gateway_port: int | None, naming: Naming) -> E
         executors.append(ExecutorTopology(
             name=spec.name, shards=shards, polling=spec.polling,
             needs=list(plan.needs), stateful=spec.stateful, external=spec.external,
-            discover=not spec.external and not spec.stateful,
+            discover=not spec.external and not spec.stateful, replicas=spec.replicas,
             max_message_size=spec.max_message_size, no_reduce=spec.no_reduce,
             # exported gateways serve gRPC only: no doc schemas in the manifests' arguments
             **{**spec.routing(), 'schemas': None}))

@@ -93,6 +93,32 @@ def test_every_compose_file_is_valid_against_the_compose_spec(case, tmp_path):
     assert errors == []
 
 
+COMPOSE_129_SCHEMA = os.path.join(ROOT, 'tests', 'fixtures', 'schemas', 'compose-1.29-spec.json')
+
+
+@pytest.mark.parametrize('case', sorted(EXPORTS))
+def test_every_compose_file_is_valid_for_docker_compose_1_29_and_swarm(case, tmp_path):
+    """Debian's docker-compose 1.29 validates with an older schema (no top-level `name`,
+    which `docker stack deploy` refuses too); 3.8 is the newest format both read."""
+    with open(COMPOSE_129_SCHEMA) as f:
+        validator = jsonschema.Draft7Validator(json.load(f))
+    document = compose(EXPORTS[case](tmp_path), tmp_path)
+    assert [e.message for e in validator.iter_errors(document)] == []
+    assert document['version'] == '3.8' and 'name' not in document
+
+
+def test_every_compose_container_restarts_and_is_found_by_dns_on_swarm_too(tmp_path):
+    for case in ('page_flow', 'stateful_indexer'):
+        services = compose(EXPORTS[case](tmp_path), tmp_path)['services']
+        for name, service in services.items():
+            assert service['restart'] == 'unless-stopped'  # Compose
+            assert service['deploy']['restart_policy']['condition'] == 'any'  # swarm
+            # every container's address in DNS: no virtual IP (one address, and IPVS)
+            assert service['deploy']['endpoint_mode'] == 'dnsrr', name
+        (port,) = services['gateway']['ports']
+        assert port['mode'] == 'host'  # no routing mesh either
+
+
 def test_the_validators_reject_what_a_cluster_would(tmp_path):
     """The checks above can fail: misspelt fields are caught."""
     page_flow().to_kubernetes_yaml(str(tmp_path / 'k8s'))
@@ -162,7 +188,9 @@ def test_compose_gives_each_stateful_replica_its_own_service_and_volume(tmp_path
         assert arg(args, '--replica-id') == str(i)
         assert arg(args, '--peers') == ','.join(f'{n}:8081' for n in names)
     gateway = services['services']['gateway']
-    assert gateway['ports'] == ['8080:8080'] and gateway['depends_on'] == names
+    assert gateway['ports'] == [{'target': 8080, 'published': 8080, 'protocol': 'tcp',
+                                 'mode': 'host'}]
+    assert gateway['depends_on'] == names
 
 
 @pytest.mark.parametrize('case', sorted(EXPORTS))
@@ -195,7 +223,8 @@ def test_compose_services_read_the_secret_from_a_private_file_made_once(tmp_path
         (mounted,) = service['secrets']
         assert mounted['source'] == 'nborch-secret'
         assert arg(service['command'], '--secret-file') == mounted['target']
-        assert '--secret-file' in service['healthcheck']['test']  # pings a worker with it
+    gateway_health = document['services']['gateway']['healthcheck']['test']
+    assert gateway_health[:3] == ['CMD', 'nborch', 'ping'] and '--secret-file' in gateway_health
     compose(page_flow(), tmp_path)
     assert secret_file.read_text() == first  # exporting again keeps the running secret
 
@@ -209,9 +238,9 @@ def test_gpus_become_limits_per_replica_and_rr_leaves_the_env(tmp_path):
     assert ranker['resources'] == {'limits': {'nvidia.com/gpu': 2}}
     assert 'resources' not in container(objects['Deployment', 'gateway'])
     services = compose(gpu_flow(), tmp_path)['services']
-    assert services['encoder']['deploy'] == {
-        'resources': {'reservations': {'devices': [
-            {'driver': 'nvidia', 'count': 1, 'capabilities': ['gpu']}]}}, 'replicas': 2}
+    assert services['encoder']['deploy']['resources'] == {'reservations': {'devices': [
+        {'driver': 'nvidia', 'count': 1, 'capabilities': ['gpu']}]}}
+    assert services['encoder']['deploy']['replicas'] == 2
 
 
 def test_env_and_uses_with_are_carried_over(tmp_path):
@@ -256,6 +285,12 @@ def test_the_dockerfile_builds_the_one_image_every_container_runs(tmp_path):
         text = f.read()
     assert 'ENTRYPOINT ["nborch"]' in text and 'docker build -f' in text
     assert 'registry.example/ml/nborch:1' in text
+    # offline: the base image is a build argument, pip never reaches an index
+    assert 'ARG BASE_IMAGE=' in text and 'FROM ${BASE_IMAGE}' in text
+    assert 'ARG NBORCH_PACKAGE=nborch\n' in text
+    (install,) = [line for line in text.splitlines() if '/opt/nborch/bin/pip install' in line
+                  and 'requirements' not in line]
+    assert '--no-index --find-links' in install
     images = {container(o)['image'] for (kind, _), o in k8s_objects(tmp_path).items()
               if kind == 'Deployment'}
     assert images == {'registry.example/ml/nborch:1'}
@@ -350,3 +385,26 @@ def test_an_http_gateway_is_not_exported_yet(protocol, tmp_path):
     with pytest.raises(ExportError, match="exported gateways serve gRPC only"):
         dep.to_docker_compose_yaml(str(tmp_path / 'compose.yml'))
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_a_stateful_deployment_yaml_exports_without_a_workspace(tmp_path):
+    """Exported, every replica keeps its Raft log on its own volume at /workspace: the YAML
+    need not name a local folder only for the export to replace it."""
+    path = tmp_path / 'indexer.yml'
+    path.write_text('jtype: Deployment\nwith:\n  name: indexer\n'
+                    '  uses: nborch.examples:ExactNNSearch\n  replicas: 3\n  stateful: true\n')
+    from nborch.cli import main
+    assert main(['export', 'compose', str(path), str(tmp_path / 'out') + os.sep]) == 0
+    with open(tmp_path / 'out' / 'docker-compose.yml') as f:
+        services = yaml.safe_load(f)['services']
+    assert arg(services['indexer-0']['command'], '--workspace') == '/workspace'
+    assert services['indexer-0']['volumes'] == ['indexer-0-workspace:/workspace']
+
+
+def test_the_kubernetes_gateway_is_ready_only_once_it_found_every_replica(tmp_path):
+    page_flow().to_kubernetes_yaml(str(tmp_path / 'k8s'))
+    gateway = container(k8s_objects(tmp_path / 'k8s')['Deployment', 'gateway'])
+    probe = gateway['readinessProbe']
+    assert probe['exec']['command'][:3] == ['nborch', 'ping', '--secret-file']
+    assert probe['exec']['command'][-1] == '127.0.0.1:5555' and probe['timeoutSeconds'] >= 10
+    assert 'grpc' in gateway['livenessProbe']  # alive is not the same as ready
