@@ -106,6 +106,24 @@ class Stack:
     def running(self, service: str) -> list[str]:
         return self.containers(service)
 
+    def started_at(self, container: str) -> str | None:
+        """When the container last started; None once it is gone or not running."""
+        found = docker('inspect', '--format', '{{.State.Running}} {{.State.StartedAt}}',
+                       container, check=False).split()
+        return found[1] if len(found) == 2 and found[0] == 'true' else None
+
+    def recovered(self, service: str, victim: str, started: str, count: int) -> bool:
+        """After `victim` (started at `started`) was killed: the engine started it again
+        (Compose restarts the same container) or replaced it (swarm starts a new task), and
+        `count` containers of the service run."""
+        running = self.running(service)
+        if len(running) != count:
+            return False
+        if any(victim.startswith(c) or c.startswith(victim) for c in running):
+            again = self.started_at(victim)
+            return again is not None and again != started
+        return True
+
     def exec(self, container: str, *argv: str) -> str:
         return docker('exec', container, *argv, timeout=60)
 

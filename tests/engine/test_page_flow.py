@@ -82,10 +82,11 @@ def test_the_page_flow_spreads_follows_scaling_and_survives_kills(engine, image,
     # A killed replica: requests fail over, and the engine starts it again.
     with Posts(port) as load:
         victim = stack.containers(ENCODER)[0]
+        started = stack.started_at(victim)
         start = time.monotonic()
         stack.kill(victim)
-        wait_until('slow_encoder back to 2 running containers',
-                   lambda: len(stack.running(ENCODER)) == 2, timeout=120, every=1)
+        wait_until('the killed slow_encoder container started again or replaced',
+                   lambda: stack.recovered(ENCODER, victim, started, 2), timeout=120, every=1)
         follows(port, 2)
         TIMINGS[f'{engine}: killed replica replaced'] = time.monotonic() - start
         time.sleep(2)
