@@ -247,6 +247,32 @@ def given(args: argparse.Namespace, options: list[Option]) -> dict:
     return {o.name: getattr(args, o.name) for o in options if hasattr(args, o.name)}
 
 
+def executor_argv(spec, uses: str) -> list[str]:
+    """The `nborch executor` command line that starts the replica a `WorkerSpec` describes,
+    with `uses` ('module:Class' or an executor YAML) for its packed class: every field that
+    differs from the command's default, as its flag. `executor_fields` reads it back."""
+    argv = ['executor', '--uses', uses]
+    for option in _executor_options():
+        value = getattr(spec, option.name)
+        if value == option.default or value is None:
+            continue
+        if option.kind == 'bool':
+            argv.append(option.flag if value else '--no-' + option.flag[2:])
+        elif option.kind in ('dict', 'list', 'any'):
+            argv += [option.flag, json.dumps(value, separators=(',', ':'), sort_keys=True)]
+        else:
+            argv += [option.flag, str(value)]
+    return argv
+
+
+def executor_fields(args: argparse.Namespace) -> dict:
+    """The `WorkerSpec` fields of a parsed `nborch executor` command line: the given options
+    over the command's defaults (`uses` and `sys_path` are the caller's)."""
+    fields = {o.name: o.default for o in args.options}
+    fields.update(given(args, args.options))
+    return fields
+
+
 # -- the parser ---------------------------------------------------------------------------------
 
 def _deployment_options() -> list[Option]:
@@ -441,8 +467,7 @@ def _executor(args: argparse.Namespace) -> int:
     from nborch.runtime.worker_spec import WorkerSpec
     from nborch.uses import resolve_uses_and_defaults
 
-    fields = {o.name: o.default for o in args.options}
-    fields.update(given(args, args.options))
+    fields = executor_fields(args)
     try:
         cls, defaults = resolve_uses_and_defaults(args.uses)
         fields['uses_with'] = {**defaults, **(fields.get('uses_with') or {})}
