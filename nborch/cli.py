@@ -20,19 +20,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
-import inspect
 import json
 import os
 import signal
 import sys
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
-# The option helpers are public so that other shells (the %%deployment magic) derive the
-# same flags from the same dataclasses.
-__all__ = ['Option', 'add_options', 'build_parser', 'given', 'main', 'options_from_dataclass',
-           'options_from_signature']
+from nborch.options import Option, executor_options, options_from_dataclass, options_from_signature
+
+# `add_options` and `given` are public so that other shells (the %%deployment magic) build
+# the same flags from the same options (nborch.options).
+__all__ = ['add_options', 'build_parser', 'executor_fields', 'given', 'main']
 
 _DESCRIPTIONS = {
     'deployment': 'serve an executor as replicas x shards behind one gateway',
@@ -68,60 +66,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f'nborch: error: {message} (see `{self.prog} --help`)\n')
 
 
-# -- options derived from dataclasses and signatures ---------------------------------------------
-
-@dataclass(frozen=True)
-class Option:
-    """One command-line option made from a dataclass field or a keyword parameter."""
-
-    name: str
-    kind: str          # int | float | str | bool | dict | list | any
-    default: Any
-    help: str | None = None
-
-    @property
-    def flag(self) -> str:
-        return '--' + self.name.replace('_', '-')
-
-
-def _kind(annotation: Any) -> str:
-    """The option kind of an annotation, read from its text (`int | None` → int)."""
-    text = annotation if isinstance(annotation, str) else getattr(annotation, '__name__',
-                                                                  str(annotation))
-    parts = [p.strip() for p in text.split('|') if p.strip() not in ('None', 'NoneType', '')]
-    if len(parts) != 1:
-        return 'any'
-    base = parts[0].split('[')[0]
-    return base if base in ('int', 'float', 'str', 'bool', 'dict', 'list') else 'any'
-
-
-def options_from_dataclass(cls: type, exclude: Iterable[str] = ()) -> list[Option]:
-    """Options for the user-facing fields of `cls` (fields with `repr=False` are derived state)."""
-    out = []
-    for f in dataclasses.fields(cls):
-        if f.name in exclude or not f.repr or not f.init:
-            continue
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        else:
-            default = None
-        out.append(Option(f.name, _kind(f.type), default, f.metadata.get('help')))
-    return out
-
-
-def options_from_signature(func: Callable, exclude: Iterable[str] = ()) -> list[Option]:
-    """Options for the named parameters of `func` (Flow() has no spec dataclass)."""
-    out = []
-    for p in inspect.signature(func).parameters.values():
-        if p.name in exclude or p.name == 'self' or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
-            continue
-        annotation = p.annotation if p.annotation is not p.empty else type(p.default).__name__
-        default = None if p.default is p.empty else p.default
-        out.append(Option(p.name, _kind(annotation), default))
-    return out
-
+# -- converting option values ---------------------------------------------------------------------
 
 def _json(kind: str) -> Callable[[str], Any]:
     expected, what = {'dict': (dict, 'a JSON object'), 'list': (list, 'a JSON list')}[kind]
@@ -247,24 +192,6 @@ def given(args: argparse.Namespace, options: list[Option]) -> dict:
     return {o.name: getattr(args, o.name) for o in options if hasattr(args, o.name)}
 
 
-def executor_argv(spec, uses: str) -> list[str]:
-    """The `nborch executor` command line that starts the replica a `WorkerSpec` describes,
-    with `uses` ('module:Class' or an executor YAML) for its packed class: every field that
-    differs from the command's default, as its flag. `executor_fields` reads it back."""
-    argv = ['executor', '--uses', uses]
-    for option in _executor_options():
-        value = getattr(spec, option.name)
-        if value == option.default or value is None:
-            continue
-        if option.kind == 'bool':
-            argv.append(option.flag if value else '--no-' + option.flag[2:])
-        elif option.kind in ('dict', 'list', 'any'):
-            argv += [option.flag, json.dumps(value, separators=(',', ':'), sort_keys=True)]
-        else:
-            argv += [option.flag, str(value)]
-    return argv
-
-
 def executor_fields(args: argparse.Namespace) -> dict:
     """The `WorkerSpec` fields of a parsed `nborch executor` command line: the given options
     over the command's defaults (`uses` and `sys_path` are the caller's)."""
@@ -285,14 +212,6 @@ def _flow_options() -> list[Option]:
     return options_from_signature(Flow.__init__)
 
 
-def _executor_options() -> list[Option]:
-    from nborch.runtime.worker_spec import WorkerSpec
-    options = options_from_dataclass(WorkerSpec, exclude=('uses', 'sys_path'))
-    # `name` has no default in WorkerSpec; a lone replica is called what a Deployment would be
-    return [dataclasses.replace(o, default='executor') if o.name == 'name' else o
-            for o in options]
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog='nborch', description='Serve nborch executors, deployments and flows '
                                                  'from the command line.')
@@ -301,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest='command', metavar='COMMAND', required=True)
     for name, options, handler in (('deployment', _deployment_options(), _deployment),
                                    ('flow', _flow_options(), _flow),
-                                   ('executor', _executor_options(), _executor)):
+                                   ('executor', executor_options(), _executor)):
         sub = commands.add_parser(name, help=_DESCRIPTIONS[name],
                                   description=_DESCRIPTIONS[name])
         sub.add_argument('--uses', required=name != 'deployment', metavar='USES',

@@ -14,7 +14,8 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import ArgDecorator, argument, magic_arguments, parse_argstring
 
-from nborch.cli import Option, add_options, given, options_from_dataclass
+from nborch.cli import add_options, given
+from nborch.options import Option, options_from_dataclass
 from nborch.flow import Flow
 from nborch.yaml_text import deployment_from_yaml, flow_from_yaml
 from nborch.orchestrator import stop_all

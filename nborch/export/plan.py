@@ -7,15 +7,18 @@ Everything is checked here, so an export either writes every file or none.
 """
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import re
 import sys
 from dataclasses import dataclass, field
 
+from nborch.desired import Placement, worker_spec
 from nborch.errors import ExportError
+from nborch.options import executor_argv
+from nborch.runtime.supervisor import ReplicaId
 from nborch.runtime.gpu import CUDA_VISIBLE_DEVICES
-from nborch.runtime.limits import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_REQUEST_DOCS
+from nborch.runtime.limits import DEFAULT_MAX_MESSAGE_SIZE
 from nborch.runtime.topology import ExecutorTopology, Topology
 from nborch.spec import DeploymentSpec
 from nborch.uses import PassThrough, is_executor_yaml, resolve_uses
@@ -129,11 +132,25 @@ def importable_uses(spec: DeploymentSpec) -> str:
     return uses
 
 
-def _json_arg(value, what: str) -> str:
+def _replica_args(spec: DeploymentSpec, shard: int, uses: str, peers: list[str]) -> list[str]:
+    """The container's `nborch executor` arguments: the replica's row of the desired table
+    (the same `worker_spec` a local run starts from), rendered as its command line, in
+    cluster naming (every interface, the fixed port, the volume, DNS peers)."""
+    placement = Placement(packed='', host='0.0.0.0', sys_path=(), peers={shard: peers})
+    replica = dataclasses.replace(
+        worker_spec(spec, placement, ReplicaId(spec.name, shard, 0)), port=EXECUTOR_PORT,
+        workspace=WORKSPACE if spec.workspace or spec.stateful else None,
+        raft_dir=None)  # each container finds its log under its own volume
     try:
-        return json.dumps(value, separators=(',', ':'), sort_keys=True)
+        args = executor_argv(replica, uses)
     except (TypeError, ValueError) as exc:
-        raise ExportError(f'{what} must be JSON to travel in container arguments: {exc}') from None
+        raise ExportError(f'{spec.name}: uses_with, uses_dynamic_batching and '
+                          f'raft_configuration must be JSON to travel in container arguments: '
+                          f'{exc}') from None
+    args += ['--secret-file', SECRET_FILE]
+    if spec.stateful:  # every replica of the shard runs these arguments: its id comes in env
+        args += ['--replica-id', REPLICA_ID_ARG]
+    return args
 
 
 def _workloads(spec: DeploymentSpec, uses: str, naming: Naming) -> tuple[list[Workload],
@@ -146,32 +163,10 @@ def _workloads(spec: DeploymentSpec, uses: str, naming: Naming) -> tuple[list[Wo
     workloads, addresses = [], []
     for shard in range(spec.shards):
         name = base if spec.shards == 1 else f'{base}-{shard}'
-        args = ['executor', '--uses', uses, '--name', spec.name, '--host', '0.0.0.0',
-                '--port', str(EXECUTOR_PORT), '--replicas', str(spec.replicas),
-                '--secret-file', SECRET_FILE]
-        if spec.shards > 1:
-            args += ['--shard-id', str(shard), '--shards', str(spec.shards)]
-        if spec.uses_with:
-            args += ['--uses-with', _json_arg(spec.uses_with, f'{spec.name}: uses_with')]
-        if spec.uses_dynamic_batching:
-            args += ['--uses-dynamic-batching', _json_arg(spec.uses_dynamic_batching,
-                                                          f'{spec.name}: uses_dynamic_batching')]
-        if spec.log_level != 'INFO':
-            args += ['--log-level', spec.log_level]
-        if spec.max_message_size != DEFAULT_MAX_MESSAGE_SIZE:
-            args += ['--max-message-size', str(spec.max_message_size)]
-        if spec.max_request_docs != DEFAULT_MAX_REQUEST_DOCS:
-            args += ['--max-request-docs', str(spec.max_request_docs)]
-        if spec.workspace or spec.stateful:
-            args += ['--workspace', WORKSPACE]
+        peers = [naming.replica(name, i, RAFT_PORT) for i in range(spec.replicas)] \
+            if spec.stateful else []
+        args = _replica_args(spec, shard, uses, peers)
         if spec.stateful:
-            peers = [naming.replica(name, i, RAFT_PORT) for i in range(spec.replicas)]
-            args += ['--stateful', '--replica-id', REPLICA_ID_ARG, '--peers', ','.join(peers)]
-            if spec.raft_configuration:
-                args += ['--raft-configuration', _json_arg(spec.raft_configuration,
-                                                           f'{spec.name}: raft_configuration')]
-            if spec.read_consistency != 'eventual':
-                args += ['--read-consistency', spec.read_consistency]
             addresses.append([naming.replica(name, i, EXECUTOR_PORT)
                               for i in range(spec.replicas)])
         else:

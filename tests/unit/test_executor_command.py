@@ -5,7 +5,8 @@ import dataclasses
 import pytest
 
 from nborch import Executor, requests, write
-from nborch.cli import build_parser, executor_argv, executor_fields
+from nborch.cli import build_parser, executor_fields
+from nborch.options import executor_argv
 from nborch.desired import Placement, replica_ids, worker_spec
 from nborch.spec import DeploymentSpec
 

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from nborch import Deployment, Executor, Flow, requests
+from nborch.cli import build_parser, executor_fields
 from nborch.errors import ExportError
 from nborch.runtime.topology import Topology
 
@@ -145,7 +146,8 @@ def test_stateless_shards_are_deployments_behind_headless_services(tmp_path):
         assert deployment['spec']['replicas'] == 1
         args = container(deployment)['args']
         assert args[:3] == ['executor', '--uses', 'nborch.examples:NumpySearch']
-        assert (arg(args, '--shard-id'), arg(args, '--shards')) == (str(shard), '2')
+        fields = executor_fields(build_parser().parse_args(args))  # what the container runs
+        assert (fields['shard_id'], fields['shards']) == (shard, 2)
         probes = {k: v for k, v in container(deployment).items() if k.endswith('Probe')}
         assert sorted(probes) == ['livenessProbe', 'readinessProbe', 'startupProbe']
         assert all(p['grpc'] == {'port': 8080} for p in probes.values())
