@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from nborch.desired import Placement, worker_spec
 from nborch.errors import ExportError
 from nborch.options import executor_argv
-from nborch.runtime.supervisor import ReplicaId
 from nborch.runtime.gpu import CUDA_VISIBLE_DEVICES
 from nborch.runtime.limits import DEFAULT_MAX_MESSAGE_SIZE
+from nborch.runtime.supervisor import ReplicaId
 from nborch.runtime.topology import ExecutorTopology, Topology
 from nborch.spec import DeploymentSpec
 from nborch.uses import PassThrough, is_executor_yaml, resolve_uses
