@@ -8,6 +8,7 @@ Everything is checked here, so an export either writes every file or none.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import sys
@@ -141,13 +142,13 @@ def _replica_args(spec: DeploymentSpec, shard: int, uses: str, peers: list[str])
         worker_spec(spec, placement, ReplicaId(spec.name, shard, 0)), port=EXECUTOR_PORT,
         workspace=WORKSPACE if spec.workspace or spec.stateful else None,
         raft_dir=None)  # each container finds its log under its own volume
-    try:
-        args = executor_argv(replica, uses)
-    except (TypeError, ValueError) as exc:
-        raise ExportError(f'{spec.name}: uses_with, uses_dynamic_batching and '
-                          f'raft_configuration must be JSON to travel in container arguments: '
-                          f'{exc}') from None
-    args += ['--secret-file', SECRET_FILE]
+    for key in ('uses_with', 'uses_dynamic_batching', 'raft_configuration'):
+        try:
+            json.dumps(getattr(spec, key))
+        except (TypeError, ValueError) as exc:
+            raise ExportError(f'{spec.name}: {key} must be JSON to travel in container '
+                              f'arguments: {exc}') from None
+    args = executor_argv(replica, uses) + ['--secret-file', SECRET_FILE]
     if spec.stateful:  # every replica of the shard runs these arguments: its id comes in env
         args += ['--replica-id', REPLICA_ID_ARG]
     return args

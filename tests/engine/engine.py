@@ -119,7 +119,7 @@ class Stack:
         running = self.running(service)
         if len(running) != count:
             return False
-        if any(victim.startswith(c) or c.startswith(victim) for c in running):
+        if victim in running:  # both short ids, from `docker ps -q`
             again = self.started_at(victim)
             return again is not None and again != started
         return True

@@ -6,10 +6,9 @@ import pytest
 
 from nborch import Executor, requests, write
 from nborch.cli import build_parser, executor_fields
-from nborch.options import executor_argv
 from nborch.desired import Placement, replica_ids, worker_spec
+from nborch.options import executor_argv
 from nborch.spec import DeploymentSpec
-
 
 
 class Thing(Executor):
@@ -43,10 +42,12 @@ def placement(spec: DeploymentSpec) -> Placement:
 
 @pytest.mark.parametrize('kwargs', [
     {'name': 'plain'},
-    {'name': 'encoder', 'uses': Thing, 'replicas': 3, 'uses_with': {'dim': 128, 'labels': ['a', 'b']},
+    {'name': 'encoder', 'uses': Thing, 'replicas': 3,
+     'uses_with': {'dim': 128, 'labels': ['a', 'b']},
      'uses_dynamic_batching': {'/index': {'preferred_batch_size': 8, 'timeout': 5}},
      'log_level': 'DEBUG', 'max_message_size': 1 << 20, 'max_request_docs': 50},
-    {'name': 'ledger', 'uses': Thing, 'replicas': 3, 'shards': 2, 'stateful': True, 'workspace': '/data',
+    {'name': 'ledger', 'uses': Thing, 'replicas': 3, 'shards': 2, 'stateful': True,
+     'workspace': '/data',
      'raft_configuration': {'heartbeat_timeout': 100, 'election_timeout': 600},
      'read_consistency': 'linearizable'},
 ])

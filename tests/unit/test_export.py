@@ -324,6 +324,14 @@ def test_an_output_folder_that_is_a_file_is_refused(tmp_path):
     assert (tmp_path / 'out').read_text() == 'not a folder'
 
 
+def test_arguments_that_are_not_json_are_refused_by_name(tmp_path):
+    flow = Flow().add(name='encoder', uses_with={'when': object()})
+    with pytest.raises(ExportError, match='encoder: uses_with must be JSON to travel in '
+                                          'container arguments'):
+        flow.to_docker_compose_yaml(str(tmp_path / 'docker-compose.yml'))
+    assert os.listdir(tmp_path) == []
+
+
 def test_names_that_collide_in_the_cluster_are_refused(tmp_path):
     flow = Flow().add(name='slow_encoder').add(name='slow-encoder')
     with pytest.raises(ExportError, match="'slow_encoder' and 'slow-encoder' would both be "
