@@ -411,7 +411,7 @@ class ConsensusReplica:
         seen: set[str] = set()
         for entry in entries:
             proposed = self._proposed.pop(entry.index, None)
-            if entry.data:
+            if entry.is_command:
                 if proposed is not None and proposed[0] == entry.term:
                     request = requests[entry.index] = proposed[1]
                 else:

@@ -6,7 +6,7 @@ Layout under the replica's directory (``<workspace>/raft/[<shard>/]<replica>/``)
     hardstate                  term, vote, commit + CRC; replaced atomically
     wal/<seq:016x>.wal         segments: 8-byte magic, then records (:mod:`.wal_format`)
     snap/<index:016x>-<term:016x>.data   the application's snapshot bytes
-    snap/<index:016x>-<term:016x>.meta   JSON {index, term, voters, size, crc32}
+    snap/<index:016x>-<term:016x>.meta   JSON {index, term, voters, learners, size, crc32}
     quarantine/, REJOIN        data set aside, and a replica that lost its log (:mod:`.quarantine`)
 
 A WAL record holds an ENTRY or a RESET (the log was replaced by a snapshot received from the
@@ -50,10 +50,12 @@ from pathlib import Path
 from . import quarantine
 from .core.memory import MemoryStorage
 from .core.messages import MAX_COUNTER
-from .core.types import EMPTY_SNAPSHOT, Entry, HardState, Snapshot, SnapshotMeta, checksum
+from .core.types import (EMPTY_SNAPSHOT, Entry, EntryKind, HardState, Snapshot, SnapshotMeta,
+                         checksum)
 from .durable_files import atomic_write, fsync_dir, make_dir, truncate
 from .quarantine import Rejoin
-from .wal_format import (ENTRY_HEAD, KIND_ENTRY, KIND_RESET, RESET, SEGMENT_MAGIC,
+from .wal_format import (ENTRY_HEAD, ENTRY_KINDS, KIND_CONF_ENTRY, KIND_ENTRY, KIND_RESET,
+                         RESET, SEGMENT_MAGIC,
                          classify_bad_record, read_records, record_header, survey)
 
 try:
@@ -316,7 +318,8 @@ class DiskStorage:
         self._maybe_rotate()
         parts = []
         for e in entries:
-            payload = ENTRY_HEAD.pack(KIND_ENTRY, e.term, e.index) + e.data
+            kind = KIND_CONF_ENTRY if e.kind == EntryKind.CONF_CHANGE else KIND_ENTRY
+            payload = ENTRY_HEAD.pack(kind, e.term, e.index) + e.data
             parts += (record_header(payload), payload)
         return PendingAppend(entries, b"".join(parts))
 
@@ -360,15 +363,17 @@ class DiskStorage:
         self.memory.apply_snapshot(snap)
         self._remove_older_snapshots(snap.meta)
 
-    def create_snapshot(self, index: int, data: bytes,
-                        voters: tuple[int, ...] = ()) -> Snapshot:
-        """Durably record the application's snapshot taken at applied ``index``."""
+    def create_snapshot(self, index: int, data: bytes, voters: tuple[int, ...] = (),
+                        learners: tuple[int, ...] = ()) -> Snapshot:
+        """Durably record the application's snapshot taken at applied ``index`` (with the
+        membership in force there: ``RaftNode.conf_at(index)``)."""
         mem_snap = self.memory.snapshot().meta.index
         if index <= mem_snap or index > self.memory.last_index():
-            self.memory.create_snapshot(index, data, voters)  # raises the precise error
-        snap = Snapshot(SnapshotMeta(index, self.memory.term(index), tuple(voters)), bytes(data))
+            self.memory.create_snapshot(index, data, voters, learners)  # the precise error
+        snap = Snapshot(SnapshotMeta(index, self.memory.term(index), tuple(voters),
+                                     tuple(learners)), bytes(data))
         self._write_snapshot(snap)
-        self.memory.create_snapshot(index, data, voters)
+        self.memory.create_snapshot(index, data, voters, learners)
         self._remove_older_snapshots(snap.meta)
         return snap
 
@@ -421,7 +426,8 @@ class DiskStorage:
         base = self.path / "snap" / _snap_name(snap.meta.index, snap.meta.term)
         atomic_write(base.with_suffix(".data"), snap.data, sync_dir=False)
         meta = {"index": snap.meta.index, "term": snap.meta.term,
-                "voters": list(snap.meta.voters), "size": len(snap.data),
+                "voters": list(snap.meta.voters), "learners": list(snap.meta.learners),
+                "size": len(snap.data),
                 "crc32": checksum(snap.data)}
         # The meta file appears only once the data is durable: it marks a complete snapshot.
         atomic_write(base.with_suffix(".meta"), json.dumps(meta).encode())
@@ -504,12 +510,13 @@ def _load_snapshot(snap_dir: Path) -> Snapshot:
         meta = json.loads(newest.read_text())
         data = newest.with_suffix(".data").read_bytes()
         index, term, voters = int(meta["index"]), int(meta["term"]), tuple(meta["voters"])
+        learners = tuple(meta.get("learners", ()))  # absent in snapshots before membership
         size, crc = int(meta["size"]), int(meta["crc32"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SnapshotCorruptError(newest, str(exc)) from exc
     if len(data) != size or checksum(data) != crc:
         raise SnapshotCorruptError(newest, "data does not match its size/checksum")
-    return Snapshot(SnapshotMeta(index, term, voters), data)
+    return Snapshot(SnapshotMeta(index, term, voters, learners), data)
 
 
 def _snapshot_leftovers(snap_dir: Path, keep: SnapshotMeta) -> list[Path]:
@@ -566,8 +573,9 @@ def _replay_wal(wal: Path) -> tuple[list[_Segment], _RawLog, _Repairs]:
     for n, path in enumerate(paths):
         seg = _Segment(path, int(path.stem, 16))
         for rec in _read_segment(path, repairs, is_last=n == len(paths) - 1):
-            if rec.kind == KIND_ENTRY:
-                raw.add(Entry(rec.a, rec.b, rec.data), path, rec.offset)
+            if rec.kind in ENTRY_KINDS:
+                kind = EntryKind.CONF_CHANGE if rec.kind == KIND_CONF_ENTRY else EntryKind.NORMAL
+                raw.add(Entry(rec.a, rec.b, rec.data, kind), path, rec.offset)
                 seg.max_index = max(seg.max_index, rec.b)
             else:
                 raw.reset(rec.a, rec.b)
@@ -697,7 +705,7 @@ def _salvage(root: Path) -> tuple[int, int, int]:
         except OSError:
             continue
         for rec in records:
-            rec_term, rec_index = (rec.a, rec.b) if rec.kind == KIND_ENTRY else (rec.b, rec.a)
+            rec_term, rec_index = (rec.a, rec.b) if rec.kind in ENTRY_KINDS else (rec.b, rec.a)
             index, term = max(index, rec_index), max(term, rec_term)
     if term != hs_term:
         vote = 0  # the vote we know of was cast in an older term than the highest seen

@@ -23,9 +23,11 @@ ENTRY_HEAD = struct.Struct("<BQQ")  # kind, term, index
 RESET = struct.Struct("<BQQ")  # kind, index, term
 KIND_ENTRY = 1
 KIND_RESET = 2
+KIND_CONF_ENTRY = 3  # an entry holding a membership change; laid out as KIND_ENTRY
+ENTRY_KINDS = (KIND_ENTRY, KIND_CONF_ENTRY)
 
 # A candidate record start is found by its kind byte, which sits right after the header.
-_KIND_BYTE = re.compile(rb"[\x01\x02]")
+_KIND_BYTE = re.compile(rb"[\x01-\x03]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +65,7 @@ def parse_record(buf: bytes | memoryview, pos: int) -> Record | BadRecord:
     payload = memoryview(buf)[start:stop]
     if checksum(payload) != crc:
         return BadRecord(pos, "checksum mismatch", stop)
-    if length < ENTRY_HEAD.size or payload[0] not in (KIND_ENTRY, KIND_RESET):
+    if length < ENTRY_HEAD.size or payload[0] not in (KIND_ENTRY, KIND_RESET, KIND_CONF_ENTRY):
         return BadRecord(pos, "malformed payload", stop)
     kind, a, b = ENTRY_HEAD.unpack_from(payload, 0)
     return Record(kind, a, b, bytes(payload[ENTRY_HEAD.size:]), pos, stop)
@@ -89,7 +91,7 @@ def next_valid_record(buf: bytes, after: int) -> Record | None:
     now runs past the end of the file) is told from corruption: records an fsync made
     durable follow it. Every byte offset is a candidate, so a valid record is found wherever
     the damage left it. The odds of a false find in bytes that hold no record are those of a
-    random CRC-32 match, 2**-32 per candidate, and only offsets whose kind byte is 1 or 2 and
+    random CRC-32 match, 2**-32 per candidate, and only offsets whose kind byte is 1, 2 or 3 and
     whose length fits in the file are candidates: below one in a million for a torn tail of
     several MiB. A false find only makes the open refuse to repair (the safe side: data is
     kept, the replica is rebuilt from its peers), never drop a record. The same holds for

@@ -3,10 +3,11 @@
 Nodes are numbered from 1. Messages queue on a network with no delay; ``deliver-msgs``
 and ``stabilize`` move them. Commands:
 
-    add-nodes N [prevote=B] [checkquorum=B] [election=N] [heartbeat=N]
+    add-nodes N [join=true] [prevote=B] [checkquorum=B] [election=N] [heartbeat=N]
                 [max-append-entries=N] [max-append-bytes=N] [max-inflight=N]
                 [chunk=N] [chunk-window=N]
     campaign ID | propose ID DATA | read-index ID CTX
+    propose-conf-change ID add-learner|promote|remove NODE | members [ID...]
     tick ID [N] | tick-heartbeat ID | tick-election ID
     process-ready ID... | deliver-msgs ID... [type=T] [count=N] [drop=true] | stabilize [ID...]
     partition 1 2 | 3 | isolate ID | heal | crash ID | restart ID
@@ -17,7 +18,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nborch.runtime.consensus.core import (Message, NotLeaderError, RaftError, Ready, Role)
+from nborch.runtime.consensus.core import (ConfChange, ConfChangeError, ConfOp, Message,
+                                           NotLeaderError, RaftError, Ready, Role)
 from nborch.runtime.consensus.core.messages import describe_data, describe_entry
 
 from .sim import Cluster
@@ -44,7 +46,8 @@ def describe_ready(rd: Ready) -> list[str]:
         out.append(f"hard: term={hs.term} vote={hs.vote} commit={hs.commit}")
     if rd.snapshot is not None:
         m = rd.snapshot.meta
-        out.append(f"snapshot: {m.term}/{m.index} voters={m.voters} "
+        learners = f" learners={m.learners}" if m.learners else ""
+        out.append(f"snapshot: {m.term}/{m.index} voters={m.voters}{learners} "
                    f"data={describe_data(rd.snapshot.data)}")
     if rd.entries:
         out.append("entries:")
@@ -104,6 +107,7 @@ class InteractionEnv:
 
     def cmd_add_nodes(self, args, kw):
         overrides = {}
+        join = kw.pop("join", "false") == "true"
         for k, v in kw.items():
             if k == "disk":
                 if v == "true":
@@ -112,7 +116,7 @@ class InteractionEnv:
                 continue
             name, kind = _CONFIG_KEYS[k]
             overrides[name] = (v == "true") if kind == "bool" else int(v)
-        ids = self.cluster.add_nodes(int(args[0]), **overrides)
+        ids = self.cluster.add_nodes(int(args[0]), join=join, **overrides)
         return [self._status_line(i) for i in ids]
 
     def cmd_campaign(self, args, kw):
@@ -130,6 +134,23 @@ class InteractionEnv:
         except NotLeaderError as exc:
             return f"error: {exc}"
         return f"proposed {eid.term}/{eid.index}"
+
+    def cmd_propose_conf_change(self, args, kw):
+        i = int(args[0])
+        op = {str(o): o for o in ConfOp}[args[1]]
+        try:
+            eid = self._node(i).propose_conf_change(ConfChange(op, int(args[2])))
+        except (NotLeaderError, ConfChangeError) as exc:
+            return f"error: {exc}"
+        return f"proposed {eid.term}/{eid.index}"
+
+    def cmd_members(self, args, kw):
+        """The membership each node uses now (the latest in its log)."""
+        out = []
+        for i in self._ids(args):
+            sn = self.cluster.nodes[i]
+            out.append(f"{i}: crashed" if sn.node is None else f"{i}: {sn.node.conf_state()}")
+        return out
 
     def cmd_read_index(self, args, kw):
         i = int(args[0])

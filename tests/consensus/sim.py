@@ -8,6 +8,7 @@ advance (see ``Ready``).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import random
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ class App:
     def apply(self, e: Entry) -> None:
         assert e.index == self.applied + 1, f"applied {e.index} after {self.applied}"
         self.applied = e.index
-        if e.data:
+        if e.is_command:
             self.values.append(e.data)
 
     def snapshot(self) -> bytes:
@@ -85,7 +86,7 @@ class SafetyChecker:
     def __init__(self) -> None:
         self.leaders: dict[int, int] = {}
         self.entries: dict[tuple[int, int], tuple[bytes, int | None]] = {}
-        self.applied: dict[int, tuple[int, bytes]] = {}
+        self.applied: dict[int, tuple[int, bytes, bool]] = {}  # term, data, is a command
         self.applied_term_bound: dict[int, int] = {}
         self.read_floor: dict[bytes, int] = {}
         self.max_applied = 0
@@ -103,8 +104,8 @@ class SafetyChecker:
                           f"is {e.data!r} after term {prev}, elsewhere {seen}")
 
     def on_apply(self, node: RaftNode, e: Entry) -> None:
-        seen = self.applied.setdefault(e.index, (e.term, e.data))
-        if seen != (e.term, e.data):
+        seen = self.applied.setdefault(e.index, (e.term, e.data, e.is_command))
+        if seen != (e.term, e.data, e.is_command):
             self.fail(f"state machine safety: node {node.id} applied {e.term}/{e.index} "
                       f"{e.data!r}, another node applied {seen}")
         bound = self.applied_term_bound.get(e.index)
@@ -114,7 +115,7 @@ class SafetyChecker:
 
     def on_restore(self, node_id: int, snap: Snapshot) -> None:
         expected = [self.applied[i][1] for i in range(1, snap.meta.index + 1)
-                    if i in self.applied and self.applied[i][1]]
+                    if i in self.applied and self.applied[i][2]]
         missing = [i for i in range(1, snap.meta.index + 1) if i not in self.applied]
         if missing:
             self.fail(f"snapshot {snap.meta.index} on node {node_id} covers unapplied {missing}")
@@ -148,7 +149,7 @@ class SafetyChecker:
         assert sn.node is not None
         log = sn.node.raft.log
         first = log.first_index()
-        for index, (term, _) in self.applied.items():
+        for index, (term, _, _) in self.applied.items():
             if index < first or self.applied_term_bound[index] >= sn.node.term:
                 continue
             if log.term(index) != term:
@@ -174,18 +175,35 @@ class Cluster:
         self.dup_rate = 0.0
         self.max_delay = 0
         self.checker = SafetyChecker()
+        self.conf_changes_proposed: collections.Counter = collections.Counter()  # by ConfOp
 
     # -- membership and lifecycle --------------------------------------------------------------
 
-    def add_nodes(self, n: int, **overrides) -> list[int]:
-        if self.nodes:
-            raise ValueError("add all nodes at once (membership is static)")
-        ids = list(range(1, n + 1))
+    def add_nodes(self, n: int, *, join: bool = False, **overrides) -> list[int]:
+        """Start ``n`` nodes: the founding voters, or (``join``) newcomers to the running
+        group, which start as learners knowing its current voters until a membership change
+        (``propose_conf_change``) adds them and the leader sends them the log."""
+        if self.nodes and not join:
+            raise ValueError("the group is running: add nodes with join=True")
+        if join and not self.nodes:
+            raise ValueError("there is no group to join")
+        start = max(self.nodes, default=0) + 1
+        ids = list(range(start, start + n))
         for i in ids:
-            cfg = RaftConfig(id=i, peers=tuple(ids), **overrides)
+            if join:
+                voters = self._current_voters()
+                cfg = RaftConfig(id=i, peers=voters, learners=(i,), **overrides)
+            else:
+                cfg = RaftConfig(id=i, peers=tuple(ids), **overrides)
             self.nodes[i] = SimNode(i, cfg, self._open_storage(i))
             self._boot(self.nodes[i])
         return ids
+
+    def _current_voters(self) -> tuple[int, ...]:
+        """The voters as the most advanced live node's log says."""
+        live = [sn.node for sn in self.nodes.values() if sn.node is not None]
+        best = max(live, key=lambda node: (node.raft.log.last_term(), node.raft.log.last_index()))
+        return best.conf_state().voters
 
     def _open_storage(self, i: int) -> MemoryStorage | DiskStorage:
         if self.storage_dir is None:
@@ -303,7 +321,8 @@ class Cluster:
         index = sn.app.applied
         if index <= sn.storage.snapshot().meta.index:
             return None
-        snap = sn.storage.create_snapshot(index, sn.app.snapshot(), sn.config.peers)
+        conf = sn.node.conf_at(index)
+        snap = sn.storage.create_snapshot(index, sn.app.snapshot(), conf.voters, conf.learners)
         sn.storage.compact(max(index - keep, sn.storage.first_index() - 1))
         return snap
 

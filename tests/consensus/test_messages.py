@@ -9,16 +9,26 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nborch.runtime.consensus.core import (MESSAGE_TYPES, AppendEntries,
-                                           AppendEntriesResponse, Entry, Heartbeat,
+                                           AppendEntriesResponse, ConfChange, ConfOp, Entry,
+                                           EntryKind, Heartbeat,
                                            InstallSnapshot, Message, MessageDecodeError,
                                            RequestVote)
-from nborch.runtime.consensus.core.messages import MAX_COUNTER
+from nborch.runtime.consensus.core.messages import MAX_COUNTER, WIRE_VERSION
 
 counter = st.integers(0, MAX_COUNTER)
 node_id = st.integers(1, MAX_COUNTER)
 ids = st.lists(node_id, max_size=7, unique=True).map(tuple)
 
 _KIND = {"u64": counter, "flag": st.booleans(), "blob": st.binary(max_size=200), "ids": ids}
+
+
+def entry(term: int, index: int):
+    """A command, a no-op or a membership change (the kinds a leader appends)."""
+    change = st.builds(ConfChange, st.sampled_from(list(ConfOp)), node_id,
+                       st.binary(max_size=32))
+    return st.one_of(
+        st.builds(Entry, st.just(term), st.just(index), st.binary(max_size=64)),
+        change.map(lambda c: Entry(term, index, c.encode(), EntryKind.CONF_CHANGE)))
 
 
 @st.composite
@@ -29,8 +39,7 @@ def append_entries(draw) -> AppendEntries:
     n = draw(st.integers(0, 5))
     prev_index = draw(st.integers(0, MAX_COUNTER - n))
     terms = sorted(draw(st.lists(st.integers(prev_term, term), min_size=n, max_size=n)))
-    entries = tuple(Entry(t, prev_index + 1 + i, draw(st.binary(max_size=64)))
-                    for i, t in enumerate(terms))
+    entries = tuple(draw(entry(t, prev_index + 1 + i)) for i, t in enumerate(terms))
     return AppendEntries(dst=draw(node_id), src=draw(node_id), term=term, prev_index=prev_index,
                          prev_term=prev_term, commit=draw(counter), entries=entries)
 
@@ -40,9 +49,11 @@ def install_snapshot(draw) -> InstallSnapshot:
     term = draw(counter)
     data = draw(st.binary(max_size=200))
     offset = draw(st.integers(0, 1 << 40))
+    voters = draw(ids)
+    learners = tuple(i for i in draw(ids) if i not in voters)
     return InstallSnapshot(dst=draw(node_id), src=draw(node_id), term=term,
                            snap_index=draw(node_id), snap_term=draw(st.integers(0, term)),
-                           voters=draw(ids), offset=offset,
+                           voters=voters, learners=learners, offset=offset,
                            total_size=offset + len(data) + draw(st.integers(0, 1 << 40)),
                            checksum=draw(st.integers(0, 2**32 - 1)), data=data)
 
@@ -77,6 +88,23 @@ def test_truncated_messages_are_rejected(m: Message, data) -> None:
         Message.from_bytes(raw[:cut])
 
 
+def test_entries_of_unknown_kind_or_malformed_membership_changes_are_rejected() -> None:
+    change = Entry(1, 1, ConfChange(ConfOp.ADD_LEARNER, 4, b"host:1").encode(),
+                   EntryKind.CONF_CHANGE)
+    raw = AppendEntries(dst=1, src=2, term=1, entries=(change,)).to_bytes()
+    assert Message.from_bytes(raw).entries == (change,)
+    kind_at = raw.index(change.data) - 5  # the kind byte precedes the u32 length
+    with pytest.raises(MessageDecodeError, match="unknown kind 9"):
+        Message.from_bytes(raw[:kind_at] + b"\x09" + raw[kind_at + 1:])
+    bad_op = raw.replace(change.data, b"\x07" + change.data[1:])
+    with pytest.raises(MessageDecodeError, match="unknown membership change 7"):
+        Message.from_bytes(bad_op)
+    short = AppendEntries(dst=1, src=2, term=1, entries=(
+        Entry(1, 1, b"\x01", EntryKind.CONF_CHANGE),)).to_bytes()
+    with pytest.raises(MessageDecodeError, match="truncated"):
+        Message.from_bytes(short)
+
+
 def test_trailing_bytes_unknown_tags_and_versions_are_rejected() -> None:
     raw = AppendEntries(dst=1, src=2, term=3).to_bytes()
     with pytest.raises(MessageDecodeError, match="trailing"):
@@ -91,7 +119,7 @@ def test_the_framing_is_not_pickle() -> None:
     m = InstallSnapshot(dst=1, src=2, term=3, snap_index=4, snap_term=3, voters=(1, 2),
                         offset=0, total_size=3, checksum=7, data=b"abc")
     raw = m.to_bytes()
-    assert raw[0] == 1 and raw[1] == InstallSnapshot.TAG
+    assert raw[0] == WIRE_VERSION and raw[1] == InstallSnapshot.TAG
     with pytest.raises(Exception):
         pickle.loads(raw)
     # Pickled bytes are not accepted as a message either.

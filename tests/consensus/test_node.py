@@ -21,7 +21,7 @@ from .test_paper import Peer, app
 
 def test_public_api_is_exactly_all() -> None:
     public = {n for n in dir(core) if not n.startswith("_")}
-    modules = {"config", "errors", "log", "memory", "messages", "node", "progress", "raft",
+    modules = {"conf", "config", "errors", "log", "memory", "messages", "node", "progress", "raft",
                "read_only", "snapshot_transfer", "types"}
     assert public - modules == set(core.__all__)
 
@@ -121,10 +121,13 @@ def test_step_rejects_a_message_for_another_node() -> None:
         Peer(id=1).node.step(app(2, 3, term=1))
 
 
-def test_messages_from_strangers_are_ignored() -> None:
-    p = Peer(id=1, peers=(1, 2, 3))
-    p.node.step(app(1, 9, term=5))
-    assert p.node.term == 0 and not p.node.has_ready()
+def test_a_leader_ignores_answers_from_nodes_it_does_not_track() -> None:
+    p = Peer(id=1, peers=(1,))
+    p.node.campaign()
+    assert p.node.role is Role.LEADER
+    p.node.advance(p.node.ready())
+    p.node.step(AppendEntriesResponse(dst=1, src=9, term=p.node.term, index=5))
+    assert p.node.role is Role.LEADER and 9 not in p.node.raft.tracker.progress
 
 
 # -- proposals and reads -----------------------------------------------------------------------

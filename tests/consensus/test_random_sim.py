@@ -4,7 +4,9 @@ Safety; thesis §6.4 for ReadIndex), and liveness once the faults heal.
 
 Faults: message loss, duplication, delay/reordering, partitions, isolation, crashes (also
 between persisting a Ready and sending its messages) and restarts from storage, and log
-compaction at random points (so lagging nodes need chunked snapshots).
+compaction at random points (so lagging nodes need chunked snapshots). With ``churn``, the
+membership changes too: new nodes join as learners and are promoted, voters (the leader
+among them) are removed (thesis §4).
 
 The default run checks ``NBORCH_RAFT_SEEDS`` seeds (200); e.g. ``NBORCH_RAFT_SEEDS=5000``
 for a long run. ``NBORCH_RAFT_SEED=<n>`` replays a single seed.
@@ -12,6 +14,7 @@ for a long run. ``NBORCH_RAFT_SEED=<n>`` replays a single seed.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 import random
@@ -19,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from nborch.runtime.consensus.core import HardState, MemoryStorage, NotLeaderError, Role
+from nborch.runtime.consensus.core import (ConfChange, ConfChangeError, ConfOp, HardState,
+                                           MemoryStorage, NotLeaderError, Role)
 
 from .sim import Cluster
 
@@ -43,13 +47,19 @@ def random_config(rng: random.Random) -> dict:
 
 
 def run_seed(seed: int, ticks: int = TICKS, storage_dir: Path | None = None,
-             log_loss: float = 0.0) -> Cluster:
+             log_loss: float = 0.0, churn: float = 0.0) -> Cluster:
     """``log_loss``: per tick, the odds that a node loses its whole log and rejoins empty
-    (one at a time: only once no other node still rejoins)."""
+    (one at a time: only once no other node still rejoins). ``churn``: per tick, the odds
+    that the leader is asked for a membership change."""
     rng = random.Random(seed)
     cluster = Cluster(rng, seed=f"seed{seed}", storage_dir=storage_dir)
     n = rng.choice((3, 3, 5))
-    cluster.add_nodes(n, **random_config(rng))
+    config = random_config(rng)
+    if churn:
+        # A removed node that never learns of its removal campaigns on and on: Raft relies
+        # on CheckQuorum's lease to ignore it (thesis §4.2.3); without, liveness is lost.
+        config["check_quorum"] = True
+    cluster.add_nodes(n, **config)
     ids = list(cluster.nodes)
     cluster.drop_rate = rng.choice((0.0, 0.02, 0.1))
     cluster.dup_rate = rng.choice((0.0, 0.02))
@@ -78,6 +88,8 @@ def run_seed(seed: int, ticks: int = TICKS, storage_dir: Path | None = None,
             cluster.isolate(rng.choice(ids))
         elif r < 0.06:
             cluster.heal()
+        if churn and rng.random() < churn:
+            change_membership(cluster, rng, config, ids)
         if log_loss and rng.random() < log_loss and not any(
                 sn.config.rejoin_commit is not None and (sn.node is None or sn.node.rejoining)
                 for sn in cluster.nodes.values()):
@@ -123,6 +135,38 @@ def run_seed(seed: int, ticks: int = TICKS, storage_dir: Path | None = None,
     return cluster
 
 
+def change_membership(cluster: Cluster, rng: random.Random, config: dict,
+                      ids: list[int]) -> None:
+    """Ask the leader for one change: promote a learner, add a new node, or remove a voter
+    (refusals -- a change in progress, a learner not caught up -- are part of the test)."""
+    leader = cluster.leader()
+    if leader is None:
+        return
+    node = cluster.nodes[leader].node
+    conf = node.conf_state()
+    if conf.learners and rng.random() < 0.7:
+        change = ConfChange(ConfOp.PROMOTE, rng.choice(conf.learners))
+    elif len(conf.voters) < 5 and rng.random() < 0.6:
+        change = ConfChange(ConfOp.ADD_LEARNER, max(cluster.nodes) + 1)
+    elif len(conf.voters) > 1:
+        change = ConfChange(ConfOp.REMOVE, rng.choice(conf.voters))
+    else:
+        return
+    try:
+        node.propose_conf_change(change)
+    except (ConfChangeError, NotLeaderError):
+        return
+    cluster.conf_changes_proposed[change.op] += 1
+    if change.op is ConfOp.ADD_LEARNER:
+        ids += cluster.add_nodes(1, join=True, **config)
+
+
+def members_of(cluster: Cluster) -> list[int]:
+    """The members by the leader's log (a removed node keeps what it had)."""
+    leader = cluster.leader()
+    return list(cluster.nodes[leader].node.conf_state().members)
+
+
 def lose_the_log(cluster: Cluster, i: int) -> None:
     """Node ``i`` restarts on empty storage, as after its log was quarantined as corrupt: it
     keeps only what the quarantine marker carries (term, vote, highest index held)."""
@@ -157,7 +201,9 @@ def check_liveness(cluster: Cluster, seed: int) -> None:
     value = f"final-{seed}".encode()
     proposed = None  # (leader, EntryId) of the latest attempt
     for _ in range(600):
-        if all(value in sn.app.values for sn in cluster.nodes.values()):
+        leader = cluster.leader()
+        if leader is not None and all(value in cluster.nodes[i].app.values
+                                      for i in members_of(cluster)):
             break
         leader = cluster.leader()
         if leader is not None:
@@ -190,6 +236,20 @@ else:
 def test_random_faults_keep_raft_safe_and_live(lo: int, hi: int) -> None:
     for seed in range(lo, hi):
         run_seed(seed)
+
+
+@pytest.mark.parametrize("lo,hi", CASES[:5], ids=[f"seeds{lo}-{hi - 1}" for lo, hi in CASES[:5]])
+def test_random_membership_changes_keep_raft_safe_and_live(lo: int, hi: int) -> None:
+    """Nodes join as learners, are promoted, and voters (leaders too) are removed while the
+    faults go on: every safety property holds, and the final group makes progress."""
+    proposed: collections.Counter = collections.Counter()
+    final_sizes = set()
+    for seed in range(lo, hi):
+        cluster = run_seed(30_000 + seed, churn=0.05)
+        proposed += cluster.conf_changes_proposed
+        final_sizes.add(len(cluster.nodes[cluster.leader()].node.conf_state().voters))
+    assert all(proposed[op] > 0 for op in ConfOp), proposed  # every kind was exercised
+    assert len(final_sizes) > 1, final_sizes  # groups ended at different sizes
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

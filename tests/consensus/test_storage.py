@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 
 from nborch.runtime.consensus import quarantine
 from nborch.runtime.consensus import storage as storage_mod
-from nborch.runtime.consensus.core import (Entry, HardState, MemoryStorage, Snapshot,
-                                           SnapshotMeta, SnapshotOutOfDateError)
+from nborch.runtime.consensus.core import (ConfChange, ConfOp, Entry, EntryKind, HardState,
+                                           MemoryStorage, Snapshot, SnapshotMeta,
+                                           SnapshotOutOfDateError)
 from nborch.runtime.consensus.storage import (DiskStorage, HardStateCorruptError,
                                               SnapshotCorruptError, StorageCorruptError,
                                               StorageError, WALCorruptError,
@@ -43,6 +44,17 @@ def test_append_and_reopen_round_trip(tmp_path: Path) -> None:
         assert log_of(s) == ents(1, 3) + ents(4, 5, term=2)
         assert s.initial_state() == HardState(2, 3, 4)
         assert (s.first_index(), s.last_index(), s.term(5)) == (1, 5, 2)
+
+
+def test_membership_changes_and_snapshot_learners_survive_a_reopen(tmp_path: Path) -> None:
+    change = Entry(1, 3, ConfChange(ConfOp.ADD_LEARNER, 4, b"10.0.0.4:1").encode(),
+                   EntryKind.CONF_CHANGE)
+    with DiskStorage.open(tmp_path) as s:
+        s.append(ents(1, 2) + [change])
+        s.create_snapshot(2, b"state", (1, 2, 3), (5,))
+    with DiskStorage.open(tmp_path) as s:
+        assert log_of(s) == [change]  # the snapshot bounds the log on reopen
+        assert s.snapshot().meta == SnapshotMeta(2, 1, (1, 2, 3), (5,))
 
 
 def test_append_fsyncs_before_returning(tmp_path: Path, monkeypatch) -> None:

@@ -5,6 +5,7 @@ Modelled on etcd-io/raft's ``RawNode``: feed a :class:`RaftNode` with ``tick()``
 ``ready()`` → persist, send, apply → ``advance(ready)`` (the contract is on :class:`Ready`).
 """
 
+from .conf import ConfChange, ConfChangeError, ConfOp, ConfState
 from .config import RaftConfig
 from .errors import (CompactedError, NotLeaderError, ProposalDroppedError, RaftError,
                      ReadyNotAdvancedError, SnapshotOutOfDateError, UnavailableError)
@@ -15,8 +16,8 @@ from .messages import (MESSAGE_TYPES, AppendEntries, AppendEntriesResponse, Hear
                        RequestVoteResponse)
 from .node import PeerStatus, RaftNode, Ready, Status
 from .progress import ProgressState
-from .types import (NONE, Entry, EntryId, HardState, ReadState, Role, Snapshot, SnapshotMeta,
-                    SoftState, checksum)
+from .types import (NONE, Entry, EntryId, EntryKind, HardState, ReadState, Role, Snapshot,
+                    SnapshotMeta, SoftState, checksum)
 
 __all__ = [
     "NONE",
@@ -24,8 +25,13 @@ __all__ = [
     "AppendEntries",
     "AppendEntriesResponse",
     "CompactedError",
+    "ConfChange",
+    "ConfChangeError",
+    "ConfOp",
+    "ConfState",
     "Entry",
     "EntryId",
+    "EntryKind",
     "HardState",
     "Heartbeat",
     "HeartbeatResponse",

@@ -16,7 +16,10 @@ class RaftConfig:
 
     id: int
     peers: tuple[int, ...]
-    """Every voter of the group, this node included."""
+    """Every voter of the group when it started (this node included, unless it joins as a
+    learner). Membership changes in the log or a snapshot's membership supersede it."""
+    learners: tuple[int, ...] = ()
+    """Non-voting members when it started: a node joining a running group starts as one."""
     election_ticks: int = 10
     heartbeat_ticks: int = 1
     max_append_entries: int = 64
@@ -51,12 +54,18 @@ class RaftConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "peers", tuple(sorted(int(p) for p in self.peers)))
+        object.__setattr__(self, "learners", tuple(sorted(int(p) for p in self.learners)))
         if self.id <= 0:
             raise ValueError(f"node id must be > 0, got {self.id}")
-        if any(p <= 0 for p in self.peers) or len(set(self.peers)) != len(self.peers):
-            raise ValueError(f"peer ids must be distinct and > 0, got {self.peers}")
-        if self.id not in self.peers:
-            raise ValueError(f"node {self.id} is not among the peers {self.peers}")
+        members = self.peers + self.learners
+        if any(p <= 0 for p in members) or len(set(members)) != len(members):
+            raise ValueError(f"peer and learner ids must be distinct and > 0, got {self.peers} "
+                             f"and {self.learners}")
+        if not self.peers:
+            raise ValueError("a group needs at least one voter")
+        if self.id not in members:
+            raise ValueError(f"node {self.id} is not among the peers {self.peers} or learners "
+                             f"{self.learners}")
         if self.heartbeat_ticks <= 0:
             raise ValueError("heartbeat_ticks must be > 0")
         if self.election_ticks <= self.heartbeat_ticks:

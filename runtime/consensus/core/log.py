@@ -3,13 +3,19 @@
 ``RaftLog`` = a read-only :class:`StorageView` (persisted entries and snapshot) + ``Unstable``
 (entries and possibly a snapshot that a Ready has not yet had persisted) + the commit and
 apply cursors. Invariants: ``applied <= applying <= committed <= last_index()``.
+
+It also knows the group's membership at every index it holds: the snapshot's (or the
+configured one) plus each membership change entry after it. Every change to the log goes
+through ``append`` and ``restore``, which keep that record in step, so a truncated change is
+forgotten with the entry that carried it.
 """
 
 from __future__ import annotations
 
+from .conf import ConfChange, ConfChangeError, ConfState
 from .errors import CompactedError, RaftError, UnavailableError
 from .memory import StorageView, limit_size
-from .types import Entry, Snapshot
+from .types import Entry, EntryKind, Snapshot
 
 
 class Unstable:
@@ -108,7 +114,8 @@ class Unstable:
 class RaftLog:
     """The log plus commit/apply cursors. Only the Raft state machine mutates it."""
 
-    def __init__(self, storage: StorageView, max_apply_bytes: int | None = None) -> None:
+    def __init__(self, storage: StorageView, max_apply_bytes: int | None = None,
+                 initial_conf: ConfState | None = None) -> None:
         self.storage = storage
         first = storage.first_index()
         last = storage.last_index()
@@ -117,6 +124,49 @@ class RaftLog:
         self.applying = first - 1
         self.applied = first - 1
         self.max_apply_bytes = max_apply_bytes
+        self._initial_conf = initial_conf or ConfState(())
+        self._base_conf = self._conf_of(storage.snapshot())
+        self._confs: list[tuple[int, ConfState]] = []  # (index, membership from there on)
+        if last >= first:
+            self._confs = self._confs_after([], storage.entries(first, last + 1))
+
+    # -- membership ------------------------------------------------------------------------
+
+    def _conf_of(self, snap: Snapshot) -> ConfState:
+        if snap.meta.voters:
+            return ConfState(snap.meta.voters, snap.meta.learners)
+        return self._initial_conf
+
+    def _confs_after(self, kept: list[tuple[int, ConfState]],
+                     ents) -> list[tuple[int, ConfState]]:
+        """``kept`` followed by the membership changes among ``ents``; RaftError (before
+        anything changed) when one of them cannot be read."""
+        out = list(kept)
+        for e in ents:
+            if e.kind == EntryKind.CONF_CHANGE:
+                conf = out[-1][1] if out else self._base_conf
+                try:
+                    out.append((e.index, conf.after(ConfChange.decode(e.data))))
+                except ConfChangeError as exc:
+                    raise RaftError(f"membership change at {e.term}/{e.index}: {exc}") from None
+        return out
+
+    def conf_state(self) -> ConfState:
+        """The membership this node uses now: that of the latest change in its log."""
+        return self._confs[-1][1] if self._confs else self._base_conf
+
+    def conf_index(self) -> int:
+        """Index of the latest membership change in the log (0: none since the snapshot)."""
+        return self._confs[-1][0] if self._confs else 0
+
+    def conf_at(self, index: int) -> ConfState:
+        """The membership in force at ``index`` (for a snapshot taken there)."""
+        conf = self._base_conf
+        for at, c in self._confs:
+            if at > index:
+                break
+            conf = c
+        return conf
 
     # -- shape -----------------------------------------------------------------------------
 
@@ -166,7 +216,11 @@ class RaftLog:
         if ents[0].index - 1 < self.committed:
             raise RaftError(f"append at {ents[0].index} would overwrite committed "
                             f"index {self.committed}")
+        start = ents[0].index
+        # A change carried by an entry that these overwrite is forgotten with it.
+        confs = self._confs_after([c for c in self._confs if c[0] < start], ents)
         self.unstable.truncate_and_append(ents)
+        self._confs = confs
         return self.last_index()
 
     def find_conflict(self, ents: tuple[Entry, ...] | list[Entry]) -> int:
@@ -279,6 +333,8 @@ class RaftLog:
         """Replace the log by a snapshot received from the leader (§7)."""
         self.committed = snap.meta.index
         self.unstable.restore(snap)
+        self._base_conf = self._conf_of(snap)
+        self._confs = []
 
     def stable_to(self, index: int, term: int) -> bool:
         return self.unstable.stable_to(index, term)

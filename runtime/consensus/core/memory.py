@@ -123,8 +123,8 @@ class MemoryStorage:
         self._snapshot = snap
         self._ents = [Entry(snap.meta.term, snap.meta.index)]
 
-    def create_snapshot(self, index: int, data: bytes,
-                        voters: tuple[int, ...] = ()) -> Snapshot:
+    def create_snapshot(self, index: int, data: bytes, voters: tuple[int, ...] = (),
+                        learners: tuple[int, ...] = ()) -> Snapshot:
         """Record the application's snapshot ``data`` taken at applied ``index`` (the log is
         kept; call :meth:`compact` to drop it)."""
         if index <= self._snapshot.meta.index:
@@ -132,7 +132,8 @@ class MemoryStorage:
                 f"snapshot {index} is not newer than {self._snapshot.meta.index}")
         if index > self.last_index():
             raise UnavailableError(f"snapshot index {index} > last index {self.last_index()}")
-        snap = Snapshot(SnapshotMeta(index, self.term(index), tuple(voters)), bytes(data))
+        snap = Snapshot(SnapshotMeta(index, self.term(index), tuple(voters), tuple(learners)),
+                        bytes(data))
         self._snapshot = snap
         return snap
 

@@ -4,10 +4,10 @@ Every message carries ``dst`` (the recipient), ``src`` (the sender) and ``term``
 term, or the campaign term for (pre-)votes). The framing is explicit and versioned, never
 pickle, because these bytes cross the network (gRPC ``bytes`` fields later)::
 
-    u8 version (=1) | u8 type tag | u64 dst | u64 src | u64 term | type-specific fields
+    u8 version (=2) | u8 type tag | u64 dst | u64 src | u64 term | type-specific fields
 
 Integers are little-endian u64 (booleans u8), byte strings and entries are u32-length-prefixed,
-id tuples are a u32 count then u64s. ``from_bytes`` rejects unknown versions/tags, truncated
+id tuples are a u32 count then u64s; an entry is u64 term, u64 index, u8 kind, then its data. ``from_bytes`` rejects unknown versions/tags, truncated
 input and trailing bytes with :class:`MessageDecodeError`, and also values no honest peer
 sends: any number above :data:`MAX_COUNTER`, node ids of 0, counts that cannot fit in the
 buffer, and fields that contradict each other (see each type's ``_check``). A peer is a
@@ -20,9 +20,10 @@ import struct
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
-from .types import Entry
+from .conf import ConfChange, ConfChangeError
+from .types import Entry, EntryKind
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2  # 2: entries carry their kind; InstallSnapshot carries the learners
 
 MAX_COUNTER = 2**53 - 1
 """The largest term, index, node id, offset or size a message may carry. Far below 2**64, so
@@ -245,6 +246,7 @@ class InstallSnapshot(Message):
     snap_index: int = 0
     snap_term: int = 0
     voters: tuple[int, ...] = ()
+    learners: tuple[int, ...] = ()
     offset: int = 0
     total_size: int = 0
     checksum: int = 0
@@ -252,7 +254,7 @@ class InstallSnapshot(Message):
 
     TAG: ClassVar[int] = 7
     WIRE: ClassVar = (("snap_index", "u64"), ("snap_term", "u64"), ("voters", "ids"),
-                      ("offset", "u64"), ("total_size", "u64"), ("checksum", "u64"),
+                      ("learners", "ids"), ("offset", "u64"), ("total_size", "u64"), ("checksum", "u64"),
                       ("data", "blob"))
 
     @property
@@ -266,9 +268,9 @@ class InstallSnapshot(Message):
             return f"bytes [{self.offset}, {self.offset + len(self.data)}) past {self.total_size}"
         if self.checksum > 0xFFFFFFFF:
             return f"checksum {self.checksum} is not a CRC-32"
-        if len(set(self.voters)) != len(self.voters) or \
-                not all(0 < v <= MAX_COUNTER for v in self.voters):
-            return f"voters {self.voters}"
+        members = self.voters + self.learners
+        if len(set(members)) != len(members) or not all(0 < v <= MAX_COUNTER for v in members):
+            return f"voters {self.voters} learners {self.learners}"
         return None
 
     def _describe_fields(self) -> list[str]:
@@ -343,6 +345,11 @@ def describe_data(data: bytes) -> str:
 
 
 def describe_entry(e: Entry) -> str:
+    if e.kind == EntryKind.CONF_CHANGE:
+        try:
+            return f"{e.term}/{e.index} conf-change {ConfChange.decode(e.data)}"
+        except ConfChangeError:
+            pass
     return f"{e.term}/{e.index} {describe_data(e.data)}"
 
 
@@ -351,7 +358,7 @@ def describe_entry(e: Entry) -> str:
 _HEADER = struct.Struct("<BBQQQ")  # version, tag, dst, src, term
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
-_ENTRY_HEAD = struct.Struct("<QQI")
+_ENTRY_HEAD = struct.Struct("<QQBI")  # term, index, kind, data length
 
 
 class _Writer:
@@ -377,7 +384,7 @@ class _Writer:
     def entries(self, v: tuple[Entry, ...]) -> None:
         self.parts.append(_U32.pack(len(v)))
         for e in v:
-            self.parts.append(_ENTRY_HEAD.pack(e.term, e.index, len(e.data)))
+            self.parts.append(_ENTRY_HEAD.pack(e.term, e.index, e.kind, len(e.data)))
             self.parts.append(e.data)
 
     def getvalue(self) -> bytes:
@@ -433,10 +440,20 @@ class _Reader:
     def entries(self) -> tuple[Entry, ...]:
         out = []
         for _ in range(self._count(_ENTRY_HEAD.size)):
-            term, index, size = self._unpack(_ENTRY_HEAD)
+            term, index, kind, size = self._unpack(_ENTRY_HEAD)
             if term > MAX_COUNTER or index > MAX_COUNTER:
                 raise MessageDecodeError(f"entry {term}/{index} is beyond {MAX_COUNTER}")
-            out.append(Entry(term, index, self._bytes(size)))
+            try:
+                kind = EntryKind(kind)
+            except ValueError:
+                raise MessageDecodeError(f"entry {term}/{index} of unknown kind {kind}") from None
+            data = self._bytes(size)
+            if kind is EntryKind.CONF_CHANGE:
+                try:
+                    ConfChange.decode(data)
+                except ConfChangeError as exc:
+                    raise MessageDecodeError(f"entry {term}/{index}: {exc}") from None
+            out.append(Entry(term, index, data, kind))
         return tuple(out)
 
     def finish(self) -> None:

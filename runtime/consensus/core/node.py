@@ -27,6 +27,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from .conf import ConfChange, ConfState
 from .config import RaftConfig
 from .errors import ReadyNotAdvancedError
 from .memory import StorageView
@@ -51,8 +52,9 @@ class Ready:
        tolerates that. A peer known unreachable may be reported with
        ``RaftNode.report_unreachable``.
     3. **Apply** — ``snapshot`` (restore the state machine from its data) and then
-       ``committed_entries`` in index order, skipping entries with empty data (the no-op
-       each new leader appends). They are already persisted (step 1 wrote any that were in
+       ``committed_entries`` in index order, skipping those that are not commands
+       (``Entry.is_command``: the no-op each new leader appends, membership changes, which
+       the core has applied itself). They are already persisted (step 1 wrote any that were in
        ``entries``). Then serve each of ``read_states`` once the applied index reaches its
        ``index``.
     4. **Advance** — ``RaftNode.advance(ready)``. Until then ``ready()`` may not be called
@@ -106,6 +108,8 @@ class Status:
     last_index: int
     progress: dict[int, PeerStatus] = field(default_factory=dict)  # on the leader only
     rejoining: bool = False  # lost its log; kept out of elections until caught up
+    voters: tuple[int, ...] = ()
+    learners: tuple[int, ...] = ()
 
 
 class RaftNode:
@@ -147,6 +151,14 @@ class RaftNode:
     def propose_many(self, datas: list[bytes]) -> list[EntryId]:
         """``propose`` for each of ``datas``, in order, sent to the followers together."""
         return self._raft.propose_many(datas)
+
+    def propose_conf_change(self, change: ConfChange) -> EntryId:
+        """Propose one membership change (leader only): add a learner, promote a caught-up
+        learner, or remove a member. Raises ``NotLeaderError`` on a non-leader and
+        ``ConfChangeError`` when the change does not apply or one is still in progress. The
+        change takes effect as soon as it is in the log; it is durable once committed (the
+        returned id is matched like a proposal's)."""
+        return self._raft.propose_conf_change(change)
 
     def read_index(self, context: bytes) -> None:
         """Ask for a linearizable read point (thesis §6.4); the answer arrives as a
@@ -251,6 +263,14 @@ class RaftNode:
         catch it up (``RaftConfig.rejoin_commit``); meanwhile it neither votes nor campaigns."""
         return self._raft.rejoining
 
+    def conf_state(self) -> ConfState:
+        """The membership this node uses now (the latest in its log)."""
+        return self._raft.log.conf_state()
+
+    def conf_at(self, index: int) -> ConfState:
+        """The membership in force at ``index``; a snapshot taken there records it."""
+        return self._raft.log.conf_at(index)
+
     @property
     def raft(self) -> Raft:
         """The protocol state, for tests and status displays. Do not mutate."""
@@ -265,4 +285,5 @@ class RaftNode:
                 progress[peer] = PeerStatus(pr.match, pr.next, pr.state, pr.recent_active,
                                             len(pr.inflights), snap)
         return Status(r.id, r.term, r.vote, r.log.committed, r.log.applied, r.role, r.lead,
-                      r.log.first_index(), r.log.last_index(), progress, r.rejoining)
+                      r.log.first_index(), r.log.last_index(), progress, r.rejoining,
+                      r.tracker.voters, r.tracker.learners)

@@ -203,13 +203,20 @@ class VoteResult(enum.Enum):
 
 
 class ProgressTracker:
-    """Progress of every voter, votes of the current campaign, and quorum decisions."""
+    """Progress of every member (voters and learners), votes of the current campaign, and
+    quorum decisions, which count voters only."""
 
-    def __init__(self, voters: tuple[int, ...]) -> None:
-        self.voters = tuple(sorted(voters))
-        self.quorum = len(self.voters) // 2 + 1
+    def __init__(self, voters: tuple[int, ...], learners: tuple[int, ...] = ()) -> None:
         self.progress: dict[int, Progress] = {}
         self.votes: dict[int, bool] = {}
+        self.set_members(voters, learners)
+
+    def set_members(self, voters: tuple[int, ...], learners: tuple[int, ...]) -> None:
+        """Adopt a new membership; the caller adds and drops ``progress`` entries."""
+        self.voters = tuple(sorted(voters))
+        self.learners = tuple(sorted(learners))
+        self.members = tuple(sorted(self.voters + self.learners))
+        self.quorum = len(self.voters) // 2 + 1
 
     def committed_index(self) -> int:
         """The largest index replicated on a quorum (by ``match``)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 
+from .conf import ConfChange, ConfChangeError, ConfOp, ConfState
 from .config import RaftConfig
 from .errors import CompactedError, NotLeaderError, ProposalDroppedError, RaftError
 from .log import RaftLog
@@ -22,7 +23,8 @@ from .messages import (AppendEntries, AppendEntriesResponse, Heartbeat, Heartbea
 from .progress import Progress, ProgressState, ProgressTracker, SnapshotSend, VoteResult
 from .read_only import ReadOnly
 from .snapshot_transfer import SnapshotReceiver
-from .types import NONE, Entry, EntryId, HardState, ReadState, Role, Snapshot, SoftState, checksum
+from .types import (NONE, Entry, EntryId, EntryKind, HardState, ReadState, Role, Snapshot,
+                    SoftState, checksum)
 
 _LEADER_MESSAGES = (AppendEntries, Heartbeat, InstallSnapshot)
 
@@ -34,7 +36,8 @@ class Raft:
         self.id = config.id
         self.config = config
         self.rng = rng
-        self.log = RaftLog(storage, config.max_apply_bytes)
+        self.log = RaftLog(storage, config.max_apply_bytes,
+                           ConfState(config.peers, config.learners))
         hs = storage.initial_state()
         self.term = hs.term
         self.vote = hs.vote
@@ -56,7 +59,8 @@ class Raft:
         self._accepted_from_leader = False
         self._lead_match = 0  # our log matches the current leader's up to here (this term)
 
-        self.tracker = ProgressTracker(config.peers)
+        conf = self.log.conf_state()
+        self.tracker = ProgressTracker(conf.voters, conf.learners)
         self.read_only = ReadOnly()
         self.pending_reads: list[tuple[int, bytes]] = []  # waiting for a current-term commit
         self.snap_receiver = SnapshotReceiver()
@@ -92,13 +96,17 @@ class Raft:
         self.randomized_election_timeout = e + self.rng.randrange(e)
         self.tracker.reset_votes()
         last = self.log.last_index()
-        for peer in self.tracker.voters:
-            pr = Progress(last + 1, self.config.max_inflight, self.config.max_inflight_bytes)
-            if peer == self.id:
-                pr.match = self.log.last_stable_index()
-            self.tracker.progress[peer] = pr
+        self.tracker.progress = {}
+        for peer in set(self.tracker.members) | {self.id}:
+            self.tracker.progress[peer] = self._new_progress(peer, last)
         self.read_only = ReadOnly()
         self.pending_reads = []
+
+    def _new_progress(self, peer: int, last: int) -> Progress:
+        pr = Progress(last + 1, self.config.max_inflight, self.config.max_inflight_bytes)
+        if peer == self.id:
+            pr.match = self.log.last_stable_index()
+        return pr
 
     def become_follower(self, term: int, lead: int) -> None:
         self._reset(term)
@@ -132,9 +140,20 @@ class Raft:
         # §5.4.2 / §8: an entry of the new term lets earlier entries commit by counting.
         self.log.append([Entry(self.term, self.log.last_index() + 1, b"")])
 
+    @property
+    def promotable(self) -> bool:
+        """Whether this node may campaign: a voter, or a voter removed by a change that has
+        not committed yet. That one may hold the only copy of the change, and others' votes
+        need a log as complete as its own: it must be able to lead, outside its
+        configuration, until the change commits (thesis §4.2.2). Learners never campaign."""
+        if self.id in self.tracker.voters:
+            return True
+        index = self.log.conf_index()
+        return index > self.log.committed and self.id in self.log.conf_at(index - 1).voters
+
     def campaign(self) -> None:
         """Start an election now (the tick does this on election timeout)."""
-        if self.role is Role.LEADER or self.rejoining:
+        if self.role is Role.LEADER or self.rejoining or not self.promotable:
             return
         self._campaign(pre_vote=self.config.pre_vote)
 
@@ -165,7 +184,9 @@ class Raft:
             self._tick_heartbeat()
         else:
             self.election_elapsed += 1
-            if self.election_elapsed >= self.randomized_election_timeout:
+            # A node that may not campaign keeps counting: the lease it grants its leader
+            # (votes ignored while it hears from one) must run out when the leader goes quiet.
+            if self.promotable and self.election_elapsed >= self.randomized_election_timeout:
                 self.election_elapsed = 0
                 self.campaign()
 
@@ -206,13 +227,62 @@ class Raft:
         entries = [Entry(self.term, first + n, bytes(data)) for n, data in enumerate(datas)]
         if not entries:
             return []
+        self._append_and_send(entries)
+        return [EntryId(e.term, e.index) for e in entries]
+
+    def _append_and_send(self, entries: list[Entry]) -> None:
         self.log.append(entries)
-        for peer in self.tracker.voters:
+        self._sync_conf()
+        if self.role is not Role.LEADER:
+            return
+        for peer in self.tracker.members:
             if peer != self.id:
                 self._send_append(peer)
                 while self._maybe_send_append(peer, send_if_empty=False):
                     pass  # a batch past max_append_entries fills the pipeline at once
-        return [EntryId(e.term, e.index) for e in entries]
+
+    def propose_conf_change(self, change: ConfChange) -> EntryId:
+        """Append one membership change (see ``conf``); ConfChangeError when it does not apply
+        or another change is still in progress."""
+        if self.role is not Role.LEADER:
+            raise NotLeaderError(self.lead, self.term)
+        pending = self.log.conf_index()
+        if pending > self.log.committed:
+            raise ConfChangeError(f"the membership change at index {pending} has not committed "
+                                  "yet: one change at a time")
+        if not self._committed_in_current_term():
+            raise ConfChangeError(f"leader {self.id} has not committed an entry of term "
+                                  f"{self.term} yet; retry once it has")
+        self.log.conf_state().apply(change)  # raises when it does not apply
+        if change.op is ConfOp.PROMOTE:
+            match = self.tracker.progress[change.node].match
+            if match < self.log.committed:
+                raise ConfChangeError(
+                    f"learner {change.node} holds the log up to {match}, the group has "
+                    f"committed {self.log.committed}: promote it once it has caught up")
+        entry = Entry(self.term, self.log.last_index() + 1, change.encode(),
+                      EntryKind.CONF_CHANGE)
+        self._append_and_send([entry])
+        return EntryId(entry.term, entry.index)
+
+    def _sync_conf(self) -> None:
+        """Adopt the latest membership in the log, if it changed (thesis §4.1: a node uses
+        the latest configuration in its log, committed or not)."""
+        conf = self.log.conf_state()
+        tracker = self.tracker
+        if (conf.voters, conf.learners) == (tracker.voters, tracker.learners):
+            return
+        tracker.set_members(conf.voters, conf.learners)
+        last = self.log.last_index()
+        for peer in list(tracker.progress):
+            if peer not in tracker.members and peer != self.id:
+                del tracker.progress[peer]
+        for peer in tracker.members:
+            if peer not in tracker.progress:
+                pr = tracker.progress[peer] = self._new_progress(peer, last)
+                pr.recent_active = True  # a newcomer has had no chance to answer yet
+        if self.role is Role.LEADER:
+            self._commit_and_broadcast()  # a smaller quorum may commit at once
 
     def read_index(self, context: bytes) -> None:
         if self.role is Role.LEADER:
@@ -232,8 +302,13 @@ class Raft:
     # -- the network -------------------------------------------------------------------------
 
     def step(self, m: Message) -> None:
-        if m.src not in self.tracker.progress or m.src == self.id:
-            return  # not a member of this group
+        if m.src == self.id:
+            return
+        # A sender our log does not list is heard too (etcd does the same): a leader leads on
+        # after the entry that removes it until it commits (thesis §4.2.2), and a node whose
+        # log holds a change that never committed must still accept the leader that will
+        # overwrite it. Votes count only among voters, a leader steps only the peers it
+        # tracks, and the transport admits only the group's own replicas.
         if m.term > self.term:
             if isinstance(m, RequestVote):
                 in_lease = (self.config.check_quorum and self.lead != NONE
@@ -344,6 +419,7 @@ class Raft:
             return
         last_new = self.log.maybe_append(m.prev_index, m.prev_term, m.commit, m.entries)
         if last_new is not None:
+            self._sync_conf()
             self._accepted_from_leader = True
             self._lead_match = max(self._lead_match, last_new)
             self._send(AppendEntriesResponse(dst=m.src, src=self.id, term=self.term,
@@ -376,6 +452,7 @@ class Raft:
                                                reject=result.reject))
             return
         index = self.log.last_index() if self.restore(result.snapshot) else self.log.committed
+        self._sync_conf()
         self._accepted_from_leader = True
         self._lead_match = max(self._lead_match, index)
         self._send(AppendEntriesResponse(dst=m.src, src=self.id, term=self.term, index=index))
@@ -427,7 +504,9 @@ class Raft:
     # -- leader ------------------------------------------------------------------------------
 
     def _step_leader(self, m: Message) -> None:
-        pr = self.tracker.progress[m.src]
+        pr = self.tracker.progress.get(m.src)
+        if pr is None:
+            return  # not a member (any more): nothing to track
         if isinstance(m, AppendEntriesResponse):
             pr.recent_active = True
             if m.reject:
@@ -439,7 +518,8 @@ class Raft:
             pr.paused = False
             if pr.match < self.log.last_index() or pr.state is ProgressState.PROBE:
                 self._send_append(m.src)
-            if m.context and self.read_only.recv_ack(m.src, m.context) >= self.tracker.quorum:
+            if (m.context and m.src in self.tracker.voters
+                    and self.read_only.recv_ack(m.src, m.context) >= self.tracker.quorum):
                 for req in self.read_only.advance(m.context):
                     self._answer_read(req.requester, req.index, req.context)
         elif isinstance(m, InstallSnapshotResponse):
@@ -491,12 +571,22 @@ class Raft:
                 pr.become_probe()
         elif pr.state is ProgressState.REPLICATE:
             pr.inflights.free_le(m.index)
-        if self._maybe_commit():
-            self._bcast_append()
+        if self._commit_and_broadcast():
+            if self.role is not Role.LEADER:
+                return  # it removed itself and stepped down
         elif pr.sent_commit < min(self.log.committed, pr.match):
             self._send_append(m.src)  # it may not know the commit index yet
         while self._maybe_send_append(m.src, send_if_empty=False):
             pass  # fill the pipeline
+
+    def _commit_and_broadcast(self) -> bool:
+        if not self._maybe_commit():
+            return False
+        self._bcast_append()
+        if self.id not in self.tracker.voters and self.log.committed >= self.log.conf_index():
+            # Thesis §4.2.2: a leader removed from the group leads until the change commits.
+            self.become_follower(self.term, NONE)
+        return True
 
     def _maybe_commit(self) -> bool:
         if not self.log.maybe_commit(self.tracker.committed_index(), self.term):
@@ -516,10 +606,14 @@ class Raft:
             return
         if self.role is Role.LEADER:
             # §10.2.1 (thesis): the leader counts itself only once its own write is durable.
-            if self.tracker.progress[self.id].maybe_update(index) and self._maybe_commit():
-                self._bcast_append()
+            if self.tracker.progress[self.id].maybe_update(index):
+                self._commit_and_broadcast()
 
     def _leader_read_index(self, requester: int, context: bytes) -> None:
+        if self.id not in self.tracker.voters:
+            # Removed, leading only until that commits: it cannot count itself in a quorum,
+            # so the read is dropped (the requester times out and retries elsewhere).
+            return
         if len(self.tracker.voters) == 1:
             self._answer_read(requester, self.log.committed, context)
             return
@@ -545,12 +639,12 @@ class Raft:
         self.msgs.append(m)
 
     def _bcast_append(self) -> None:
-        for peer in self.tracker.voters:
+        for peer in self.tracker.members:
             if peer != self.id:
                 self._send_append(peer)
 
     def _bcast_heartbeat(self, context: bytes) -> None:
-        for peer in self.tracker.voters:
+        for peer in self.tracker.members:
             if peer != self.id:
                 pr = self.tracker.progress[peer]
                 # Never tell a follower to commit past what it is known to hold.
@@ -615,7 +709,8 @@ class Raft:
             data = st.snapshot.data[st.sent:st.sent + chunk]
             self._send(InstallSnapshot(dst=to, src=self.id, term=self.term,
                                        snap_index=meta.index, snap_term=meta.term,
-                                       voters=meta.voters, offset=st.sent, total_size=size,
+                                       voters=meta.voters, learners=meta.learners,
+                                       offset=st.sent, total_size=size,
                                        checksum=st.checksum, data=data))
             st.sent += len(data)
             st.done_sending = st.sent >= size

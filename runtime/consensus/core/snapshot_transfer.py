@@ -29,7 +29,7 @@ class ChunkResult:
 class SnapshotReceiver:
     def __init__(self) -> None:
         self._key: tuple[int, ...] | None = None
-        self._voters: tuple[int, ...] = ()
+        self._members: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())
         self._buf = bytearray()
 
     @property
@@ -41,7 +41,7 @@ class SnapshotReceiver:
 
     def reset(self) -> None:
         self._key = None
-        self._voters = ()
+        self._members = ((), ())
         self._buf = bytearray()
 
     def receive(self, m: InstallSnapshot) -> ChunkResult | None:
@@ -55,7 +55,7 @@ class SnapshotReceiver:
             if m.offset != 0:
                 return ChunkResult(0, reject=True)
             self._key = key
-            self._voters = tuple(m.voters)
+            self._members = (tuple(m.voters), tuple(m.learners))
         held = len(self._buf)
         end = m.offset + len(m.data)
         if m.offset > held:
@@ -68,9 +68,9 @@ class SnapshotReceiver:
         if len(self._buf) < m.total_size:
             return ChunkResult(len(self._buf))
         data = bytes(self._buf)
-        voters = self._voters
+        voters, learners = self._members
         self.reset()
         if checksum(data) != m.checksum:
             return ChunkResult(0, reject=True)
         return ChunkResult(len(data), snapshot=Snapshot(
-            SnapshotMeta(m.snap_index, m.snap_term, voters), data))
+            SnapshotMeta(m.snap_index, m.snap_term, voters, learners), data))

@@ -17,14 +17,26 @@ ENTRY_OVERHEAD = 20
 """Bytes an entry costs on the wire besides its data (term, index, length); used for batching."""
 
 
+class EntryKind(enum.IntEnum):
+    NORMAL = 0
+    CONF_CHANGE = 1
+    """A membership change (``conf.ConfChange`` encoded); the core applies it itself."""
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     """One log entry. ``data == b""`` marks the no-op a new leader appends (§5.4.2); the
-    application skips those when applying."""
+    application skips those, and membership changes (see ``is_command``), when applying."""
 
     term: int
     index: int
     data: bytes = b""
+    kind: EntryKind = EntryKind.NORMAL
+
+    @property
+    def is_command(self) -> bool:
+        """Whether the application applies this entry (not a no-op, not a membership change)."""
+        return self.kind == EntryKind.NORMAL and bool(self.data)
 
     @property
     def size(self) -> int:
@@ -55,11 +67,13 @@ EMPTY_HARD_STATE = HardState()
 
 @dataclass(frozen=True, slots=True)
 class SnapshotMeta:
-    """Last included index and term (§7) and the voters at that point."""
+    """Last included index and term (§7) and the membership at that point (no voters: a
+    snapshot taken before membership was recorded; the node's configured peers stand)."""
 
     index: int = 0
     term: int = 0
     voters: tuple[int, ...] = ()
+    learners: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
