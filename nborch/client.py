@@ -28,7 +28,8 @@ from nborch.errors import (ExecutorError, IncompletePostError, MessageTooLargeEr
 from nborch.executor import doc_type_of
 from nborch.protos import nborch_pb2 as pb
 from nborch.protos import nborch_pb2_grpc as pb_grpc
-from nborch.runtime.auth import (PROCESS_METHOD, SET_POOLS_METHOD, STATUS_METHOD, AuthError,
+from nborch.runtime.auth import (CHANGE_MEMBERSHIP_METHOD, PROCESS_METHOD, SET_POOLS_METHOD,
+                                 STATUS_METHOD, AuthError,
                                  LinkAuth, call_unary)
 from nborch.runtime.codec import decode_docs, encode_docs
 from nborch.runtime.grpc_options import channel_options
@@ -333,18 +334,35 @@ class AsyncClient:
         replicas per shard become `shards`; returns once removed replicas have answered what
         they held (at most `drain_s`): {'added', 'removed', 'undrained'}. `endpoints`: its
         new {path: is a write} table (a rolling update changed its class)."""
+        update = {'executor': executor, 'shards': shards, 'drain_s': drain_s,
+                  'endpoints': endpoints}
+        return await self._owner_call('set_pools', SET_POOLS_METHOD,
+                                      lambda channel: pb_grpc.GatewayStub(channel).SetPools,
+                                      pb.PoolsUpdate(json=json.dumps(update).encode()), timeout)
+
+    async def change_membership(self, op: str, node: int, address: str = '', *,
+                                timeout: float | None = None) -> dict:
+        """The owner's membership change of the Raft group this client's worker belongs to
+        (needs the deployment secret): {'index': n} once it committed, or {'error', 'leader'}
+        when it could not be made here (see the Raft service's ChangeMembership)."""
+        change = {'op': op, 'node': node, 'address': address}
+        return await self._owner_call(
+            'change_membership', CHANGE_MEMBERSHIP_METHOD,
+            lambda channel: pb_grpc.RaftStub(channel).ChangeMembership,
+            pb.MembershipChange(json=json.dumps(change).encode()), timeout)
+
+    async def _owner_call(self, name: str, method: str, stub_method, request,
+                          timeout: float | None) -> dict:
+        """A unary call only the owner makes (it proves the deployment secret); its reply is
+        JSON. A request the server calls malformed is a ValueError."""
         if self._http is not None or self._auth is None:
-            raise ValueError('set_pools needs a gRPC client with the deployment secret')
+            raise ValueError(f'{name} needs a gRPC client with the deployment secret')
         loop = asyncio.get_running_loop()
         self._stub()  # this loop's channel
         channel = [c for owner, c in self._channels if owner is loop][-1]
-        update = {'executor': executor, 'shards': shards, 'drain_s': drain_s,
-                  'endpoints': endpoints}
         try:
-            reply = await call_unary(self._auth, SET_POOLS_METHOD, self.address,
-                                     pb_grpc.GatewayStub(channel).SetPools,
-                                     pb.PoolsUpdate(json=json.dumps(update).encode()),
-                                     timeout=timeout)
+            reply = await call_unary(self._auth, method, self.address, stub_method(channel),
+                                     request, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
                 raise ValueError(exc.details()) from None
@@ -545,4 +563,5 @@ class Client:
     status = _blocking('status')
     is_ready = _blocking('is_ready')
     set_pools = _blocking('set_pools')
+    change_membership = _blocking('change_membership')
     close = _blocking('close')

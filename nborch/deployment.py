@@ -54,8 +54,10 @@ class Deployment(Serving):
 
     def scale(self, replicas: int) -> dict:
         """Run `replicas` per shard from now on, without stopping: new replicas take requests
-        once ready; removed ones finish what they hold first. A stateless executor only.
-        Returns {'started', 'stopped', 'undrained'}. Before `start()` it sets the count."""
+        once ready; removed ones finish what they hold first. A stateful executor's Raft
+        group changes one member at a time: a new replica joins as a learner, catches up and
+        is promoted; a removed one leaves the group before it stops. Returns {'started',
+        'stopped', 'undrained'}. Before `start()` it sets the count."""
         return self._orchestrator.scale(self.name, replicas)
 
     def rolling_update(self, **changes) -> dict:
@@ -64,7 +66,9 @@ class Deployment(Serving):
         no request failing: each new replica starts, becomes ready and takes requests, then
         the one it replaces finishes what it holds and stops. A new replica that cannot
         start stops the rollout (RolloutError); the others keep serving the old version.
-        Returns {'replaced': n}. Stateless executors only."""
+        A stateful replica restarts in place as the new version (same Raft folder and node
+        id, followers first, the leader last) and is routed to once caught up.
+        Returns {'replaced': n}."""
         return self._orchestrator.roll_out(self.name, changes)
 
     def update(self, inputs=None, **kwargs):

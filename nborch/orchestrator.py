@@ -17,17 +17,17 @@ from dataclasses import dataclass
 
 from nborch.addresses import Address
 from nborch.client import Client
-from nborch.desired import Placement, worker_spec, worker_specs
-from nborch.errors import RolloutError
+from nborch.desired import Placement, replica_ids, worker_spec, worker_specs
+from nborch.errors import MembershipError, RolloutError
 from nborch.ports import check_port_free, free_port
 from nborch.runtime.auth import new_secret
-from nborch.runtime.consensus.membership import check_workspace
+from nborch.runtime.consensus.membership import check_workspace, set_voters
 from nborch.runtime.gpu import CUDA_VISIBLE_DEVICES, detect_device_count, replica_environments
 from nborch.runtime.limits import DEFAULT_MAX_MESSAGE_SIZE
 from nborch.runtime.supervisor import ProcessHandle, ReplicaId, Supervisor, WorkerHandle
 from nborch.runtime.tls import TlsFiles
 from nborch.runtime.topology import ExecutorTopology, Topology
-from nborch.runtime.worker_spec import WorkerSpec
+from nborch.runtime.worker_spec import WorkerSpec, raft_dir
 from nborch.spec import ROLLING_KEYS, DeploymentSpec
 
 _live: set['Orchestrator'] = set()  # strong refs: a running orchestration is never collected
@@ -273,12 +273,13 @@ class Orchestrator:
 
     # -- live changes ----------------------------------------------------------------------
     def scale(self, executor: str, replicas: int, *, drain_s: float = DRAIN_SECONDS) -> dict:
-        """Change how many replicas each shard of a stateless executor runs, while it serves
-        (before start: the count it starts with).
+        """Change how many replicas each shard of an executor runs, while it serves (before
+        start: the count it starts with).
 
         New replicas start and join the gateway's pools once ready; removed ones (the
         highest replica ids) leave the pools at once and stop after answering what they
-        hold (at most `drain_s`). Returns what changed: {'started', 'stopped', 'undrained'}.
+        hold (at most `drain_s`). A stateful executor's Raft group changes one member at a
+        time (`_scale_group`). Returns what changed: {'started', 'stopped', 'undrained'}.
         """
         if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
             raise ValueError(f'replicas={replicas!r}: must be an integer >= 1')
@@ -289,13 +290,11 @@ class Orchestrator:
             if not self.started:  # the count it will start with
                 spec.replicas = replicas
                 return {'started': 0, 'stopped': 0, 'undrained': 0}
-            if spec.stateful:
-                raise ValueError(f'{executor!r} is stateful: changing a Raft group\'s members '
-                                 'while it runs is not supported yet; stop it and start with '
-                                 f'replicas={replicas} (its workspace records the count)')
             before = spec.replicas
             if replicas == before:
                 return {'started': 0, 'stopped': 0, 'undrained': 0}
+            if spec.stateful:
+                return self._scale_group(spec, replicas, drain_s)
             spec.replicas = replicas
             kept = {rid: w for rid, w in self.desired.items() if rid.executor != executor}
             self.desired = {**kept, **worker_specs(spec, self.placements[executor])}
@@ -305,6 +304,137 @@ class Orchestrator:
                 spec.replicas = before
                 self.desired = {**kept, **worker_specs(spec, self.placements[executor])}
                 raise
+
+    def _scale_group(self, spec: DeploymentSpec, replicas: int, drain_s: float) -> dict:
+        """Grow or shrink each shard's Raft group one member at a time, as etcd does: a new
+        replica starts empty as a learner, is added by a membership change carrying its
+        address, catches up from a snapshot and the log, and only then is promoted to voter
+        and routed to. A removed replica first leaves the gateway's pools, then the group
+        (the change commits), then stops; its folder is deleted (the group holds its data).
+        The workspace's membership records follow each completed change."""
+        executor = spec.name
+        started = stopped = undrained = 0
+        while spec.replicas < replicas:
+            r = spec.replicas
+            placement = self.placements[executor]
+            new_peers = {shard: [*peers, f'{self.host}:{free_port(self.host)}']
+                         for shard, peers in placement.peers.items()}
+            placement = dataclasses.replace(placement, peers=new_peers)
+            spec.replicas = r + 1
+            joiners = {rid: dataclasses.replace(worker_spec(spec, placement, rid), raft_join=True)
+                       for rid in replica_ids(spec) if rid.replica == r}
+            for joiner in joiners.values():
+                shutil.rmtree(joiner.raft_dir, ignore_errors=True)  # a former member's state
+            self.placements[executor] = placement
+            self.desired = {**self.desired, **joiners}
+            added = []
+            try:
+                self.handles = {**self.handles, **self._launch(list(joiners))}
+                for rid in joiners:
+                    self._change_membership(rid, 'add-learner', new_peers[rid.shard][r])
+                    added.append(rid)
+                    self._change_membership(rid, 'promote')
+            except BaseException:
+                for rid in added:  # the group forgets a newcomer that did not make it
+                    try:
+                        self._change_membership(rid, 'remove')
+                    except MembershipError:
+                        pass  # a learner left behind counts for nothing; the error below says why
+                self._forget_replicas(spec, r)
+                raise
+            self._record_members(spec)
+            started += len(joiners)
+            undrained += self._route(executor, drain_s).get('undrained', 0)
+        while spec.replicas > replicas:
+            r = spec.replicas - 1
+            leaving = [rid for rid in self.handles if rid.executor == executor and rid.replica == r]
+            groups = {rid: self._group_of(rid) for rid in leaving}  # the leaving one may lead
+            self.desired = {rid: w for rid, w in self.desired.items() if rid not in leaving}
+
+            def leave_the_groups() -> None:
+                for rid in leaving:
+                    self._change_membership(rid, 'remove', members=groups[rid])
+            routed = self._retire(
+                executor, [self.handles[rid] for rid in leaving],
+                {rid: h for rid, h in self.handles.items() if rid not in leaving}, drain_s,
+                before_stop=leave_the_groups)
+            undrained += routed.get('undrained', 0)
+            self._forget_replicas(spec, r)
+            self._record_members(spec)
+            stopped += len(leaving)
+        return {'started': started, 'stopped': stopped, 'undrained': undrained}
+
+    def _forget_replicas(self, spec: DeploymentSpec, r: int) -> None:
+        """Replica `r` of every shard is no member any more (removed, or never added): drop
+        it from the tables, stop what runs of it and delete its Raft folders."""
+        executor = spec.name
+        gone = [rid for rid in self.handles if rid.executor == executor and rid.replica >= r]
+        _stop_all([self.handles[rid] for rid in gone])
+        self.handles = {rid: h for rid, h in self.handles.items() if rid not in gone}
+        spec.replicas = r
+        placement = self.placements[executor]
+        self.placements[executor] = dataclasses.replace(
+            placement, peers={shard: peers[:r] for shard, peers in placement.peers.items()})
+        for shard in range(spec.shards):
+            shutil.rmtree(raft_dir(spec.workspace, spec.shards, shard, r), ignore_errors=True)
+        self._refresh_specs(spec)
+
+    def _record_members(self, spec: DeploymentSpec) -> None:
+        """The group is now `spec.replicas` voters: the workspace and the specs a restarted
+        replica reads say so."""
+        voters = tuple(range(1, spec.replicas + 1))
+        for shard in range(spec.shards):
+            for r in range(spec.replicas):
+                set_voters(raft_dir(spec.workspace, spec.shards, shard, r), voters)
+        self._refresh_specs(spec)
+
+    def _refresh_specs(self, spec: DeploymentSpec) -> None:
+        """Every replica's desired spec from the current placement (peers, count), written
+        where its supervisor restarts it from."""
+        table = worker_specs(spec, self.placements[spec.name])
+        self.desired = {**{rid: w for rid, w in self.desired.items()
+                           if rid.executor != spec.name}, **table}
+        for rid, handle in self.handles.items():
+            if rid in table:
+                table[rid].dump(handle.spec_path)
+
+    def _group_of(self, rid: ReplicaId) -> dict[int, WorkerHandle]:
+        """The running replicas of `rid`'s Raft group, by node id (replica id + 1)."""
+        return {other.replica + 1: handle for other, handle in self.handles.items()
+                if other.executor == rid.executor and other.shard == rid.shard}
+
+    def _change_membership(self, rid: ReplicaId, op: str, address: str = '', *,
+                           members: dict[int, WorkerHandle] | None = None) -> dict:
+        """One membership change of `rid`'s Raft group (for node `rid.replica + 1`), asked of
+        its members until the leader has committed it; a learner that is not caught up yet
+        is promoted once it is. Raises MembershipError when it cannot be made in time."""
+        members = members or self._group_of(rid)
+        node = rid.replica + 1
+        ask = next(iter(members))
+        deadline = time.monotonic() + self.ready_timeout
+        while True:
+            reply = self._ask_member(members[ask], op, node, address)
+            if 'index' in reply:
+                return reply
+            if time.monotonic() > deadline:
+                raise MembershipError(f'{rid.executor} (shard {rid.shard}): could not {op} '
+                                      f'replica {rid.replica} within {self.ready_timeout:.0f} s: '
+                                      f'{reply["error"]}')
+            leader = reply.get('leader', 0)
+            ask = leader if leader in members else sorted(members)[
+                (sorted(members).index(ask) + 1) % len(members)]
+            time.sleep(0.05)  # an election or a catch-up in progress: ask again shortly
+
+    def _ask_member(self, handle: WorkerHandle, op: str, node: int, address: str) -> dict:
+        client = Client(host=self.host, port=handle.port, secret=self.secret,
+                        tls=self.tls.for_own_client() if self.internal_tls else False,
+                        max_message_size=self.max_message_size)
+        try:
+            return client.change_membership(op, node, address, timeout=35.0)
+        except ConnectionError as exc:
+            return {'error': str(exc), 'leader': 0}
+        finally:
+            client.close()
 
     def roll_out(self, executor: str, changes: dict, *, drain_s: float = DRAIN_SECONDS) -> dict:
         """Replace a stateless executor's replicas one at a time by ones built with `changes`
@@ -326,10 +456,6 @@ class Orchestrator:
             if not self.started:
                 _adopt(spec, edited)
                 return {'replaced': 0}
-            if spec.stateful:
-                raise ValueError(f'{executor!r} is stateful: replacing a Raft group\'s '
-                                 'replicas while it runs is not supported yet; stop it and '
-                                 'start it with the new version (its workspace keeps the data)')
             placement = dataclasses.replace(self.placements[executor],
                                             packed=WorkerSpec.pack_class(edited.executor_class))
             old, new = spec.routing()['endpoints'] or {}, edited.routing()['endpoints'] or {}
@@ -337,13 +463,21 @@ class Orchestrator:
             mixed = {path: old.get(path, False) or new.get(path, False)
                      for path in {*old, *new}}
             rids = [rid for rid in self.desired if rid.executor == executor]
+            if spec.stateful:
+                rids = self._leaders_last(rids)
             for done, rid in enumerate(rids):
                 previous = self.desired[rid]
                 self.desired = {**self.desired, rid: worker_spec(edited, placement, rid)}
                 try:
+                    if spec.stateful:
+                        self._restart_member(executor, rid, edited, drain_s, mixed)
+                        continue
                     started = self._launch([rid], edited)
                 except BaseException as exc:
                     self.desired = {**self.desired, rid: previous}
+                    if spec.stateful and rid not in self.handles:  # its old version again
+                        self.handles = {**self.handles, **self._launch([rid], spec)}
+                        self._route(executor, drain_s, endpoints=mixed)
                     raise RolloutError(
                         f'{executor}: the new version of {rid} did not start, so the rollout '
                         f'stopped: {done} of {len(rids)} replicas run it, the others the old '
@@ -354,19 +488,72 @@ class Orchestrator:
             self._route(executor, drain_s, endpoints=new)
             return {'replaced': len(rids)}
 
+    def _leaders_last(self, rids: list[ReplicaId]) -> list[ReplicaId]:
+        """Followers first: restarting a leader costs its group an election, so once."""
+        def leads(rid: ReplicaId) -> bool:
+            handle = self.handles.get(rid)
+            return handle is not None and self._raft_status(handle).get('role') == 'leader'
+        return sorted(rids, key=leads)
+
+    def _raft_status(self, handle: WorkerHandle) -> dict:
+        client = Client(host=self.host, port=handle.port, secret=self.secret,
+                        tls=self.tls.for_own_client() if self.internal_tls else False,
+                        max_message_size=self.max_message_size)
+        try:
+            return client.status(timeout=5.0).get('raft') or {}
+        except ConnectionError:
+            return {}
+        finally:
+            client.close()
+
+    def _restart_member(self, executor: str, rid: ReplicaId, edited: DeploymentSpec,
+                        drain_s: float, endpoints: dict[str, bool]) -> None:
+        """A stateful rolling update's step: the replica leaves the pools, stops, and starts
+        again as the new version on its own Raft folder and port (same node id: its log
+        and its place in the group stay), and is routed to once it has applied what the
+        group had committed when it came back. The group keeps a majority meanwhile (a
+        group of one waits for it)."""
+        self._retire(executor, [self.handles[rid]],
+                     {r: h for r, h in self.handles.items() if r != rid}, drain_s, endpoints)
+        started = self._launch([rid], edited)[rid]
+        target = max((self._raft_status(h).get('commit', 0) for r, h in self.handles.items()
+                      if r.executor == executor and r.shard == rid.shard), default=0)
+        deadline = time.monotonic() + self.ready_timeout
+        while self._raft_status(started).get('applied', -1) < target:
+            if time.monotonic() > deadline:
+                _stop_all([started])
+                raise MembershipError(f'{rid}: the new version did not catch up with the group '
+                                      f'(index {target}) within {self.ready_timeout:.0f} s')
+            time.sleep(0.05)  # it replays its log and takes what it missed from the leader
+        self.handles = {**self.handles, rid: started}
+        self._route(executor, drain_s, endpoints=endpoints)
+
     def _replace(self, executor: str, rid: ReplicaId, handle: WorkerHandle, drain_s: float,
                  endpoints: dict[str, bool]) -> None:
         """Route to `handle` instead of the process now serving `rid`, then stop that one."""
-        old = self.handles[rid]
-        old.retire('draining')
-        self.unrouted = [*self.unrouted, old]
-        self.handles = {**self.handles, rid: handle}
+        self._retire(executor, [self.handles[rid]], {**self.handles, rid: handle}, drain_s,
+                     endpoints)
+
+    def _retire(self, executor: str, retiring: list[WorkerHandle],
+                handles: dict[ReplicaId, WorkerHandle], drain_s: float,
+                endpoints: dict[str, bool] | None = None, before_stop=None) -> dict:
+        """Route to `handles` (which leave out `retiring`), and stop `retiring` once the
+        gateway says they answered what they held; `before_stop` runs in between (a Raft
+        member leaves its group). Returns the gateway's answer."""
+        for handle in retiring:
+            handle.retire('draining')
+        self.unrouted = [*self.unrouted, *retiring]
+        self.handles = handles
         try:
-            self._route(executor, drain_s, endpoints=endpoints)
+            routed = self._route(executor, drain_s, endpoints=endpoints)
+            if before_stop is not None:
+                before_stop()
         finally:
-            old.state = 'stopping'
-            _stop_all([old])
-            self.unrouted = [h for h in self.unrouted if h is not old]
+            for handle in retiring:
+                handle.state = 'stopping'
+            _stop_all(retiring)
+            self.unrouted = [h for h in self.unrouted if h not in retiring]
+        return routed
 
     def _converge(self, executor: str, drain_s: float) -> dict:
         """Make `executor`'s processes what the desired table says: start the missing
@@ -375,18 +562,9 @@ class Orchestrator:
         running = [rid for rid in self.handles if rid.executor == executor]
         started = self._launch([rid for rid in desired if rid not in self.handles])
         removed = [self.handles[rid] for rid in running if rid not in self.desired]
-        for handle in removed:
-            handle.retire('draining')
-        self.unrouted = [*self.unrouted, *removed]
-        self.handles = {rid: h for rid, h in {**self.handles, **started}.items()
-                        if rid in self.desired}
-        try:
-            routed = self._route(executor, drain_s)
-        finally:
-            for handle in removed:
-                handle.state = 'stopping'
-            _stop_all(removed)
-            self.unrouted = [h for h in self.unrouted if h not in removed]
+        routed = self._retire(executor, removed, {
+            rid: h for rid, h in {**self.handles, **started}.items() if rid in self.desired},
+            drain_s)
         return {'started': len(started), 'stopped': len(removed),
                 'undrained': routed.get('undrained', 0)}
 

@@ -103,3 +103,9 @@ class ProposeReply(_message.Message):
     leader: int
     error: str
     def __init__(self, term: _Optional[int] = ..., index: _Optional[int] = ..., leader: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+
+class MembershipChange(_message.Message):
+    __slots__ = ("json",)
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    json: bytes
+    def __init__(self, json: _Optional[bytes] = ...) -> None: ...

@@ -279,6 +279,11 @@ class RaftStub:
                 request_serializer=nborch_dot_protos_dot_nborch__pb2.DataRequest.SerializeToString,
                 response_deserializer=nborch_dot_protos_dot_nborch__pb2.ProposeReply.FromString,
                 _registered_method=True)
+        self.ChangeMembership = channel.unary_unary(
+                '/nborch.Raft/ChangeMembership',
+                request_serializer=nborch_dot_protos_dot_nborch__pb2.MembershipChange.SerializeToString,
+                response_deserializer=nborch_dot_protos_dot_nborch__pb2.StatusReply.FromString,
+                _registered_method=True)
 
 
 class RaftServicer:
@@ -296,6 +301,12 @@ class RaftServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ChangeMembership(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RaftServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -308,6 +319,11 @@ def add_RaftServicer_to_server(servicer, server):
                     servicer.Propose,
                     request_deserializer=nborch_dot_protos_dot_nborch__pb2.DataRequest.FromString,
                     response_serializer=nborch_dot_protos_dot_nborch__pb2.ProposeReply.SerializeToString,
+            ),
+            'ChangeMembership': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangeMembership,
+                    request_deserializer=nborch_dot_protos_dot_nborch__pb2.MembershipChange.FromString,
+                    response_serializer=nborch_dot_protos_dot_nborch__pb2.StatusReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -364,6 +380,33 @@ class Raft:
             '/nborch.Raft/Propose',
             nborch_dot_protos_dot_nborch__pb2.DataRequest.SerializeToString,
             nborch_dot_protos_dot_nborch__pb2.ProposeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangeMembership(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nborch.Raft/ChangeMembership',
+            nborch_dot_protos_dot_nborch__pb2.MembershipChange.SerializeToString,
+            nborch_dot_protos_dot_nborch__pb2.StatusReply.FromString,
             options,
             channel_credentials,
             insecure,

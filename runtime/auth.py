@@ -56,6 +56,7 @@ STATUS_METHOD = '/nborch.Executor/Status'
 SET_POOLS_METHOD = '/nborch.Gateway/SetPools'
 SEND_METHOD = '/nborch.Raft/Send'
 PROPOSE_METHOD = '/nborch.Raft/Propose'
+CHANGE_MEMBERSHIP_METHOD = '/nborch.Raft/ChangeMembership'
 LOG_EVERY_S = 1.0        # at most one rejection line per second (a flood must not flood the log)
 
 log = logging.getLogger('nborch.auth')

@@ -322,7 +322,7 @@ async def serve(spec: WorkerSpec, ready_fd: int | None) -> str | None:
             peers={i + 1: address for i, address in enumerate(spec.peers)},
             directory=spec.raft_dir, settings=RaftSettings.parse(spec.raft_configuration),
             state_machine=ExecutorStateMachine(servicer.runner, servicer.pool),
-            max_message_size=spec.max_message_size)
+            max_message_size=spec.max_message_size, joining=spec.raft_join)
         servicer.consensus.on_failure = lambda reason: stop.set()
         pb_grpc.add_RaftServicer_to_server(RaftServicer(servicer.consensus), server)
         # Listen where the peers reach this replica (NBORCH_HOSTS may map its name locally).

@@ -85,6 +85,7 @@ class WorkerSpec:
     peers: list[str] = field(default_factory=list)
     raft_dir: str | None = None
     raft_group: str | None = None  # the group id the orchestrator found or drew (membership.py)
+    raft_join: bool = False        # a new member of a running group: starts as a learner
     raft_configuration: dict = field(default_factory=dict)
     read_consistency: str = 'eventual'
     tls: dict | None = None        # mutual TLS on both ports and to the peers (runtime/tls.py)

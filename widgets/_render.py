@@ -277,7 +277,18 @@ def gpu_html(snapshot: dict, *, live: bool = False) -> str:
 
 
 # -- Raft ------------------------------------------------------------------------------------
-RAFT_COLUMNS = ('role', 'term', 'leader', 'commit', 'applied', 'lag')
+RAFT_COLUMNS = ('role', 'member', 'term', 'leader', 'commit', 'applied', 'lag')
+
+
+def member_of(state: dict) -> str:
+    """voter, learner (joining: catching up before its promotion) or removed, as this
+    replica's own log says."""
+    me = state.get('id')
+    if me in (state.get('voters') or ()):
+        return 'voter'
+    if me in (state.get('learners') or ()):
+        return 'learner'
+    return 'removed' if 'voters' in state else '?'
 
 
 def raft_rows(executor: dict) -> list[tuple[int, int, dict | None, int | None]]:
@@ -324,7 +335,8 @@ def raft_text(snapshot: dict) -> str:
             if st is None:
                 rows.append((str(s), str(r), 'unknown'))
                 continue
-            rows.append((str(s), str(r), str(st.get('role', '?')), str(st.get('term', '?')),
+            rows.append((str(s), str(r), str(st.get('role', '?')), member_of(st),
+                         str(st.get('term', '?')),
                          leader_label(executor, s, st.get('leader')), str(st.get('commit', '?')),
                          str(st.get('applied', '?')), str(lag)))
         lines.append(f'{name}:')
@@ -357,10 +369,10 @@ def raft_html(snapshot: dict, *, live: bool = False) -> str:
         for s, r, st, lag in raft_rows(executor):
             if st is None:
                 parts.append(f'<tr><td style="{_TD}">{s}</td><td style="{_TD}">{r}</td>'
-                             f'<td style="{_TD}" colspan="6">unknown</td></tr>')
+                             f'<td style="{_TD}" colspan="{len(RAFT_COLUMNS)}">unknown</td></tr>')
                 continue
             role = str(st.get('role', '?'))
-            cells = [escape(str(st.get('term', '?'))),
+            cells = [member_of(st), escape(str(st.get('term', '?'))),
                      escape(leader_label(executor, s, st.get('leader'))),
                      escape(str(st.get('commit', '?'))), escape(str(st.get('applied', '?')))]
             lag_style = ' color:#b00020; font-weight:600;' if lag else ''

@@ -6,11 +6,12 @@
     node    the replica's node id (replica id + 1): a folder moved to another replica is too
     voters  every node id of the group: its size is the replica count
 
-A separate file, not a field of the hard state: it is written once per group (the hard state
-on every vote), and the orchestrator reads it before any process starts, without opening the
-replica's storage. The check is what keeps a restart with another `replicas` from electing a
-leader among fewer replicas than acknowledged the writes — a silent loss. Growing or shrinking
-a group needs an explicit membership change, which nborch does not offer yet.
+A separate file, not a field of the hard state: it is written when a group starts and after
+each live scale (the hard state on every vote), and the orchestrator reads it before any
+process starts, without opening the replica's storage. The check is what keeps a restart with
+another `replicas` from electing a leader among fewer replicas than acknowledged the writes —
+a silent loss. Growing or shrinking a group is a membership change in its Raft log, made while
+it runs (`Deployment.scale`); Raft itself goes by the log, this record tells the owner.
 """
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ from nborch.runtime.consensus.durable_files import atomic_write, make_dir
 from nborch.runtime.worker_spec import raft_dir
 
 FILE = 'membership'
-_RESIZE = ('growing or shrinking a stateful group is not supported yet (it needs an explicit '
-           'membership change)')
+_RESIZE = ('a stateful group grows or shrinks only while it runs, by a membership change '
+           '(dep.scale(replicas=N), flow.scale(name, replicas=N), %nborch scale NAME N)')
 
 
 class MembershipCorruptError(MembershipError):
@@ -72,6 +73,13 @@ def write(directory: str | os.PathLike, membership: Membership) -> None:
     body = membership.to_json()
     data = json.dumps({'membership': body, 'crc32': checksum(_canonical(body))})
     atomic_write(root / FILE, data.encode())
+
+
+def set_voters(directory: str | os.PathLike, voters: tuple[int, ...]) -> None:
+    """After a live scale committed: the folder's record names the group's new voters."""
+    found = read(directory)
+    if found is not None:
+        write(directory, Membership(found.group, found.node, tuple(voters)))
 
 
 def record(directory: str | os.PathLike, node: int, voters: tuple[int, ...],

@@ -16,6 +16,10 @@ once, through its state machine, and the replica that took the request answers w
 own apply result. A retried write (same `write_id`) is applied once: the ids of applied
 writes are part of the replicated state (and of snapshots). Reads may call `read_barrier`
 first for linearizability (ReadIndex, thesis §6.4).
+
+Membership changes (`change_membership`, the owner's live scale) go through the leader one
+at a time; a change that adds a node carries its address, so every member can reach it as
+soon as the entry is in its log. A replica started with `joining` starts as a learner.
 """
 from __future__ import annotations
 
@@ -32,7 +36,8 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from nborch.protos import nborch_pb2 as pb
-from nborch.runtime.consensus.core import (Message, MessageDecodeError, NotLeaderError, RaftNode,
+from nborch.runtime.consensus.core import (ConfChange, ConfChangeError, ConfOp, EntryKind,
+                                           Message, MessageDecodeError, NotLeaderError, RaftNode,
                                            Role)
 from nborch.runtime.consensus.coalesce import drop_redundant_appends
 from nborch.runtime.consensus.drops import DropCounter
@@ -74,8 +79,9 @@ class ConsensusReplica:
     def __init__(self, *, node_id: int, peers: dict[int, str], directory: str,
                  settings: RaftSettings, state_machine: StateMachine,
                  max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-                 connect: Callable[..., PeerLink] = PeerLink):
+                 connect: Callable[..., PeerLink] = PeerLink, joining: bool = False):
         self.node_id = node_id
+        self.joining = joining  # a new member: a learner until the group promotes it
         self.max_message_size = max_message_size  # of the write requests its links carry
         self.peers = dict(peers)            # node id → 'host:port' of its Raft service
         self.directory = Path(directory)
@@ -134,12 +140,17 @@ class ConsensusReplica:
             await self._restore(snapshot.data)
             self.applied = self.snapshot_index = snapshot.meta.index
         config = self.settings.core_config(self.node_id, tuple(sorted(self.peers)), self.applied)
+        if self.joining:  # the group's log (or snapshot) says who is who once it arrives
+            config = dataclasses.replace(
+                config, peers=tuple(sorted(p for p in self.peers if p != self.node_id)),
+                learners=(self.node_id,))
         if self.storage.rejoin is not None:
             config = dataclasses.replace(config, rejoin_commit=self.storage.rejoin.until_commit)
         self.node = RaftNode(config, self.storage, rng=random.Random())
         self.wal = WalWriter(self.storage)
-        self._links = {peer: self._connect(peer, address, self._unreachable, self.max_message_size)
-                       for peer, address in self.peers.items() if peer != self.node_id}
+        self._links = {}
+        for peer, address in self.peers.items():
+            self._link_to(peer, address)
         self._tasks = [asyncio.ensure_future(self._tick()), asyncio.ensure_future(self._drive())]
         self._wake.set()
 
@@ -229,11 +240,58 @@ class ConsensusReplica:
             self._reads.pop(context, None)
         await self._applied_at_least(future.result())
 
+    async def change_membership(self, op: str, node: int, address: str = '') -> dict:
+        """Make one membership change if this replica leads, and answer once it committed:
+        {'index': n}, or {'error': why, 'leader': who leads (0: unknown)}."""
+        kinds = {str(kind): kind for kind in ConfOp}
+        if op not in kinds:
+            return {'error': f'unknown membership change {op!r} (one of {", ".join(kinds)})',
+                    'leader': self.node.leader}
+        change = ConfChange(kinds[op], node, address.encode())
+        conf, log_ = self.node.conf_state(), self.node.raft.log
+        done = {ConfOp.ADD_LEARNER: node in conf.learners, ConfOp.PROMOTE: node in conf.voters,
+                ConfOp.REMOVE: node not in conf.members}[change.op]
+        if done and self.node.role is Role.LEADER and log_.conf_index() <= log_.committed:
+            return {'index': log_.conf_index()}  # asked again after a lost answer: it is made
+        try:
+            where = self.node.propose_conf_change(change)
+        except NotLeaderError as exc:
+            return {'error': 'not the leader', 'leader': exc.leader}
+        except ConfChangeError as exc:
+            return {'error': str(exc), 'leader': self.node_id}
+        self._learn_member(change)  # its link must exist before the entry is sent to it
+        self._wake.set()
+        try:
+            await asyncio.wait_for(self._applied_at_least(where.index), WRITE_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            return {'error': f'the change at index {where.index} did not commit within '
+                             f'{WRITE_TIMEOUT_S:.0f} s', 'leader': self.node.leader}
+        if self.node.raft.log.term(where.index) not in (where.term, None):
+            return {'error': 'the change was lost in a leader change; ask again',
+                    'leader': self.node.leader}
+        return {'index': where.index}
+
+    def _learn_member(self, change: ConfChange) -> None:
+        if change.op is ConfOp.ADD_LEARNER and change.context:
+            address = change.context.decode()
+            if self.peers.get(change.node) != address or change.node not in self._links:
+                self.peers[change.node] = address
+                self._link_to(change.node, address)
+
+    def _link_to(self, peer: int, address: str) -> None:
+        if peer == self.node_id:
+            return
+        old = self._links.pop(peer, None)
+        if old is not None:
+            asyncio.ensure_future(old.close())
+        self._links[peer] = self._connect(peer, address, self._unreachable, self.max_message_size)
+
     def status(self) -> dict:
         s = self.node.status()
         return {'id': self.node_id, 'role': str(s.role), 'term': s.term, 'leader': s.leader,
                 'commit': s.commit, 'applied': self.applied, 'snapshot_index': self.snapshot_index,
-                'peers': len(self.peers), 'dropped': self.drops.as_dict(),
+                'peers': len(self.peers), 'voters': list(s.voters), 'learners': list(s.learners),
+                'dropped': self.drops.as_dict(),
                 'rejoining': s.rejoining, 'storage': self.storage.report.as_dict()}
 
     # -- placing and awaiting writes -------------------------------------------------------
@@ -382,6 +440,9 @@ class ConsensusReplica:
             # Caught up, and what it was caught up with is on disk now (no await since ready()).
             self.storage.finish_rejoin()
             log.info('raft replica %d is caught up after its rejoin', self.node_id)
+        for entry in (*rd.entries, *rd.committed_entries):
+            if entry.kind == EntryKind.CONF_CHANGE:  # a newcomer's address, before sending
+                self._learn_member(ConfChange.decode(entry.data))
         # 2. send, only after the writes above are on disk
         if not sent_early:
             self._send(rd.messages)
@@ -488,7 +549,8 @@ class ConsensusReplica:
             return
         index = self.applied
         data = _pack_snapshot(list(self.applied_writes), await self.sm.snapshot())
-        self.storage.create_snapshot(index, data, tuple(sorted(self.peers)))
+        conf = self.node.conf_at(index)
+        self.storage.create_snapshot(index, data, conf.voters, conf.learners)
         self.snapshot_index = index
         keep_from = index - self.settings.trailing_logs
         if keep_from >= self.storage.first_index():

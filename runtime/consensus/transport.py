@@ -6,6 +6,7 @@ it held, tells the node the peer is unreachable, and reconnects on the next mess
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Callable
 
@@ -95,3 +96,13 @@ class RaftServicer(pb_grpc.RaftServicer):
 
     async def Propose(self, request, context):
         return await self.replica.propose(request)
+
+    async def ChangeMembership(self, request, context):
+        try:
+            change = json.loads(request.json)
+            op, node, address = change['op'], int(change['node']), str(change.get('address', ''))
+        except (ValueError, KeyError, TypeError) as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f'a membership change is JSON {{"op", "node", "address"}}: {exc}')
+        reply = await self.replica.change_membership(op, node, address)
+        return pb.StatusReply(json=json.dumps(reply).encode())

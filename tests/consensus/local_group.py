@@ -47,11 +47,15 @@ class LocalGroup:
     def connect(self, peer: int, address: str, on_unreachable, max_message_size: int):
         return LocalLink(self, int(address))
 
-    async def start(self, i: int) -> ConsensusReplica:
+    async def start(self, i: int, joining: bool = False) -> ConsensusReplica:
+        """Start replica `i`; `joining`: a newcomer to the running group (a learner)."""
+        if i not in self.ids:
+            self.ids.append(i)
         self.machines[i] = Recorder()
         replica = ConsensusReplica(
             node_id=i, peers={j: str(j) for j in self.ids}, directory=str(self.root / str(i)),
-            settings=self.settings, state_machine=self.machines[i], connect=self.connect)
+            settings=self.settings, state_machine=self.machines[i], connect=self.connect,
+            joining=joining)
         await replica.start()
         self.replicas[i] = replica
         self.down.discard(i)

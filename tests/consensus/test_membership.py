@@ -38,8 +38,8 @@ def test_a_corrupt_record_is_an_error_naming_the_file(tmp_path):
 
 
 @pytest.mark.parametrize('node, voters, group, message', [
-    (1, (1,), 'g', 'records a Raft group of 3 replicas, but it was started with 1; growing or '
-                   'shrinking a stateful group is not supported yet'),
+    (1, (1,), 'g', 'records a Raft group of 3 replicas, but it was started with 1; a stateful '
+                   'group grows or shrinks only while it runs'),
     (2, (1, 2, 3), 'g', 'holds the state of replica 0, not of replica 1'),
     (1, (1, 2, 3), 'other', r'belongs to another Raft group \(g, this one is other\)'),
 ])
@@ -65,7 +65,7 @@ def test_the_workspace_check_names_both_counts_and_the_workspace(tmp_path):
                                               r'with replicas=1'):
         check_workspace('ledger', str(tmp_path), 1, 1)
     with pytest.raises(MembershipError, match=r'records a Raft group of 3 replicas, but it was '
-                                              r'started with replicas=5; growing'):
+                                              r'started with replicas=5; a stateful group grows'):
         check_workspace('ledger', str(tmp_path), 1, 5)
 
 

@@ -58,6 +58,7 @@ def test_callers_without_the_secret_are_refused_and_change_nothing(tmp_path):
         forged_request = pb.DataRequest(endpoint='/index', docs=encode_docs(FORGED),
                                         write_id='forged')
         wrong_secret = LinkAuth(new_secret())
+        remove_one = pb.MembershipChange(json=b'{"op": "remove", "node": 3}')
         codes = []
         for i, replica in enumerate(before):
             for port in (raft_ports[i], replica['port']):
@@ -75,6 +76,7 @@ def test_callers_without_the_secret_are_refused_and_change_nothing(tmp_path):
                         refused(lambda: raft.Propose(forged_request, timeout=10)),
                         refused(lambda: raft.Propose(forged_request, timeout=10, metadata=wrong)),
                         refused(lambda: raft.Send(iter(messages), timeout=10)),
+                        refused(lambda: raft.ChangeMembership(remove_one, timeout=10)),
                         refused(lambda: executor.Process(forged_request, timeout=10)),
                         refused(lambda: list(executor.Stream(iter([forged_request]), timeout=10))),
                         refused(lambda: executor.Status(pb.StatusRequest(), timeout=10))]
@@ -82,6 +84,7 @@ def test_callers_without_the_secret_are_refused_and_change_nothing(tmp_path):
         dep.post('/index', docs(1, 'after'))  # the group still serves its own gateway
         after = poll(lambda: converged(dep, 6), 'the last write to apply')
         assert [r['raft']['term'] for r in after] == terms  # no forged term reached Raft
+        assert all(r['raft']['voters'] == [1, 2, 3] for r in after)  # nor a removal
         histories = [read_history(str(tmp_path), 'ledger', i) for i in range(3)]
         status = dep.client.status()
     for history in histories:

@@ -19,7 +19,7 @@ from docarray import DocList
 from docarray.documents import TextDoc
 
 from nborch import ChildStartError, Deployment, Executor, Flow, RolloutError, requests, write
-from tests.integration.helpers import Echo, Ledger, SlowWriter
+from tests.integration.helpers import Echo, SlowWriter
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -184,15 +184,6 @@ def test_scale_errors_name_the_cause(kwargs, executor, replicas, error, message)
     flow = Flow(quiet=True).add(name='a', **kwargs)
     with pytest.raises(error, match=message):
         flow.scale(executor or 'a', replicas)
-
-
-def test_scaling_a_stateful_group_is_refused_with_the_reason(tmp_path):
-    dep = Deployment(uses=Ledger, replicas=3, stateful=True, workspace=str(tmp_path),
-                     quiet=True)
-    with dep:
-        with pytest.raises(ValueError, match='stateful'):
-            dep.scale(5)
-        assert len(routed(dep)) == 3
 
 
 def test_before_start_scale_sets_the_count():

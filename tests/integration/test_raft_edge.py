@@ -142,7 +142,7 @@ def test_a_restart_with_another_replica_count_is_refused_before_anything_starts(
     message = str(refused.value)
     assert f'ledger (workspace {tmp_path})' in message
     assert 'a Raft group of 3 replicas, but it was started with replicas=1' in message
-    assert 'not supported yet' in message
+    assert 'grows or shrinks only while it runs' in message
     assert not one.running and _session_children() == []
 
     # The worker checks too (the `nborch executor --stateful` role of the exports).

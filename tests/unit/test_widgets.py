@@ -141,16 +141,20 @@ def test_raft_view_not_stateful():
 
 def test_raft_view_roles_leader_and_lag():
     snap = snapshot(grid=((0, 0, 0),))
+    group = {'voters': [1, 2], 'learners': [3]}  # replica 2 joins: catching up, not voting
     states = [{'id': 1, 'role': 'follower', 'term': 2, 'leader': 2, 'commit': 9, 'applied': 7},
               {'id': 2, 'role': 'leader', 'term': 2, 'leader': 2, 'commit': 10, 'applied': 10},
-              {'id': 3, 'role': 'follower', 'term': 2, 'leader': 2, 'commit': 10, 'applied': 10}]
+              {'id': 3, 'role': 'follower', 'term': 2, 'leader': 2, 'commit': 10, 'applied': 4}]
     for rep, st in zip(snap['executors'][0]['shards'][0]['replicas'], states):
-        rep['raft'] = st
+        rep['raft'] = {**st, **group}
     text = RaftView(snap).text()
     rows = [line.split() for line in text.splitlines()[2:]]
-    assert rows[0] == ['shard', 'replica', 'role', 'term', 'leader', 'commit', 'applied', 'lag']
-    assert rows[1] == ['0', '0', 'follower', '2', 'rep', '1', '9', '7', '3']
-    assert rows[2] == ['0', '1', 'leader', '2', 'rep', '1', '10', '10', '0']
+    assert rows[0] == ['shard', 'replica', 'role', 'member', 'term', 'leader', 'commit',
+                       'applied', 'lag']
+    assert rows[1] == ['0', '0', 'follower', 'voter', '2', 'rep', '1', '9', '7', '3']
+    assert rows[2] == ['0', '1', 'leader', 'voter', '2', 'rep', '1', '10', '10', '0']
+    assert rows[3] == ['0', '2', 'follower', 'learner', '2', 'rep', '1', '10', '4', '6']
+    assert _render.member_of({'id': 4, 'voters': [1, 2, 3], 'learners': []}) == 'removed'
     assert 'data-role="leader"' in RaftView(snap).html()
     assert _render.any_raft(snap)
 
