@@ -1,5 +1,6 @@
 """The desired state of an orchestration: which replicas should run, each as the
-`WorkerSpec` its process starts from, keyed by `ReplicaId`.
+`WorkerSpec` its process starts from, keyed by `ReplicaId`, and what the gateway knows of
+each executor (`executor_topology`).
 
 A pure function of the spec and of what the owner fixed once at start (the packed class, the
 Raft peers and group ids): the reconciler (`Orchestrator`) diffs this table against the
@@ -10,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nborch.runtime.supervisor import ReplicaId
+from nborch.runtime.topology import ExecutorTopology
 from nborch.runtime.worker_spec import WorkerSpec, raft_dir
 from nborch.spec import DeploymentSpec
 
@@ -37,6 +39,18 @@ def worker_specs(spec: DeploymentSpec, placement: Placement) -> dict[ReplicaId, 
     if spec.external:
         return {}
     return {rid: worker_spec(spec, placement, rid) for rid in replica_ids(spec)}
+
+
+def executor_topology(plan, shards: list[list[str]], **naming) -> ExecutorTopology:
+    """The gateway's entry for one `ExecutorPlan`: its replicas' addresses per shard
+    (`shards`) and the spec's routing. `naming`: what a local run and a cluster export set
+    differently (`external`, `discover`, `replicas`, `schemas`)."""
+    spec = plan.spec
+    return ExecutorTopology(**{
+        'name': spec.name, 'shards': shards, 'polling': spec.polling, 'needs': list(plan.needs),
+        'stateful': spec.stateful, 'external': spec.external,
+        'max_message_size': spec.max_message_size, 'no_reduce': spec.no_reduce,
+        **spec.routing(), **naming})
 
 
 def worker_spec(spec: DeploymentSpec, placement: Placement, rid: ReplicaId) -> WorkerSpec:

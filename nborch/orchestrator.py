@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from nborch.addresses import Address
 from nborch.client import Client
-from nborch.desired import Placement, replica_ids, worker_spec, worker_specs
+from nborch.desired import (Placement, executor_topology, replica_ids, worker_spec,
+                            worker_specs)
 from nborch.errors import MembershipError, RolloutError
 from nborch.ports import check_port_free, free_port
 from nborch.runtime.auth import new_secret
@@ -26,7 +27,7 @@ from nborch.runtime.gpu import CUDA_VISIBLE_DEVICES, detect_device_count, replic
 from nborch.runtime.limits import DEFAULT_MAX_MESSAGE_SIZE
 from nborch.runtime.supervisor import ProcessHandle, ReplicaId, Supervisor, WorkerHandle
 from nborch.runtime.tls import TlsFiles
-from nborch.runtime.topology import ExecutorTopology, Topology
+from nborch.runtime.topology import Topology
 from nborch.runtime.worker_spec import WorkerSpec, raft_dir
 from nborch.spec import ROLLING_KEYS, DeploymentSpec
 
@@ -595,12 +596,9 @@ class Orchestrator:
         return Topology(host=self.host, port=self.grpc_port, protocols=list(self.protocols),
                         http_port=self.port_of('http'), http_options=self.http_options,
                         max_message_size=self.max_message_size, executors=[
-            ExecutorTopology(name=plan.spec.name, polling=plan.spec.polling, needs=plan.needs,
-                             stateful=plan.spec.stateful,
-                             external=plan.spec.external and self.given_secret is None,
-                             max_message_size=plan.spec.max_message_size,
-                             no_reduce=plan.spec.no_reduce,
-                             shards=self._addresses(plan.spec), **plan.spec.routing())
+            # An external executor holding the deployment secret is dialed as our own.
+            executor_topology(plan, self._addresses(plan.spec),
+                              external=plan.spec.external and self.given_secret is None)
             for plan in self.plans], require_secret=self.require_secret,
             tls=self.tls.to_dict() if self.tls else None, internal_tls=self.internal_tls)
 

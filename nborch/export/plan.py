@@ -14,7 +14,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 
-from nborch.desired import Placement, worker_spec
+from nborch.desired import Placement, executor_topology, worker_spec
 from nborch.errors import ExportError
 from nborch.options import executor_argv
 from nborch.runtime.gpu import CUDA_VISIBLE_DEVICES
@@ -193,13 +193,10 @@ def build_plan(label: str, plans, gateway_port: int | None, naming: Naming) -> E
         else:
             own, shards = _workloads(spec, importable_uses(spec), naming)
             workloads += own
-        executors.append(ExecutorTopology(
-            name=spec.name, shards=shards, polling=spec.polling,
-            needs=list(plan.needs), stateful=spec.stateful, external=spec.external,
-            discover=not spec.external and not spec.stateful, replicas=spec.replicas,
-            max_message_size=spec.max_message_size, no_reduce=spec.no_reduce,
-            # exported gateways serve gRPC only: no doc schemas in the manifests' arguments
-            **{**spec.routing(), 'schemas': None}))
+        # Exported gateways serve gRPC only: no doc schemas in the manifests' arguments.
+        executors.append(executor_topology(
+            plan, shards, discover=not spec.external and not spec.stateful,
+            replicas=spec.replicas, schemas=None))
     taken: dict[str, str] = {}
     for w in workloads:
         if w.name in taken or w.name == 'gateway':
