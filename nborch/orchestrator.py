@@ -28,7 +28,7 @@ from nborch.runtime.limits import DEFAULT_MAX_MESSAGE_SIZE
 from nborch.runtime.supervisor import ProcessHandle, ReplicaId, Supervisor, WorkerHandle
 from nborch.runtime.tls import TlsFiles
 from nborch.runtime.topology import Topology
-from nborch.runtime.worker_spec import WorkerSpec, raft_dir
+from nborch.runtime.worker_spec import WorkerSpec, raft_dir, raft_node_id
 from nborch.spec import ROLLING_KEYS, DeploymentSpec
 
 _live: set['Orchestrator'] = set()  # strong refs: a running orchestration is never collected
@@ -401,16 +401,16 @@ class Orchestrator:
 
     def _group_of(self, rid: ReplicaId) -> dict[int, WorkerHandle]:
         """The running replicas of `rid`'s Raft group, by node id (replica id + 1)."""
-        return {other.replica + 1: handle for other, handle in self.handles.items()
+        return {raft_node_id(other.replica): handle for other, handle in self.handles.items()
                 if other.executor == rid.executor and other.shard == rid.shard}
 
     def _change_membership(self, rid: ReplicaId, op: str, address: str = '', *,
                            members: dict[int, WorkerHandle] | None = None) -> dict:
-        """One membership change of `rid`'s Raft group (for node `rid.replica + 1`), asked of
+        """One membership change of `rid`'s Raft group (for its Raft node), asked of
         its members until the leader has committed it; a learner that is not caught up yet
         is promoted once it is. Raises MembershipError when it cannot be made in time."""
         members = members or self._group_of(rid)
-        node = rid.replica + 1
+        node = raft_node_id(rid.replica)
         ask = next(iter(members))
         deadline = time.monotonic() + self.ready_timeout
         while True:

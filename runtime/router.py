@@ -234,7 +234,7 @@ class ReplicaPool:
         self._resolved_at: float | None = None
         self._rotation = 0
         self._clock = clock
-        # The Raft leader as the replicas report it: (term, node id = replica index + 1).
+        # The Raft leader as the replicas report it: (term, its replica index + 1; 0: unknown).
         self.leader: tuple[int, int] = (0, 0)
         self._leader_poll: asyncio.Future | None = None
         self._watchdog: asyncio.Task | None = None
@@ -442,7 +442,8 @@ class ReplicaPool:
                   for r in self.replicas if r is not exclude)))
         for report in await asyncio.shield(self._leader_poll):
             raft = (report or {}).get('raft') or {}
-            self.hear_leader(int(raft.get('term') or 0), int(raft.get('leader') or 0))
+            leader = raft.get('leader_replica')
+            self.hear_leader(int(raft.get('term') or 0), 0 if leader is None else int(leader) + 1)
 
     @staticmethod
     async def status(replica: _Replica, timeout: float = 2.0) -> dict | None:

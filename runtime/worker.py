@@ -40,7 +40,7 @@ from nborch.runtime.limits import (DEFAULT_MAX_REQUEST_DOCS, RAFT_ENVELOPE, boun
                                    too_many_docs)
 from nborch.runtime.mux import serve_stream
 from nborch.runtime.resolve import dial_target
-from nborch.runtime.worker_spec import WorkerSpec
+from nborch.runtime.worker_spec import WorkerSpec, raft_node_id, replica_of_node
 
 
 def _pass_through(request: pb.DataRequest) -> pb.DataResponse:
@@ -252,7 +252,8 @@ class WorkerServicer(pb_grpc.ExecutorServicer):
         response = bounded_reply(await self._reply(request), self.spec.max_message_size,
                                  f'executor {self.spec.name!r}')
         if self.consensus is not None:
-            response.leader_hint = self.consensus.node.leader  # node id = replica + 1
+            leader = replica_of_node(self.consensus.node.leader)
+            response.leader_hint = 0 if leader is None else leader + 1  # as the proto says
             response.leader_term = self.consensus.node.term
         return response
 
@@ -281,6 +282,15 @@ class WorkerServicer(pb_grpc.ExecutorServicer):
             return False
         return json.loads(request.parameters).get('read_consistency') == 'linearizable'
 
+    def _raft_status(self) -> dict | None:
+        """The Raft replica's status, with its leader named as a replica too (what the
+        gateway routes writes by: it knows replicas, not Raft node ids)."""
+        if self.consensus is None:
+            return None
+        status = self.consensus.status()
+        status['leader_replica'] = replica_of_node(status['leader'])
+        return status
+
     async def Status(self, request, context):
         status = {
             'role': 'worker', 'name': self.spec.name, 'shard': self.spec.shard_id,
@@ -288,7 +298,7 @@ class WorkerServicer(pb_grpc.ExecutorServicer):
             'requests_served': self.runner.requests_served,
             'cuda_visible_devices': os.environ.get('CUDA_VISIBLE_DEVICES'),
             'endpoints': sorted(type(self.runner.executor).endpoints()),
-            'raft': self.consensus.status() if self.consensus is not None else None,
+            'raft': self._raft_status(),
             'auth_refused': auth.refused_count(),
         }
         return pb.StatusReply(json=json.dumps(status).encode())
@@ -298,7 +308,7 @@ async def serve(spec: WorkerSpec, ready_fd: int | None) -> str | None:
     """Serve until stopped; returns why the process must end as failed (a Raft driver that
     stopped), or None after a normal stop."""
     if spec.stateful:  # before the executor loads: a wrong group is refused at once
-        membership.record(spec.raft_dir, spec.replica_id + 1,
+        membership.record(spec.raft_dir, raft_node_id(spec.replica_id),
                           tuple(range(1, len(spec.peers) + 1)), spec.raft_group,
                           label=f'{spec.name} (workspace {spec.workspace or spec.raft_dir})')
     executor = spec.build_executor()
@@ -318,7 +328,7 @@ async def serve(spec: WorkerSpec, ready_fd: int | None) -> str | None:
     stop = asyncio.Event()
     if spec.stateful:
         servicer.consensus = ConsensusReplica(
-            node_id=spec.replica_id + 1,
+            node_id=raft_node_id(spec.replica_id),
             peers={i + 1: address for i, address in enumerate(spec.peers)},
             directory=spec.raft_dir, settings=RaftSettings.parse(spec.raft_configuration),
             state_machine=ExecutorStateMachine(servicer.runner, servicer.pool),

@@ -58,6 +58,16 @@ class _ClassPickler(cloudpickle.Pickler):
         return super().reducer_override(obj)
 
 
+def raft_node_id(replica_id: int) -> int:
+    """A replica's id in its Raft group: Raft keeps 0 for "nobody", so replica id + 1."""
+    return replica_id + 1
+
+
+def replica_of_node(node_id: int) -> int | None:
+    """The replica a Raft node id names (None for 0, "nobody")."""
+    return node_id - 1 if node_id > 0 else None
+
+
 def raft_dir(workspace: str, shards: int, shard: int, replica: int) -> str:
     """`<workspace>/raft/[<shard>/]<replica>/`: the shard level only when sharded."""
     parts = [workspace, 'raft'] + ([str(shard)] if shards > 1 else []) + [str(replica)]

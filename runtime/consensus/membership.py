@@ -24,7 +24,7 @@ from pathlib import Path
 from nborch.errors import MembershipError
 from nborch.runtime.consensus.core import checksum
 from nborch.runtime.consensus.durable_files import atomic_write, make_dir
-from nborch.runtime.worker_spec import raft_dir
+from nborch.runtime.worker_spec import raft_dir, raft_node_id
 
 FILE = 'membership'
 _RESIZE = ('a stateful group grows or shrinks only while it runs, by a membership change '
@@ -127,7 +127,7 @@ def check_workspace(name: str, workspace: str, shards: int, replicas: int) -> li
                     f'it with replicas={len(m.voters)}, or use a new workspace.')
         group = recorded[0][1].group if recorded else new_group_id()
         for folder, m in recorded:
-            record(folder, int(folder.name) + 1, m.voters, group, label=label)
+            record(folder, raft_node_id(int(folder.name)), m.voters, group, label=label)
         groups.append(group)
     return groups
 
