@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pytest
 
-from nborch import Deployment, requests
+from nborch import ChildStartError, Deployment, RolloutError, requests
 from nborch.errors import MembershipError
 from tests.faults.history import check_history
 from tests.faults.workload import LogLedger, Workload
-from tests.integration.helpers import converged, poll, read_history, replicas
+from tests.integration.helpers import converged, docs, poll, read_history, replicas
 
 pytestmark = pytest.mark.timeout(240)
 FAST = {'heartbeat_timeout': 50, 'election_timeout': 300}
@@ -92,3 +92,48 @@ def test_a_rolling_update_of_a_stateful_group_restarts_each_member_in_place_losi
         assert members(dep) == [([1, 2, 3], [])] * 3
     assert [a.get('version') for a in answers] == [2, 2, 2], answers
     assert all(a['ids'] == histories[0] for a in answers)
+
+
+class NoFourthReplica(LogLedger):
+    """Replica 3 cannot start (a model file missing on that machine, say)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        if self.runtime_args.replica_id == 3:
+            raise RuntimeError('replica 3 has no model file')
+
+
+def test_a_newcomer_that_cannot_start_leaves_the_group_as_it_was(tmp_path):
+    with ledger(tmp_path, uses=NoFourthReplica) as dep:
+        dep.post('/index', docs(5, 'before'), request_size=1)
+        with pytest.raises(ChildStartError, match='replica 3 has no model file'):
+            dep.scale(replicas=5)
+        assert members(dep) == [([1, 2, 3], [])] * 3
+        assert not (tmp_path / 'raft' / '3').exists()
+        dep.post('/index', docs(5, 'after'), request_size=1)
+        poll(lambda: converged(dep, 1), 'the three members apply the same index')
+        histories = [read_history(str(tmp_path), 'ledger', r) for r in range(3)]
+    assert histories[0] == histories[1] == histories[2]
+    assert sorted(histories[0]) == sorted([f'before{i}' for i in range(5)]
+                                          + [f'after{i}' for i in range(5)])
+
+
+class Broken(LogLedger):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        raise RuntimeError('v3 needs a model file that is not there')
+
+
+def test_a_stateful_version_that_cannot_start_stops_the_rollout_with_the_old_one_serving(
+        tmp_path):
+    with ledger(tmp_path) as dep:
+        dep.post('/index', docs(5, 'before'), request_size=1)
+        with pytest.raises(RolloutError, match=r'(?s)0 of 3 replicas run it.*v3 needs a model file'):
+            dep.rolling_update(uses=Broken)
+        assert members(dep) == [([1, 2, 3], [])] * 3
+        assert [r['state'] for r in replicas(dep)] == ['ready'] * 3
+        dep.post('/index', docs(5, 'after'), request_size=1)
+        poll(lambda: converged(dep, 1), 'the three members apply the same index')
+        histories = [read_history(str(tmp_path), 'ledger', r) for r in range(3)]
+    assert histories[0] == histories[1] == histories[2]
+    assert len(histories[0]) == 10
