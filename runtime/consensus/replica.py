@@ -247,6 +247,9 @@ class ConsensusReplica:
         if op not in kinds:
             return {'error': f'unknown membership change {op!r} (one of {", ".join(kinds)})',
                     'leader': self.node.leader}
+        if kinds[op] is ConfOp.ADD_LEARNER and _address_of(address.encode()) is None:
+            return {'error': f'adding node {node} needs its Raft address as host:port, got '
+                             f'{address!r}', 'leader': self.node.leader}
         change = ConfChange(kinds[op], node, address.encode())
         conf, log_ = self.node.conf_state(), self.node.raft.log
         done = {ConfOp.ADD_LEARNER: node in conf.learners, ConfOp.PROMOTE: node in conf.voters,
@@ -273,7 +276,9 @@ class ConsensusReplica:
 
     def _learn_member(self, change: ConfChange) -> None:
         if change.op is ConfOp.ADD_LEARNER and change.context:
-            address = change.context.decode()
+            address = _address_of(change.context)
+            if address is None:
+                return self.drops.drop('bad_address', lambda: f'{change}: {change.context!r}')
             if self.peers.get(change.node) != address or change.node not in self._links:
                 self.peers[change.node] = address
                 self._link_to(change.node, address)
@@ -561,6 +566,16 @@ class ConsensusReplica:
         writes, state = _unpack_snapshot(data)
         self.applied_writes = collections.OrderedDict((w, 0) for w in writes)
         await self.sm.restore(state)
+
+
+def _address_of(context: bytes) -> str | None:
+    """The 'host:port' a membership change carries, or None when it is not one."""
+    try:
+        address = context.decode()
+    except UnicodeDecodeError:
+        return None
+    host, _, port = address.rpartition(':')
+    return address if host and port.isdigit() else None
 
 
 def _entry_request(request: pb.DataRequest) -> pb.DataRequest:

@@ -45,7 +45,7 @@ class LocalGroup:
         self.down: set[int] = set()  # replicas that neither send nor receive
 
     def connect(self, peer: int, address: str, on_unreachable, max_message_size: int):
-        return LocalLink(self, int(address))
+        return LocalLink(self, int(address.rpartition(':')[2]))
 
     async def start(self, i: int, joining: bool = False) -> ConsensusReplica:
         """Start replica `i`; `joining`: a newcomer to the running group (a learner)."""
@@ -53,7 +53,8 @@ class LocalGroup:
             self.ids.append(i)
         self.machines[i] = Recorder()
         replica = ConsensusReplica(
-            node_id=i, peers={j: str(j) for j in self.ids}, directory=str(self.root / str(i)),
+            node_id=i, peers={j: address(j) for j in self.ids},
+            directory=str(self.root / str(i)),
             settings=self.settings, state_machine=self.machines[i], connect=self.connect,
             joining=joining)
         await replica.start()
@@ -89,6 +90,11 @@ class LocalGroup:
     async def close(self) -> None:
         for i in list(self.replicas):
             await self.replicas.pop(i).close()
+
+
+def address(i: int) -> str:
+    """Replica `i`'s address in the group (`LocalGroup.connect` reads the port as its id)."""
+    return f'local:{i}'
 
 
 class LocalLink:

@@ -125,10 +125,13 @@ class RaftLog:
         self.applied = first - 1
         self.max_apply_bytes = max_apply_bytes
         self._initial_conf = initial_conf or ConfState(())
-        self._base_conf = self._conf_of(storage.snapshot())
+        snapshot = storage.snapshot()
+        self._base_conf = self._conf_of(snapshot)
         self._confs: list[tuple[int, ConfState]] = []  # (index, membership from there on)
-        if last >= first:
-            self._confs = self._confs_after([], storage.entries(first, last + 1))
+        # Entries kept before the snapshot's index (trailing logs) are in its membership.
+        after = max(first, snapshot.meta.index + 1)
+        if last >= after:
+            self._confs = self._confs_after([], storage.entries(after, last + 1))
 
     # -- membership ------------------------------------------------------------------------
 
