@@ -348,21 +348,24 @@ class Orchestrator:
             undrained += self._route(executor, drain_s).get('undrained', 0)
         while spec.replicas > replicas:
             r = spec.replicas - 1
-            leaving = [rid for rid in self.handles if rid.executor == executor and rid.replica == r]
+            # By id, not by process: a replica stopped by an earlier attempt that failed is
+            # still a voter until its removal commits, so asking again finishes the job.
+            leaving = [ReplicaId(executor, shard, r) for shard in range(spec.shards)]
             groups = {rid: self._group_of(rid) for rid in leaving}  # the leaving one may lead
             self.desired = {rid: w for rid, w in self.desired.items() if rid not in leaving}
 
             def leave_the_groups() -> None:
                 for rid in leaving:
                     self._change_membership(rid, 'remove', members=groups[rid])
+            running = [self.handles[rid] for rid in leaving if rid in self.handles]
             routed = self._retire(
-                executor, [self.handles[rid] for rid in leaving],
+                executor, running,
                 {rid: h for rid, h in self.handles.items() if rid not in leaving}, drain_s,
                 before_stop=leave_the_groups)
             undrained += routed.get('undrained', 0)
             self._forget_replicas(spec, r)
             self._record_members(spec)
-            stopped += len(leaving)
+            stopped += len(running)
         return {'started': started, 'stopped': stopped, 'undrained': undrained}
 
     def _forget_replicas(self, spec: DeploymentSpec, r: int) -> None:
@@ -410,6 +413,9 @@ class Orchestrator:
         its members until the leader has committed it; a learner that is not caught up yet
         is promoted once it is. Raises MembershipError when it cannot be made in time."""
         members = members or self._group_of(rid)
+        if not members:
+            raise MembershipError(f'{rid.executor} (shard {rid.shard}): no running member to '
+                                  f'{op} replica {rid.replica} through')
         node = raft_node_id(rid.replica)
         ask = next(iter(members))
         deadline = time.monotonic() + self.ready_timeout

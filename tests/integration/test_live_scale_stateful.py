@@ -137,3 +137,23 @@ def test_a_stateful_version_that_cannot_start_stops_the_rollout_with_the_old_one
         histories = [read_history(str(tmp_path), 'ledger', r) for r in range(3)]
     assert histories[0] == histories[1] == histories[2]
     assert len(histories[0]) == 10
+
+
+def test_a_removal_that_fails_is_finished_by_asking_again(tmp_path):
+    with ledger(tmp_path, replicas=4) as dep:
+        dep.post('/index', docs(5, 'before'), request_size=1)
+        orchestrator = dep._orchestrator
+        change = orchestrator._change_membership
+
+        def unanswered(rid, op, *args, **kwargs):  # the leader's answer is lost, say
+            raise MembershipError(f'could not {op} replica {rid.replica}: no answer')
+        orchestrator._change_membership = unanswered
+        with pytest.raises(MembershipError, match='could not remove replica 3'):
+            dep.scale(replicas=3)
+        orchestrator._change_membership = change
+        assert dep.scale(replicas=3)['stopped'] == 0  # it was stopped by the first attempt
+        assert members(dep) == [([1, 2, 3], [])] * 3
+        dep.post('/index', docs(5, 'after'), request_size=1)
+        poll(lambda: converged(dep, 1), 'the three members apply the same index')
+        histories = [read_history(str(tmp_path), 'ledger', r) for r in range(3)]
+    assert histories[0] == histories[1] == histories[2] and len(histories[0]) == 10
