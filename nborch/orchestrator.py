@@ -444,9 +444,10 @@ class Orchestrator:
             client.close()
 
     def roll_out(self, executor: str, changes: dict, *, drain_s: float = DRAIN_SECONDS) -> dict:
-        """Replace a stateless executor's replicas one at a time by ones built with `changes`
+        """Replace an executor's replicas one at a time by ones built with `changes`
         (`uses`, `uses_with`, ...): each new replica starts, becomes ready and joins the
-        pools, then the one it replaces drains and stops. Returns {'replaced': n}.
+        pools, then the one it replaces drains and stops. A stateful replica is restarted in
+        place instead (`_restart_member`), followers first. Returns {'replaced': n}.
 
         A new replica that cannot start stops the rollout (RolloutError): the replicas not
         replaced yet keep serving the old version. Before start it edits the spec."""
