@@ -433,9 +433,7 @@ class Orchestrator:
             time.sleep(0.05)  # an election or a catch-up in progress: ask again shortly
 
     def _ask_member(self, handle: WorkerHandle, op: str, node: int, address: str) -> dict:
-        client = Client(host=self.host, port=handle.port, secret=self.secret,
-                        tls=self.tls.for_own_client() if self.internal_tls else False,
-                        max_message_size=self.max_message_size)
+        client = self._worker_client(handle)
         try:
             return client.change_membership(op, node, address, timeout=35.0)
         except ConnectionError as exc:
@@ -503,10 +501,14 @@ class Orchestrator:
             return handle is not None and self._raft_status(handle).get('role') == 'leader'
         return sorted(rids, key=leads)
 
+    def _worker_client(self, handle: WorkerHandle) -> Client:
+        """A client of one replica's own port, as the owner (it holds the secret)."""
+        return Client(host=self.host, port=handle.port, secret=self.secret,
+                      tls=self.tls.for_own_client() if self.internal_tls else False,
+                      max_message_size=self.max_message_size)
+
     def _raft_status(self, handle: WorkerHandle) -> dict:
-        client = Client(host=self.host, port=handle.port, secret=self.secret,
-                        tls=self.tls.for_own_client() if self.internal_tls else False,
-                        max_message_size=self.max_message_size)
+        client = self._worker_client(handle)
         try:
             return client.status(timeout=5.0).get('raft') or {}
         except ConnectionError:

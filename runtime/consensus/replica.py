@@ -445,7 +445,7 @@ class ConsensusReplica:
             # Caught up, and what it was caught up with is on disk now (no await since ready()).
             self.storage.finish_rejoin()
             log.info('raft replica %d is caught up after its rejoin', self.node_id)
-        for entry in (*rd.entries, *rd.committed_entries):
+        for entry in rd.entries:  # every entry passes here once, when it reaches our log
             if entry.kind == EntryKind.CONF_CHANGE:  # a newcomer's address, before sending
                 self._learn_member(ConfChange.decode(entry.data))
         # 2. send, only after the writes above are on disk

@@ -220,8 +220,14 @@ class RaftLog:
             raise RaftError(f"append at {ents[0].index} would overwrite committed "
                             f"index {self.committed}")
         start = ents[0].index
-        # A change carried by an entry that these overwrite is forgotten with it.
-        confs = self._confs_after([c for c in self._confs if c[0] < start], ents)
+        # A change carried by an entry that these overwrite is forgotten with it. Computed
+        # before anything changes (a change that cannot be read raises first); the common
+        # append, no change among the entries and none overwritten, skips it.
+        overwrites = bool(self._confs) and self._confs[-1][0] >= start
+        if overwrites or any(e.kind == EntryKind.CONF_CHANGE for e in ents):
+            confs = self._confs_after([c for c in self._confs if c[0] < start], ents)
+        else:
+            confs = self._confs
         self.unstable.truncate_and_append(ents)
         self._confs = confs
         return self.last_index()

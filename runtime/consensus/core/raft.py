@@ -59,8 +59,8 @@ class Raft:
         self._accepted_from_leader = False
         self._lead_match = 0  # our log matches the current leader's up to here (this term)
 
-        conf = self.log.conf_state()
-        self.tracker = ProgressTracker(conf.voters, conf.learners)
+        self._conf = self.log.conf_state()  # what the tracker was last set from
+        self.tracker = ProgressTracker(self._conf.voters, self._conf.learners)
         self.read_only = ReadOnly()
         self.pending_reads: list[tuple[int, bytes]] = []  # waiting for a current-term commit
         self.snap_receiver = SnapshotReceiver()
@@ -269,9 +269,10 @@ class Raft:
         """Adopt the latest membership in the log, if it changed (thesis §4.1: a node uses
         the latest configuration in its log, committed or not)."""
         conf = self.log.conf_state()
-        tracker = self.tracker
-        if (conf.voters, conf.learners) == (tracker.voters, tracker.learners):
+        if conf is self._conf:  # the log hands out the same object until a change
             return
+        self._conf = conf
+        tracker = self.tracker
         tracker.set_members(conf.voters, conf.learners)
         last = self.log.last_index()
         for peer in list(tracker.progress):
