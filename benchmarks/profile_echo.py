@@ -8,8 +8,9 @@
 Sequential 1-doc posts (a TextDoc, text only) to `nborch.examples.Echo`, measured four ways
 in one run:
 
-1. latency: p50 through `Deployment.post` (client → gateway → worker) and straight to the
-   worker (a `Client` on its port), interleaved in rounds;
+1. latency: p50 through `Deployment.post` (the owner routes: client → worker), a `Client` on
+   the gateway port (client → gateway → worker) and straight to the worker (a `Client` on
+   its port), interleaved in rounds;
 2. CPU per request, per process and per thread, from /proc (no profiler running): which
    threads work, for how long, and how often each wakes up (voluntary context switches,
    i.e. hand-offs between threads and processes);
@@ -162,7 +163,8 @@ def latency_and_cpu(work: Workload, posts: int, rounds: int = 5) -> dict:
         worker_port = dep.status()['executors'][0]['shards'][0]['replicas'][0]['port']
         direct = Client(port=worker_port, secret=dep.secret)
         try:
-            paths = {'gateway': lambda: work.post(dep), 'worker': lambda: work.post(direct)}
+            paths = {'post': lambda: work.post(dep), 'gateway': lambda: work.post(dep.client),
+                     'worker': lambda: work.post(direct)}
             times = {path: [] for path in paths}
             for fn in paths.values():
                 timed(fn, 200)  # warm-up
@@ -270,10 +272,10 @@ def profiled_child(work: Workload, folder: str, posts: int) -> None:
                 raise TimeoutError(f'not every process wrote its {name!r} snapshot')
             time.sleep(0.02)
 
-    with work.deployment() as dep:
-        timed(lambda: work.post(dep), 200)
+    with work.deployment() as dep:  # through the gateway: every process has a share
+        timed(lambda: work.post(dep.client), 200)
         mark('a')
-        times = timed(lambda: work.post(dep), posts)
+        times = timed(lambda: work.post(dep.client), posts)
         mark('b')
     with open(os.path.join(folder, 'latency.json'), 'w') as f:
         json.dump(summary(times), f)
@@ -398,11 +400,15 @@ def run_profiled(posts: int, top: int, search_docs: int | None) -> dict:
 
 
 # -- report ------------------------------------------------------------------------------------
+PATHS = {'post': 'Deployment.post (owner routes)', 'gateway': 'Client on the gateway port',
+         'worker': 'Client on the worker port'}
+
+
 def print_report(report: dict) -> None:
     lat = report['latency']
     print(f"\n{report['workload']}, sequential (ms)          p50      p99")
-    for path in ('gateway', 'worker'):
-        print(f"  via {path:<30}{lat[path]['p50_ms']:>6.3f}{lat[path]['p99_ms']:>9.3f}")
+    for path, label in PATHS.items():
+        print(f"  {label:<34}{lat[path]['p50_ms']:>6.3f}{lat[path]['p99_ms']:>9.3f}")
     f = report['floors']
     print('floors (ms p50): in-process {:.3f}; codec request {:.3f}, reply {:.3f}; thread hop '
           '{:.3f}; bare gRPC stream round trip {:.3f} in its loop, {:.3f} through the hop'.format(
@@ -413,7 +419,7 @@ def print_report(report: dict) -> None:
     print(f"bare gRPC stream round trip CPU: client {g['client']['cpu_us']:.0f} us, server "
           f"{g['server']['cpu_us']:.0f} us (wall {g['wall_ms_per_request'] * 1000:.0f} us)")
     for path, cost in report['cpu'].items():
-        print(f"\nCPU per request via {path} (/proc, no profiler; wall "
+        print(f"\nCPU per request, {PATHS[path]} (/proc, no profiler; wall "
               f"{cost['wall_ms_per_request'] * 1000:.0f} us/request)")
         for role in ('client', 'gateway', 'worker'):
             c = cost[role]

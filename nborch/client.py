@@ -120,6 +120,7 @@ class AsyncClient:
         self._stubs: dict[int, tuple[pb_grpc.ExecutorStub, StreamMux]] = {}
         self._channels: list[tuple[asyncio.AbstractEventLoop, grpc.aio.Channel]] = []
         self._http = None
+        self._router = None
         if self.protocol == 'http':
             from nborch._http_client import HttpTransport
             self._http = HttpTransport(self.host, self.port, tls=self._tls, secret=secret,
@@ -129,6 +130,13 @@ class AsyncClient:
     @property
     def address(self) -> str:
         return f'{self.host}:{self.port}'
+
+    def route_through(self, router) -> 'AsyncClient':
+        """Send posts through `router` (an `OwnerRouter`: the owner's own routing, on
+        nborch's loop) instead of the network; status and the rest still go to the
+        address. Returns the client."""
+        self._router = router
+        return self
 
     def _stub(self) -> tuple[pb_grpc.ExecutorStub, StreamMux]:
         """The unary stub and the stream multiplexer for the running loop's channel."""
@@ -149,6 +157,16 @@ class AsyncClient:
 
     async def _send(self, request: pb.DataRequest, stream: bool,
                     timeout: float | None) -> pb.DataResponse:
+        if self._router is not None:
+            check_request_size(request, self.max_message_size, self._LIMIT_OF)
+            try:
+                reply = await asyncio.wait_for(self._router.send(request), timeout)
+            except asyncio.TimeoutError:
+                raise TimeoutError(f'{self.address} did not answer in {timeout} s') from None
+            if reply.connection_error:
+                raise ConnectionError(reply.connection_error)
+            raise_if_too_large(reply)
+            return reply
         if self._http is not None:
             reply = await self._http.send(request, timeout)
             raise_if_too_large(reply)
@@ -554,6 +572,11 @@ class Client:
     @property
     def protocol(self) -> str:
         return self._async.protocol
+
+    def route_through(self, router) -> 'Client':
+        """See `AsyncClient.route_through`."""
+        self._async.route_through(router)
+        return self
 
     post = _blocking('post')
     index = _blocking('index')

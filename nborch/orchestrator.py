@@ -20,6 +20,7 @@ from nborch.client import Client
 from nborch.desired import (Placement, executor_topology, replica_ids, worker_spec,
                             worker_specs)
 from nborch.errors import MembershipError, RolloutError
+from nborch.owner_router import OwnerRouter
 from nborch.ports import check_port_free, free_port
 from nborch.runtime.auth import new_secret
 from nborch.runtime.consensus.membership import check_workspace, set_voters
@@ -130,6 +131,8 @@ class Orchestrator:
         self._device_count: int | None = None
         self._generation = 0
         self.gateway: ProcessHandle | None = None
+        # The owner's own routing (`Deployment.post`), beside the gateway process's.
+        self.router: OwnerRouter | None = None
         self.supervisor: Supervisor | None = None
         self.run_dir: str | None = None
         self.started = False
@@ -195,6 +198,7 @@ class Orchestrator:
             try:
                 self._start_workers()
                 self._start_gateway()
+                self.router = OwnerRouter(self._topology(), self.secret, self.max_message_size)
             except BaseException:
                 self._teardown()
                 raise
@@ -592,14 +596,19 @@ class Orchestrator:
         try:
             while True:
                 try:
-                    return client.set_pools(executor, shards, drain_s=drain_s,
-                                            endpoints=endpoints, timeout=drain_s + 5.0)
+                    routed = client.set_pools(executor, shards, drain_s=drain_s,
+                                              endpoints=endpoints, timeout=drain_s + 5.0)
+                    break
                 except ConnectionError:  # the gateway is restarting: it reads the new file,
                     if time.monotonic() > deadline:  # or takes the update once it is back
                         raise
                     time.sleep(0.1)
         finally:
             client.close()
+        if self.router is None:
+            return routed
+        owned = self.router.set_pools(executor, shards, drain_s, endpoints)
+        return {**routed, 'undrained': routed.get('undrained', 0) + owned['undrained']}
 
     def _topology(self) -> Topology:
         return Topology(host=self.host, port=self.grpc_port, protocols=list(self.protocols),
@@ -655,6 +664,9 @@ class Orchestrator:
         if self.supervisor is not None:
             self.supervisor.stop()
             self.supervisor = None
+        if self.router is not None:
+            self.router.close()
+            self.router = None
         children = [*self.all_workers(), *self.unrouted]
         if self.gateway is not None:
             self.gateway.terminate()

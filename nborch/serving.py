@@ -10,6 +10,7 @@ from docarray import DocList
 
 from nborch.client import Client
 from nborch.orchestrator import Orchestrator
+from nborch.owner_router import add_counters
 
 
 class Serving:
@@ -18,6 +19,7 @@ class Serving:
     _orchestrator: Orchestrator
     _client: Client | None = None
     _grpc_client: Client | None = None
+    _poster: Client | None = None
     _given_port: int | None = None  # the gateway port the user chose (exports keep it)
 
     # -- identity --------------------------------------------------------------------------
@@ -125,10 +127,10 @@ class Serving:
 
     def close(self) -> None:
         """Stop every process this object started. Idempotent."""
-        for client in (self._client, self._grpc_client):
+        for client in (self._client, self._grpc_client, self._poster):
             if client is not None:
                 client.close()
-        self._client = self._grpc_client = None
+        self._client = self._grpc_client = self._poster = None
         self._orchestrator.stop()
 
     stop = close
@@ -173,7 +175,8 @@ class Serving:
     # -- requests --------------------------------------------------------------------------
     @property
     def client(self) -> Client:
-        """A client of the gateway's first protocol (`post()` goes through it)."""
+        """A client of the gateway's first protocol, as any other caller's (with gRPC
+        first, `post()` routes from this process instead)."""
         if self._client is None:
             direct = self._orchestrator.direct
             if direct is not None:  # the external replica itself, with its own TLS
@@ -206,8 +209,21 @@ class Serving:
         return self._orchestrator.port_of(protocol)
 
     def post(self, on: str, inputs=None, **kwargs) -> DocList:
-        """Same as `Client(port=self.port).post(...)`."""
-        return self.client.post(on, inputs, **kwargs)
+        """Same as `Client(port=self.port).post(...)` (see `Client.post`), one hop shorter.
+
+        With the gRPC protocol first (the default), this process routes the requests
+        itself, as the gateway would, straight to the replicas: it holds the topology.
+        With HTTP first, they go through the gateway's HTTP port, as a client's would."""
+        return self._posting_client.post(on, inputs, **kwargs)
+
+    @property
+    def _posting_client(self) -> Client:
+        router = self._orchestrator.router
+        if router is None or self.protocol != 'grpc':
+            return self.client
+        if self._poster is None:
+            self._poster = self._own_client('grpc', self.port).route_through(router)
+        return self._poster
 
     # The reference system's shortcuts, as on its Flow and Client.
     def index(self, inputs=None, **kwargs) -> DocList:
@@ -230,7 +246,8 @@ class Serving:
         """Processes (pids, states, restarts, GPUs) joined with the gateway's routing counters.
 
         `executors[i].shards[s].replicas[r]` has `served`, `outstanding`, `failures`,
-        `deadline_misses`, `ejections` and `ejected` from the gateway and `pid`, `port`,
+        `deadline_misses`, `ejections` and `ejected` from the routing (the gateway's and
+        this process's own, which `post()` uses, summed) and `pid`, `port`,
         `state`, `restarts`, `gpu` from the owner. It never raises because a process is
         down: `healthy` is False, `down` names the processes not up, and while the gateway
         is down the routing counters are missing (`gateway.state` says 'restarting').
@@ -246,6 +263,9 @@ class Serving:
                 routed = self._status_client.status(timeout=2.0)
             except (ConnectionError, TimeoutError, RuntimeError) as exc:
                 processes['gateway']['error'] = str(exc)
+        router = self._orchestrator.router
+        if routed and self._poster is not None and router is not None:
+            routed = add_counters(routed, router.counters())
         if self._orchestrator.direct is not None:  # no gateway: the replica reports itself
             (((replica,),),) = processes['executors'].values()
             replica.update(reachable=bool(routed), pid=routed.get('pid'),

@@ -106,7 +106,8 @@ READY_SETTLE_S = 30.0
 class ExecutorNode:
     """One executor in the gateway: its shards' replica pools and its polling table."""
 
-    def __init__(self, spec: ExecutorTopology):
+    def __init__(self, spec: ExecutorTopology, link_auth: auth.LinkAuth | None,
+                 internal_tls: tls.TlsFiles | None):
         self.name = spec.name
         self.needs = list(spec.needs)
         self.stateful = spec.stateful
@@ -118,8 +119,8 @@ class ExecutorNode:
                                               election_s=spec.election_ms / 1000)
         # External executors are not this deployment's: they do not hold its secret.
         self.pools = [ReplicaPool(spec.name, addresses, discover=spec.discover, policy=policy,
-                                  auth=None if spec.external else auth.installed(),
-                                  tls=None if spec.external else tls.internal(),
+                                  auth=None if spec.external else link_auth,
+                                  tls=None if spec.external else internal_tls,
                                   max_message_size=spec.max_message_size)
                       for addresses in spec.shards]
         self.expected_replicas = spec.replicas
@@ -205,17 +206,18 @@ class ExecutorNode:
         return {'added': added, 'removed': sum(map(len, removed)),
                 'undrained': sum(undrained)}
 
-    async def status(self) -> dict:
-        """Routing counters per replica; for a stateful executor joined with each replica's
-        Raft state (a replica that does not answer in time reports none). Stateless ones
-        cost no round trip: widgets poll this ten times a second."""
+    async def status(self, raft: bool = True) -> dict:
+        """Routing counters per replica; for a stateful executor (unless `raft=False`)
+        joined with each replica's Raft state (a replica that does not answer in time
+        reports none). Counters alone cost no round trip: widgets poll this ten times a
+        second."""
         for pool in self.pools:
             await pool.refresh()
         shards = [list(pool.replicas) for pool in self.pools]  # membership may change below
         now = time.monotonic()
         reports = iter(await asyncio.gather(*(ReplicaPool.status(r, timeout=1.0)
                                               for replicas in shards for r in replicas))
-                       if self.stateful else ())
+                       if self.stateful and raft else ())
         return {'name': self.name, 'needs': self.needs, 'shards': [
             {'replicas': [{'address': r.address, 'outstanding': r.outstanding,
                            'served': r.served, 'failures': r.failures,
@@ -227,10 +229,18 @@ class ExecutorNode:
 
 
 class Gateway:
-    """Runs one request through the executor DAG. Pure asyncio; the servicer wraps it."""
+    """Runs one request through the executor DAG. Pure asyncio: the gateway process's
+    servicer wraps it, and the owner runs one of its own for `Deployment.post`.
 
-    def __init__(self, topology: Topology):
-        self.nodes = {e.name: ExecutorNode(e) for e in topology.executors}
+    `link_auth` and `internal_tls` are how it dials the deployment's own replicas; by
+    default this process's installed ones (the gateway process installs them at start)."""
+
+    def __init__(self, topology: Topology, *, link_auth: auth.LinkAuth | None = None,
+                 internal_tls: tls.TlsFiles | None = None):
+        link_auth = link_auth or auth.installed()
+        internal_tls = internal_tls or tls.internal()
+        self.nodes = {e.name: ExecutorNode(e, link_auth, internal_tls)
+                      for e in topology.executors}
         needed = {p for node in self.nodes.values() for p in node.needs}
         self.sinks = [name for name in self.nodes if name not in needed] or list(self.nodes)[-1:]
         self.order = order_dag({name: node.needs for name, node in self.nodes.items()})
@@ -242,6 +252,9 @@ class Gateway:
         self.requests += 1
         if not self.nodes:
             return pb.DataResponse(docs=request.docs, parameters=request.parameters)
+        if len(self.order) == 1:  # one executor (a Deployment): no DAG to walk, no task
+            return await self._run(self.nodes[self.order[0]], request, pb.DataResponse(
+                docs=request.docs, parameters=request.parameters))
         entry = asyncio.get_running_loop().create_future()
         entry.set_result(pb.DataResponse(docs=request.docs, parameters=request.parameters))
         # One task per executor, created after those it needs, awaiting their tasks. Tasks
@@ -252,17 +265,22 @@ class Gateway:
         for name in self.order:
             node = self.nodes[name]
             outputs[name] = asyncio.ensure_future(
-                self._run(node, request, [outputs[p] for p in node.needs]))
+                self._after(node, request, [outputs[p] for p in node.needs]))
         try:
             return merge_responses(list(await asyncio.gather(*(outputs[s] for s in self.sinks))))
         finally:
             for future in outputs.values():
                 future.cancel()
 
-    async def _run(self, node: 'ExecutorNode', request: pb.DataRequest,
-                   inputs: list[asyncio.Future]) -> pb.DataResponse:
+    async def _after(self, node: 'ExecutorNode', request: pb.DataRequest,
+                     inputs: list[asyncio.Future]) -> pb.DataResponse:
         """One executor's step of `request`: merge what its predecessors returned, send it."""
         merged = merge_responses(list(await asyncio.gather(*inputs)), reduce=node.reduce)
+        return await self._run(node, request, merged)
+
+    async def _run(self, node: 'ExecutorNode', request: pb.DataRequest,
+                   merged: pb.DataResponse) -> pb.DataResponse:
+        """Send `merged` (its predecessors' result, or the request's own docs) to `node`."""
         if merged.HasField('error'):
             return merged  # an executor failed upstream: skip the rest of this path
         if request.target_executor and request.target_executor != node.name:
@@ -286,6 +304,18 @@ class Gateway:
             response.failed_shards.extend(failed)
         return response
 
+    async def answer(self, request: pb.DataRequest, max_message_size: int) -> pb.DataResponse:
+        """`process`, with what cannot be served as the reply that says so: no replica
+        reachable (`connection_error`), a message over a limit, a reply over
+        `max_message_size`."""
+        try:
+            reply = await self.process(request)
+        except ConnectionError as exc:
+            return pb.DataResponse(connection_error=str(exc))
+        except MessageTooLargeError as exc:  # too large for an executor: nothing was sent
+            return error_reply(exc, GATEWAY)
+        return bounded_reply(reply, max_message_size, 'the gateway')
+
     async def unresolved(self) -> list[str]:
         """What keeps the gateway from serving its whole topology; empty once it has found
         every executor's replicas (then for good: a later scale-down is followed, not a
@@ -302,6 +332,14 @@ class Gateway:
                 'unresolved': await self.unresolved(),
                 'auth_refused': auth.refused_count(),
                 'executors': list(await asyncio.gather(*(n.status() for n in self.nodes.values()))),
+                'recent_routes': list(self.recent)}
+
+    async def counters(self) -> dict:
+        """The routing part of `status`: requests, each replica's counters (no Raft round
+        trips) and the recent routes."""
+        return {'requests': self.requests,
+                'executors': list(await asyncio.gather(*(n.status(raft=False)
+                                                         for n in self.nodes.values()))),
                 'recent_routes': list(self.recent)}
 
     async def close(self) -> None:
@@ -324,13 +362,7 @@ class GatewayServicer(pb_grpc.ExecutorServicer):
         await serve_stream(request_iterator, context, self.handle, 'gateway')
 
     async def handle(self, request: pb.DataRequest) -> pb.DataResponse:
-        try:
-            reply = await self.gateway.process(request)
-        except ConnectionError as exc:
-            return pb.DataResponse(connection_error=str(exc))
-        except MessageTooLargeError as exc:  # too large for an executor: nothing was sent
-            return error_reply(exc, GATEWAY)
-        return bounded_reply(reply, self.max_message_size, 'the gateway')
+        return await self.gateway.answer(request, self.max_message_size)
 
     async def Status(self, request, context):
         return pb.StatusReply(json=json.dumps(await self.gateway.status()).encode())

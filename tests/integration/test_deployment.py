@@ -47,6 +47,22 @@ def test_requests_spread_over_replicas_and_results_keep_input_order(protocol):
     assert len({r['pid'] for r in replicas}) == 3
 
 
+def test_post_routes_from_the_owner_and_status_counts_both_routers():
+    with Deployment(name='who', uses=WhoAmI, replicas=2, quiet=True) as dep:
+        gateway = dep.status()['gateway']['pid']
+        os.kill(gateway, signal.SIGSTOP)  # a frozen gateway does not hold up the owner's posts
+        try:
+            out = dep.post('/', text_docs(4), request_size=1, timeout=5)
+        finally:
+            os.kill(gateway, signal.SIGCONT)
+        assert set(served_by(out)) == {0, 1}
+        dep.client.post('/', text_docs(2), request_size=1)  # and 2 through the gateway
+        status = dep.status()
+    replicas = status['executors'][0]['shards'][0]['replicas']
+    assert status['requests'] == 6 == sum(r['served'] for r in replicas)
+    assert len(status['recent_routes']) == 6
+
+
 def test_idle_replica_gets_the_request_first():
     """While replica A is busy with a slow request, every other request goes elsewhere."""
     with Deployment(name='who', uses=WhoAmI, replicas=2, quiet=True) as dep:

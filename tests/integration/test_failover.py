@@ -204,8 +204,8 @@ def test_killed_gateway_is_reported_then_restarted_on_its_port_and_serves_again(
 
         def slow_post():
             start = time.monotonic()
-            try:
-                dep.post('/', text_docs(1), parameters={'sleep': 5})
+            try:  # through the gateway (dep.post routes from this process)
+                dep.client.post('/', text_docs(1), parameters={'sleep': 5})
             except UnavailableError as exc:
                 failed['after'], failed['error'] = time.monotonic() - start, exc
 

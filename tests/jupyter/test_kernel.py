@@ -6,13 +6,11 @@ Executors are defined in a notebook cell (the kernel's __main__), as a user woul
 """
 from __future__ import annotations
 
-import contextlib
 import time
 
 import pytest
 
 from nborch import Client
-from nborch.ports import free_port
 from tests.jupyter.kernel import EXECUTORS, kernel, nborch_processes, wait_for, wait_gone
 
 pytestmark = pytest.mark.timeout(120)
@@ -81,22 +79,32 @@ def test_deployment_cell_routes_reports_replaces_and_stops(tmp_path):
 
 
 def test_interrupt_cancels_the_post_and_the_deployment_keeps_serving(tmp_path):
-    port = free_port()
-    with kernel(tmp_path) as k, contextlib.closing(Client(port=port)) as gateway:
+    with kernel(tmp_path) as k:
         start_extension(k)
-        k.ok(f'%%deployment dep --port {port}\nuses: Upper\nreplicas: 2\nquiet: true\n')
+        k.ok('%%deployment dep\nuses: Upper\nreplicas: 2\nquiet: true\n')
+        # dep.post routes from the kernel straight to the replicas: count what they serve.
+        ports = k.value("[r['port'] for r in dep.status()['executors'][0]['shards'][0]"
+                        "['replicas']]")
+        secret = bytes.fromhex(k.value('dep.secret.hex()'))
+        replicas = [Client(port=p, secret=secret) for p in ports]
+
+        def served() -> int:
+            return sum(r.status()['requests_served'] for r in replicas)
+
         # 400 requests of 0.1 s, two at a time: ~20 s unless the interrupt cancels it.
         msg_id = k.send("dep.post('/slow', text_docs(400), request_size=1, prefetch=2)")
-        wait_for(lambda: gateway.status()['requests'] >= 4, 30, 'the long post to start')
+        wait_for(lambda: served() >= 4, 30, 'the long post to start')
         k.manager.interrupt_kernel()
         interrupted = k.reply(msg_id, timeout=10)
         assert interrupted.ename == 'KeyboardInterrupt'
 
         assert k.value("dep.post('/', text_docs(3), request_size=1).text") == \
             ['DOC-0', 'DOC-1', 'DOC-2']
-        settled = gateway.status()['requests']
+        settled = served()
         time.sleep(1.0)  # ten slow requests' worth: a post still sending would show here
-        assert gateway.status()['requests'] == settled < 400
+        assert served() == settled < 400
+        for replica in replicas:
+            replica.close()
         status = k.value('dep.status()')
         assert [r['state'] for r in status['executors'][0]['shards'][0]['replicas']] == \
             ['ready', 'ready']
