@@ -11,7 +11,8 @@ Measures, in one run:
 * 1-doc @write requests to a 3-replica stateful Deployment: commit p50/p99 of sequential
   writes, compared with one fsync + two loopback hops (a commit needs the client's hop and the
   leader's round trip to a follower, which fsyncs while the leader does);
-* writes/s with 1, 8 and 64 requests in flight (`prefetch`), and with 64 in flight to one
+* writes/s with 1, 8 and 64 requests in flight (`prefetch`), each process's CPU per write
+  (the owner, which routes `Deployment.post`, the leader, the followers), and with 64 in flight to one
   replica that is not stateful (the same requests without Raft: the ceiling the gateway,
   client and executor leave);
 * the Raft layer alone: three replicas' drivers in this process on real logs (in-process
@@ -37,6 +38,7 @@ import tempfile
 import time
 
 import numpy as np
+import psutil
 from docarray import DocList
 from docarray.documents import TextDoc
 
@@ -100,15 +102,36 @@ def consensus_writes(sequential: int, concurrent: int, in_flight: tuple[int, ...
             seq = sequential_latencies(lambda i: dep.post('/index', one_doc(i)), sequential,
                                        warmup=50)
             out['commit_p50_ms'], out['commit_p99_ms'] = seq['p50_ms'], seq['p99_ms']
+            processes = processes_by_role(dep)
             for n in in_flight:
                 batch = DocList[TextDoc]([TextDoc(text=f'c{n}-{i}', embedding=np.zeros(8))
                                           for i in range(concurrent)])
+                before = {role: cpu_s(p) for role, p in processes.items()}
                 start = time.perf_counter()
                 dep.post('/index', batch, request_size=1, prefetch=n)
                 out[f'writes_per_s_{n}'] = concurrent / (time.perf_counter() - start)
+                out[f'cpu_us_per_write_{n}'] = {
+                    role: (cpu_s(p) - before[role]) * 1e6 / concurrent
+                    for role, p in processes.items()}
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
     return out
+
+
+def processes_by_role(dep) -> dict[str, psutil.Process]:
+    """This process (the owner, which routes `dep.post`) and each replica, named by its
+    Raft role at the start ('leader', 'follower-1', ...)."""
+    out = {'owner': psutil.Process()}
+    for r in dep.status()['executors'][0]['shards'][0]['replicas']:
+        role = (r.get('raft') or {}).get('role', 'replica')
+        name = role if role == 'leader' else f"{role}-{r['replica']}"
+        out[name] = psutil.Process(r['pid'])
+    return out
+
+
+def cpu_s(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
 
 
 def no_consensus_ceiling(sequential: int, writes: int) -> dict:
@@ -260,6 +283,9 @@ def print_table(r: dict) -> None:
         ('writes/s, 1 in flight', f"{c['writes_per_s_1']:.0f}"),
         ('writes/s, 8 in flight', f"{c['writes_per_s_8']:.0f}"),
         ('writes/s, 64 in flight', f"{c['writes_per_s_64']:.0f} (target >= 2000)"),
+        ('  CPU per write, 64 in flight', ', '.join(
+            f'{role} {us:.0f} us' for role, us in c['cpu_us_per_write_64'].items())
+         + f" (all: {sum(c['cpu_us_per_write_64'].values()):.0f} us on {r['cpus']} cores)"),
         ('  same requests, one plain replica (no Raft)',
          f"{plain['writes_per_s_64']:.0f}"),
         *raft_layer_rows(r['raft_layer']),

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1anborch/protos/nborch.proto\x12\x06nborch\"\x80\x01\n\x0b\x44\x61taRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\x0c\n\x04\x64ocs\x18\x02 \x01(\x0c\x12\x12\n\nparameters\x18\x03 \x01(\x0c\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x17\n\x0ftarget_executor\x18\x05 \x01(\t\x12\x10\n\x08write_id\x18\x06 \x01(\t\"S\n\rExecutorError\x12\x10\n\x08\x65xecutor\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\ttraceback\x18\x04 \x01(\t\"7\n\x03Hop\x12\x10\n\x08\x65xecutor\x18\x01 \x01(\t\x12\r\n\x05shard\x18\x02 \x01(\x05\x12\x0f\n\x07replica\x18\x03 \x01(\x05\"\xe1\x01\n\x0c\x44\x61taResponse\x12\x0c\n\x04\x64ocs\x18\x01 \x01(\x0c\x12\x12\n\nparameters\x18\x02 \x01(\x0c\x12$\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x15.nborch.ExecutorError\x12\x1a\n\x05route\x18\x04 \x03(\x0b\x32\x0b.nborch.Hop\x12\x15\n\rfailed_shards\x18\x05 \x03(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x18\n\x10\x63onnection_error\x18\x07 \x01(\t\x12\x13\n\x0bleader_hint\x18\x08 \x01(\x05\x12\x13\n\x0bleader_term\x18\t \x01(\x04\"\x0f\n\rStatusRequest\"\x1b\n\x0bStatusReply\x12\x0c\n\x04json\x18\x01 \x01(\x0c\"\x1b\n\x0bPoolsUpdate\x12\x0c\n\x04json\x18\x01 \x01(\x0c\"\x1b\n\x0bRaftMessage\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\t\n\x07RaftAck\"J\n\x0cProposeReply\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x0e\n\x06leader\x18\x03 \x01(\x04\x12\r\n\x05\x65rror\x18\x04 \x01(\t\" \n\x10MembershipChange\x12\x0c\n\x04json\x18\x01 \x01(\x0c\x32\xaf\x01\n\x08\x45xecutor\x12\x34\n\x07Process\x12\x13.nborch.DataRequest\x1a\x14.nborch.DataResponse\x12\x37\n\x06Stream\x12\x13.nborch.DataRequest\x1a\x14.nborch.DataResponse(\x01\x30\x01\x12\x34\n\x06Status\x12\x15.nborch.StatusRequest\x1a\x13.nborch.StatusReply2?\n\x07Gateway\x12\x34\n\x08SetPools\x12\x13.nborch.PoolsUpdate\x1a\x13.nborch.StatusReply2\xaf\x01\n\x04Raft\x12.\n\x04Send\x12\x13.nborch.RaftMessage\x1a\x0f.nborch.RaftAck(\x01\x12\x34\n\x07Propose\x12\x13.nborch.DataRequest\x1a\x14.nborch.ProposeReply\x12\x41\n\x10\x43hangeMembership\x12\x18.nborch.MembershipChange\x1a\x13.nborch.StatusReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1anborch/protos/nborch.proto\x12\x06nborch\"\x80\x01\n\x0b\x44\x61taRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\x0c\n\x04\x64ocs\x18\x02 \x01(\x0c\x12\x12\n\nparameters\x18\x03 \x01(\x0c\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x17\n\x0ftarget_executor\x18\x05 \x01(\t\x12\x10\n\x08write_id\x18\x06 \x01(\t\"S\n\rExecutorError\x12\x10\n\x08\x65xecutor\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\ttraceback\x18\x04 \x01(\t\"7\n\x03Hop\x12\x10\n\x08\x65xecutor\x18\x01 \x01(\t\x12\r\n\x05shard\x18\x02 \x01(\x05\x12\x0f\n\x07replica\x18\x03 \x01(\x05\"\xe1\x01\n\x0c\x44\x61taResponse\x12\x0c\n\x04\x64ocs\x18\x01 \x01(\x0c\x12\x12\n\nparameters\x18\x02 \x01(\x0c\x12$\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x15.nborch.ExecutorError\x12\x1a\n\x05route\x18\x04 \x03(\x0b\x32\x0b.nborch.Hop\x12\x15\n\rfailed_shards\x18\x05 \x03(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x18\n\x10\x63onnection_error\x18\x07 \x01(\t\x12\x13\n\x0bleader_hint\x18\x08 \x01(\x05\x12\x13\n\x0bleader_term\x18\t \x01(\x04\"5\n\x0c\x44\x61taRequests\x12%\n\x08requests\x18\x01 \x03(\x0b\x32\x13.nborch.DataRequest\"8\n\rDataResponses\x12\'\n\tresponses\x18\x01 \x03(\x0b\x32\x14.nborch.DataResponse\"\x0f\n\rStatusRequest\"\x1b\n\x0bStatusReply\x12\x0c\n\x04json\x18\x01 \x01(\x0c\"\x1b\n\x0bPoolsUpdate\x12\x0c\n\x04json\x18\x01 \x01(\x0c\"\x1b\n\x0bRaftMessage\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\t\n\x07RaftAck\"J\n\x0cProposeReply\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x0e\n\x06leader\x18\x03 \x01(\x04\x12\r\n\x05\x65rror\x18\x04 \x01(\t\" \n\x10MembershipChange\x12\x0c\n\x04json\x18\x01 \x01(\x0c\x32\xf1\x01\n\x08\x45xecutor\x12\x34\n\x07Process\x12\x13.nborch.DataRequest\x1a\x14.nborch.DataResponse\x12\x37\n\x06Stream\x12\x13.nborch.DataRequest\x1a\x14.nborch.DataResponse(\x01\x30\x01\x12@\n\rStreamBatches\x12\x14.nborch.DataRequests\x1a\x15.nborch.DataResponses(\x01\x30\x01\x12\x34\n\x06Status\x12\x15.nborch.StatusRequest\x1a\x13.nborch.StatusReply2?\n\x07Gateway\x12\x34\n\x08SetPools\x12\x13.nborch.PoolsUpdate\x1a\x13.nborch.StatusReply2\xaf\x01\n\x04Raft\x12.\n\x04Send\x12\x13.nborch.RaftMessage\x1a\x0f.nborch.RaftAck(\x01\x12\x34\n\x07Propose\x12\x13.nborch.DataRequest\x1a\x14.nborch.ProposeReply\x12\x41\n\x10\x43hangeMembership\x12\x18.nborch.MembershipChange\x1a\x13.nborch.StatusReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,24 +39,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HOP']._serialized_end=309
   _globals['_DATARESPONSE']._serialized_start=312
   _globals['_DATARESPONSE']._serialized_end=537
-  _globals['_STATUSREQUEST']._serialized_start=539
-  _globals['_STATUSREQUEST']._serialized_end=554
-  _globals['_STATUSREPLY']._serialized_start=556
-  _globals['_STATUSREPLY']._serialized_end=583
-  _globals['_POOLSUPDATE']._serialized_start=585
-  _globals['_POOLSUPDATE']._serialized_end=612
-  _globals['_RAFTMESSAGE']._serialized_start=614
-  _globals['_RAFTMESSAGE']._serialized_end=641
-  _globals['_RAFTACK']._serialized_start=643
-  _globals['_RAFTACK']._serialized_end=652
-  _globals['_PROPOSEREPLY']._serialized_start=654
-  _globals['_PROPOSEREPLY']._serialized_end=728
-  _globals['_MEMBERSHIPCHANGE']._serialized_start=730
-  _globals['_MEMBERSHIPCHANGE']._serialized_end=762
-  _globals['_EXECUTOR']._serialized_start=765
-  _globals['_EXECUTOR']._serialized_end=940
-  _globals['_GATEWAY']._serialized_start=942
-  _globals['_GATEWAY']._serialized_end=1005
-  _globals['_RAFT']._serialized_start=1008
-  _globals['_RAFT']._serialized_end=1183
+  _globals['_DATAREQUESTS']._serialized_start=539
+  _globals['_DATAREQUESTS']._serialized_end=592
+  _globals['_DATARESPONSES']._serialized_start=594
+  _globals['_DATARESPONSES']._serialized_end=650
+  _globals['_STATUSREQUEST']._serialized_start=652
+  _globals['_STATUSREQUEST']._serialized_end=667
+  _globals['_STATUSREPLY']._serialized_start=669
+  _globals['_STATUSREPLY']._serialized_end=696
+  _globals['_POOLSUPDATE']._serialized_start=698
+  _globals['_POOLSUPDATE']._serialized_end=725
+  _globals['_RAFTMESSAGE']._serialized_start=727
+  _globals['_RAFTMESSAGE']._serialized_end=754
+  _globals['_RAFTACK']._serialized_start=756
+  _globals['_RAFTACK']._serialized_end=765
+  _globals['_PROPOSEREPLY']._serialized_start=767
+  _globals['_PROPOSEREPLY']._serialized_end=841
+  _globals['_MEMBERSHIPCHANGE']._serialized_start=843
+  _globals['_MEMBERSHIPCHANGE']._serialized_end=875
+  _globals['_EXECUTOR']._serialized_start=878
+  _globals['_EXECUTOR']._serialized_end=1119
+  _globals['_GATEWAY']._serialized_start=1121
+  _globals['_GATEWAY']._serialized_end=1184
+  _globals['_RAFT']._serialized_start=1187
+  _globals['_RAFT']._serialized_end=1362
 # @@protoc_insertion_point(module_scope)

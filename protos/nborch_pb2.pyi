@@ -66,6 +66,18 @@ class DataResponse(_message.Message):
     leader_term: int
     def __init__(self, docs: _Optional[bytes] = ..., parameters: _Optional[bytes] = ..., error: _Optional[_Union[ExecutorError, _Mapping]] = ..., route: _Optional[_Iterable[_Union[Hop, _Mapping]]] = ..., failed_shards: _Optional[_Iterable[str]] = ..., request_id: _Optional[str] = ..., connection_error: _Optional[str] = ..., leader_hint: _Optional[int] = ..., leader_term: _Optional[int] = ...) -> None: ...
 
+class DataRequests(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[DataRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[DataRequest, _Mapping]]] = ...) -> None: ...
+
+class DataResponses(_message.Message):
+    __slots__ = ("responses",)
+    RESPONSES_FIELD_NUMBER: _ClassVar[int]
+    responses: _containers.RepeatedCompositeFieldContainer[DataResponse]
+    def __init__(self, responses: _Optional[_Iterable[_Union[DataResponse, _Mapping]]] = ...) -> None: ...
+
 class StatusRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -44,6 +44,11 @@ class ExecutorStub:
                 request_serializer=nborch_dot_protos_dot_nborch__pb2.DataRequest.SerializeToString,
                 response_deserializer=nborch_dot_protos_dot_nborch__pb2.DataResponse.FromString,
                 _registered_method=True)
+        self.StreamBatches = channel.stream_stream(
+                '/nborch.Executor/StreamBatches',
+                request_serializer=nborch_dot_protos_dot_nborch__pb2.DataRequests.SerializeToString,
+                response_deserializer=nborch_dot_protos_dot_nborch__pb2.DataResponses.FromString,
+                _registered_method=True)
         self.Status = channel.unary_unary(
                 '/nborch.Executor/Status',
                 request_serializer=nborch_dot_protos_dot_nborch__pb2.StatusRequest.SerializeToString,
@@ -68,6 +73,15 @@ class ExecutorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamBatches(self, request_iterator, context):
+        """As Stream, packed: under load one message carries many requests (replies), and grpc's
+        per-message cost (~0.3 ms of CPU at each end here, however many are in flight) is
+        paid once for all of them. nborch's own callers use this one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Status(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -86,6 +100,11 @@ def add_ExecutorServicer_to_server(servicer, server):
                     servicer.Stream,
                     request_deserializer=nborch_dot_protos_dot_nborch__pb2.DataRequest.FromString,
                     response_serializer=nborch_dot_protos_dot_nborch__pb2.DataResponse.SerializeToString,
+            ),
+            'StreamBatches': grpc.stream_stream_rpc_method_handler(
+                    servicer.StreamBatches,
+                    request_deserializer=nborch_dot_protos_dot_nborch__pb2.DataRequests.FromString,
+                    response_serializer=nborch_dot_protos_dot_nborch__pb2.DataResponses.SerializeToString,
             ),
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
@@ -147,6 +166,33 @@ class Executor:
             '/nborch.Executor/Stream',
             nborch_dot_protos_dot_nborch__pb2.DataRequest.SerializeToString,
             nborch_dot_protos_dot_nborch__pb2.DataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamBatches(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/nborch.Executor/StreamBatches',
+            nborch_dot_protos_dot_nborch__pb2.DataRequests.SerializeToString,
+            nborch_dot_protos_dot_nborch__pb2.DataResponses.FromString,
             options,
             channel_credentials,
             insecure,

@@ -52,6 +52,7 @@ OPEN_PREFIXES = ('/grpc.health.v1.Health/',)
 # The methods callers make handshakes for (a handshake names its method).
 PROCESS_METHOD = '/nborch.Executor/Process'
 STREAM_METHOD = '/nborch.Executor/Stream'
+STREAM_BATCHES_METHOD = '/nborch.Executor/StreamBatches'
 STATUS_METHOD = '/nborch.Executor/Status'
 SET_POOLS_METHOD = '/nborch.Gateway/SetPools'
 SEND_METHOD = '/nborch.Raft/Send'

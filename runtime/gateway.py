@@ -359,7 +359,11 @@ class GatewayServicer(pb_grpc.ExecutorServicer):
         return await self.handle(request)
 
     async def Stream(self, request_iterator, context):
-        await serve_stream(request_iterator, context, self.handle, 'gateway')
+        await serve_stream(context, self.handle, 'gateway', packed=False,
+                           max_message_size=self.max_message_size)
+
+    async def StreamBatches(self, request_iterator, context):
+        await serve_stream(context, self.handle, 'gateway', max_message_size=self.max_message_size)
 
     async def handle(self, request: pb.DataRequest) -> pb.DataResponse:
         return await self.gateway.answer(request, self.max_message_size)

@@ -2,14 +2,15 @@
 
 import grpc
 
-from nborch.runtime.limits import DEFAULT_MAX_MESSAGE_SIZE
+from nborch.runtime.limits import DEFAULT_MAX_MESSAGE_SIZE, GRPC_MAX_MESSAGE_SIZE, PACK_OVERHEAD
 
 
 def _message_size(max_message_size: int) -> list[tuple[str, int]]:
     # gRPC's own check, the last line: senders check first (runtime/limits.py), so that an
     # oversized message fails alone instead of the stream it would travel on.
-    return [('grpc.max_send_message_length', max_message_size),
-            ('grpc.max_receive_message_length', max_message_size)]
+    limit = min(max_message_size + PACK_OVERHEAD, GRPC_MAX_MESSAGE_SIZE)
+    return [('grpc.max_send_message_length', limit),
+            ('grpc.max_receive_message_length', limit)]
 
 
 def server_options(max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> list[tuple[str, int]]:

@@ -16,6 +16,10 @@ from nborch.protos import nborch_pb2 as pb
 DEFAULT_MAX_MESSAGE_SIZE = 64 << 20
 DEFAULT_MAX_REQUEST_DOCS = 100_000
 GRPC_MAX_MESSAGE_SIZE = (2 << 30) - 1  # gRPC and protobuf take no larger message
+# A packed stream message (DataRequests, DataResponses) adds a field tag and a length to each
+# request or reply it carries: gRPC's own limit allows that much over nborch's, so that one
+# request at the limit still travels packed.
+PACK_OVERHEAD = 16
 # A Raft message wraps what it carries: one write request (of up to max_message_size) or
 # up to 1 MiB of smaller entries or snapshot data, plus a few header bytes.
 RAFT_ENVELOPE = 1 << 20

@@ -244,7 +244,12 @@ class WorkerServicer(pb_grpc.ExecutorServicer):
         return await self.handle(request)
 
     async def Stream(self, request_iterator, context):
-        await serve_stream(request_iterator, context, self.handle, self.spec.name)
+        await serve_stream(context, self.handle, self.spec.name, packed=False,
+                           max_message_size=self.spec.max_message_size)
+
+    async def StreamBatches(self, request_iterator, context):
+        await serve_stream(context, self.handle, self.spec.name,
+                           max_message_size=self.spec.max_message_size)
 
     async def handle(self, request: pb.DataRequest) -> pb.DataResponse:
         """The reply to `request`: one too large to send is an error naming the limit, and

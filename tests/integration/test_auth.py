@@ -79,6 +79,8 @@ def test_callers_without_the_secret_are_refused_and_change_nothing(tmp_path):
                         refused(lambda: raft.ChangeMembership(remove_one, timeout=10)),
                         refused(lambda: executor.Process(forged_request, timeout=10)),
                         refused(lambda: list(executor.Stream(iter([forged_request]), timeout=10))),
+                        refused(lambda: list(executor.StreamBatches(
+                            iter([pb.DataRequests(requests=[forged_request])]), timeout=10))),
                         refused(lambda: executor.Status(pb.StatusRequest(), timeout=10))]
         assert set(codes) == {grpc.StatusCode.UNAUTHENTICATED}, codes
         dep.post('/index', docs(1, 'after'))  # the group still serves its own gateway
@@ -109,6 +111,11 @@ class _Impostor(pb_grpc.ExecutorServicer):
         self.seen_metadata.append(dict(context.invocation_metadata()))
         for request in request_iterator:
             yield self._forged(request)
+
+    def StreamBatches(self, request_iterator, context):
+        self.seen_metadata.append(dict(context.invocation_metadata()))
+        for message in request_iterator:
+            yield pb.DataResponses(responses=[self._forged(r) for r in message.requests])
 
 
 def _bind_as_soon_as_free(port: int, servicer, timeout: float = 10) -> grpc.Server:
@@ -145,8 +152,9 @@ def test_an_impostor_on_a_dead_replicas_port_never_answers_users():
             # What the impostor saw cannot open a call on the surviving replica either.
             captured = [(k, v) for k, v in impostor.seen_metadata[0].items() if k == CALLER_KEY]
             with grpc.insecure_channel(f'127.0.0.1:{survivor["port"]}') as channel:
-                code = refused(lambda: list(pb_grpc.ExecutorStub(channel).Stream(
-                    iter([pb.DataRequest(endpoint='/', docs=encode_docs(FORGED))]),
+                code = refused(lambda: list(pb_grpc.ExecutorStub(channel).StreamBatches(
+                    iter([pb.DataRequests(requests=[
+                        pb.DataRequest(endpoint='/', docs=encode_docs(FORGED))])]),
                     metadata=captured, timeout=10)))
         finally:
             server.stop(None)

@@ -13,7 +13,7 @@ from nborch.protos import nborch_pb2 as pb
 from nborch.runtime.codec import encode_docs
 from nborch.runtime.grpc_options import channel_options, server_options
 from nborch.runtime.limits import (DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_REQUEST_DOCS,
-                                   bounded_reply)
+                                   GRPC_MAX_MESSAGE_SIZE, PACK_OVERHEAD, bounded_reply)
 from nborch.spec import DeploymentSpec
 
 ECHO = 'nborch.examples:Echo'
@@ -59,10 +59,12 @@ def test_limits_are_yaml_keys_and_cli_flags(tmp_path):
         assert (args.max_message_size, args.max_request_docs) == (1 << 20, 7)
 
 
-def test_grpc_options_carry_the_limit():
+def test_grpc_options_carry_the_limit_and_what_packing_adds():
     for options in (server_options(12345), channel_options(12345)):
-        assert ('grpc.max_receive_message_length', 12345) in options
-        assert ('grpc.max_send_message_length', 12345) in options
+        assert ('grpc.max_receive_message_length', 12345 + PACK_OVERHEAD) in options
+        assert ('grpc.max_send_message_length', 12345 + PACK_OVERHEAD) in options
+    assert ('grpc.max_receive_message_length', GRPC_MAX_MESSAGE_SIZE) in \
+        server_options(GRPC_MAX_MESSAGE_SIZE)
 
 
 def test_a_reply_too_large_becomes_an_error_reply_naming_the_limit():

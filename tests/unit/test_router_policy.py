@@ -64,7 +64,7 @@ def test_stream_mux_leaves_the_callers_request_alone():
             self.written = []
 
         async def write(self, message):
-            self.written.append(message)
+            self.written.extend(message.requests)
             await asyncio.sleep(0)
 
         async def read(self):
@@ -74,7 +74,7 @@ def test_stream_mux_leaves_the_callers_request_alone():
         def __init__(self):
             self.call = FakeCall()
 
-        def Stream(self):
+        def StreamBatches(self):
             return self.call
 
     async def main():
@@ -148,12 +148,13 @@ def test_an_overdue_waiter_is_woken_and_a_late_reply_still_lands():
             self.written, self.release = [], asyncio.Event()
 
         async def write(self, message):
-            self.written.append(message)
+            self.written.extend(message.requests)
 
         async def read(self):
             await self.release.wait()
             self.release.clear()
-            return pb.DataResponse(request_id=self.written[-1].request_id, docs=b'late')
+            return pb.DataResponses(responses=[
+                pb.DataResponse(request_id=self.written[-1].request_id, docs=b'late')])
 
         def cancel(self):
             pass
@@ -161,7 +162,7 @@ def test_an_overdue_waiter_is_woken_and_a_late_reply_still_lands():
     async def main():
         call = SlowCall()
         mux = StreamMux(NoChannel())
-        mux._stub = type('S', (), {'Stream': lambda self: call})()
+        mux._stub = type('S', (), {'StreamBatches': lambda self: call})()
         loop = asyncio.get_running_loop()
         request_id, reply = await mux.send(pb.DataRequest(endpoint='/'), loop.time() + 60)
         mux.wake_overdue(loop.time())       # not due yet: nothing happens
