@@ -59,7 +59,7 @@ def _batch_panel(ax, rows: list[dict]) -> None:
 
 def _echo_panel(ax, rows: list[dict]) -> None:
     xs = [r['docs_per_request'] for r in rows]
-    for key, color, label in (('gateway_ms', NBORCH, 'Deployment.post (gateway)'),
+    for key, color, label in (('post_ms', NBORCH, 'Deployment.post'),
                               ('worker_ms', EXTRA, 'straight to the worker'),
                               ('codec_ms', FLOOR, 'codec encode+decode (floor)')):
         ax.plot(xs, [r[key] * 1000 / x for r, x in zip(rows, xs)], marker='o', color=color,

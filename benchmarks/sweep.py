@@ -18,7 +18,8 @@ from other work on the machine falls on all of them alike:
 
 Sweeps: docs (10k, 100k; 1M with --full) at replicas=1 and 3; replicas 1..4 and shards 1..3
 at `SWEEP_DOCS`; queries per request 1..1000 at 10k docs; and echo payloads of 1..1000 docs
-per request (through the gateway, straight to the worker, and the codec's own cost). For the
+per request (`Deployment.post`, which routes from this process straight to the worker, a
+`Client` on the worker's port, and the codec's own cost). For the
 pipelined runs, the CPU each process spent per query (/proc) says where the cores went.
 
 BLAS runs one thread in every process (OMP/OPENBLAS/MKL_NUM_THREADS=1 unless set): replicas,
@@ -199,8 +200,8 @@ def measure_docs(docs: int, queries: int, rounds: int, batches: tuple[int, ...])
 
 
 def measure_echo(rounds: int, posts: int) -> dict:
-    """Echo of 1..1000 TextDocs (128-d) per request: through the gateway, straight to the
-    worker, and the codec's encode+decode of the same docs (what one hop must pay)."""
+    """Echo of 1..1000 TextDocs (128-d) per request: `Deployment.post`, a Client straight on
+    the worker, and the codec's encode+decode of the same docs (what one hop must pay)."""
     rng = np.random.default_rng(2)
     payloads = {b: DocList[TextDoc]([TextDoc(text=f'doc {i}', embedding=rng.random(DIM,
                                              dtype=np.float32)) for i in range(b)])
@@ -212,7 +213,7 @@ def measure_echo(rounds: int, posts: int) -> dict:
         try:
             for b, docs in payloads.items():
                 n = max(3, posts // max(1, b // 10))
-                probes[f'echo {b} gateway'] = each_call(
+                probes[f'echo {b} post'] = each_call(
                     lambda i, d=docs: dep.post('/', d, request_size=len(d)), n)
                 probes[f'echo {b} worker'] = each_call(
                     lambda i, d=docs: direct.post('/', d, request_size=len(d)), n)
@@ -274,10 +275,10 @@ def summarize(report: dict) -> dict:
                     'vs_in_process': ms[f'batch {b} nborch'] / ms[f'batch {b} in-process']})
     echo = report['echo']['ms']
     for b in BATCHES:
-        rows['echo'].append({'docs_per_request': b, 'gateway_ms': echo[f'echo {b} gateway'],
+        rows['echo'].append({'docs_per_request': b, 'post_ms': echo[f'echo {b} post'],
                              'worker_ms': echo[f'echo {b} worker'],
                              'codec_ms': echo[f'echo {b} codec'],
-                             'gateway_us_per_doc': echo[f'echo {b} gateway'] * 1000 / b})
+                             'post_us_per_doc': echo[f'echo {b} post'] * 1000 / b})
     return rows
 
 
@@ -318,10 +319,10 @@ def print_table(rows: dict) -> None:
                   f"{r['in_process_ms_per_query']:>9.3f}{r['floor_ms_per_query']:>8.3f}"
                   f"{r['vs_in_process']:>8.2f}")
     print('\necho, TextDoc with a 128-d embedding (ms per request, sequential)')
-    print(f"{'docs':>9}{'gateway':>9}{'worker':>8}{'codec':>8}{'us/doc gw':>11}")
+    print(f"{'docs':>9}{'post':>9}{'worker':>8}{'codec':>8}{'us/doc':>11}")
     for r in rows['echo']:
-        print(f"{r['docs_per_request']:>9}{r['gateway_ms']:>9.3f}{r['worker_ms']:>8.3f}"
-              f"{r['codec_ms']:>8.3f}{r['gateway_us_per_doc']:>11.1f}")
+        print(f"{r['docs_per_request']:>9}{r['post_ms']:>9.3f}{r['worker_ms']:>8.3f}"
+              f"{r['codec_ms']:>8.3f}{r['post_us_per_doc']:>11.1f}")
 
 
 def main(argv=None) -> dict:
