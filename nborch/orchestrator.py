@@ -131,8 +131,9 @@ class Orchestrator:
         self._device_count: int | None = None
         self._generation = 0
         self.gateway: ProcessHandle | None = None
-        # The owner's own routing (`Deployment.post`), beside the gateway process's.
-        self.router: OwnerRouter | None = None
+        # The owner's own routing (`Deployment.post`), beside the gateway process's; none
+        # for one external address (no gateway either).
+        self.router = OwnerRouter() if direct is None else None
         self.supervisor: Supervisor | None = None
         self.run_dir: str | None = None
         self.started = False
@@ -198,7 +199,7 @@ class Orchestrator:
             try:
                 self._start_workers()
                 self._start_gateway()
-                self.router = OwnerRouter(self._topology(), self.secret, self.max_message_size)
+                self.router.open(self._topology(), self.secret)
             except BaseException:
                 self._teardown()
                 raise
@@ -666,7 +667,6 @@ class Orchestrator:
             self.supervisor = None
         if self.router is not None:
             self.router.close()
-            self.router = None
         children = [*self.all_workers(), *self.unrouted]
         if self.gateway is not None:
             self.gateway.terminate()

@@ -12,40 +12,59 @@ from __future__ import annotations
 
 import asyncio
 
+from typing import TYPE_CHECKING
+
 from nborch._loop import run_sync
 from nborch.protos import nborch_pb2 as pb
 from nborch.runtime.auth import LinkAuth
-from nborch.runtime.gateway import RECENT_ROUTES, Gateway
 from nborch.runtime.tls import TlsFiles
 from nborch.runtime.topology import Topology
+
+if TYPE_CHECKING:
+    from nborch.runtime.gateway import Gateway
+
+# nborch.runtime.gateway is imported where used, not here: every runtime process imports
+# nborch (and so this module) before `python -m nborch.runtime.gateway` runs that module as
+# __main__, and importing it here would load a second copy into the gateway process.
 
 CLOSE_TIMEOUT_S = 5.0
 _SUMMED = ('outstanding', 'served', 'failures', 'deadline_misses', 'ejections')
 
 
 class OwnerRouter:
-    """A `Gateway` on nborch's loop thread (where its channels live). Its blocking methods
-    are for the owner's threads; `send` is awaited on that loop (by `AsyncClient`)."""
+    """A `Gateway` on nborch's loop thread (where its channels live), for one orchestration's
+    whole life: `open` at each start (a restart gets the new topology), `close` at each stop;
+    a post in between fails with ConnectionError, as one to a stopped gateway would. Its
+    blocking methods are for the owner's threads; `send` is awaited on that loop (by
+    `AsyncClient`)."""
 
-    def __init__(self, topology: Topology, secret: bytes, max_message_size: int):
-        self._topology = topology
-        self._auth = LinkAuth(secret)
-        self._tls = TlsFiles(**topology.internal_tls) if topology.internal_tls else None
-        self._max_message_size = max_message_size
+    def __init__(self) -> None:
+        self._topology: Topology | None = None  # None: not running
+        self._auth: LinkAuth | None = None
+        self._tls: TlsFiles | None = None
         self._gateway: Gateway | None = None  # made on the loop, at first use
-        self._closed = False
+
+    def open(self, topology: Topology, secret: bytes) -> None:
+        async def set_up() -> None:
+            await self._shut()
+            self._topology, self._auth = topology, LinkAuth(secret)
+            self._tls = TlsFiles(**topology.internal_tls) if topology.internal_tls else None
+        run_sync(set_up())
 
     def _on_loop(self) -> Gateway:
-        if self._closed:
-            raise ConnectionError('the deployment was closed')
+        if self._topology is None:
+            raise ConnectionError('the deployment is not running: start() it first (or use '
+                                  'it in a `with` block)')
         if self._gateway is None:
+            from nborch.runtime.gateway import Gateway
             self._gateway = Gateway(self._topology, link_auth=self._auth,
                                     internal_tls=self._tls)
         return self._gateway
 
     async def send(self, request: pb.DataRequest) -> pb.DataResponse:
         """The reply the gateway process would give (`Gateway.answer`)."""
-        return await self._on_loop().answer(request, self._max_message_size)
+        gateway = self._on_loop()
+        return await gateway.answer(request, self._topology.max_message_size)
 
     def set_pools(self, executor: str, shards: list[list[str]], drain_s: float,
                   endpoints: dict[str, bool] | None) -> dict:
@@ -61,21 +80,24 @@ class OwnerRouter:
             return await self._on_loop().counters()
         return run_sync(read())
 
+    async def _shut(self) -> None:
+        self._topology = None
+        gateway, self._gateway = self._gateway, None
+        if gateway is not None:
+            await asyncio.wait_for(gateway.close(), CLOSE_TIMEOUT_S)
+
     def close(self) -> None:
-        async def shut() -> None:
-            self._closed = True
-            gateway, self._gateway = self._gateway, None
-            if gateway is not None:
-                await asyncio.wait_for(gateway.close(), CLOSE_TIMEOUT_S)
         try:
-            run_sync(shut())
+            run_sync(self._shut())
         except (asyncio.TimeoutError, TimeoutError):
             pass  # its channels go with the process; nothing else holds them
+
 
 def add_counters(routed: dict, local: dict) -> dict:
     """The gateway process's status report `routed` with the owner's routing counters
     `local` added: requests and each replica's counters summed (replicas matched by
     address), recent routes merged in time order. `routed`'s Raft reports are kept."""
+    from nborch.runtime.gateway import RECENT_ROUTES
     merged = dict(routed)
     merged['requests'] = routed.get('requests', 0) + local.get('requests', 0)
     ours = {(e['name'], r['address']): r for e in local.get('executors', [])

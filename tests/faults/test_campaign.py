@@ -90,7 +90,10 @@ def _run_schedule(seed: int, workspace: str, faults: int = FAULTS, uses=LogLedge
     ops: list[Op] = []
     started = time.monotonic()
     with dep:
-        load = Workload(dep.port, executor='ledger', prefix=f's{seed}')
+        # Odd seeds post as Deployment.post does (routed from this process), even ones
+        # through the gateway: both routers are tried under the same faults.
+        load = Workload(dep.port, executor='ledger', prefix=f's{seed}',
+                        router=dep._orchestrator.router if seed % 2 else None)
         try:
             with load:
                 _wait_for_acks(load, 0)
@@ -115,7 +118,8 @@ def _run_schedule(seed: int, workspace: str, faults: int = FAULTS, uses=LogLedge
     if not ops[-1:] or ops[-1].outcome != ACKED:
         stalls.append('stall: the healed group did not acknowledge a new write in 60s')
     report = check_history(ops, histories)
-    return {'seed': seed, 'schedule': [str(f) for f in schedule], 'injected': injector.log,
+    return {'seed': seed, 'posts': 'routed by the owner' if seed % 2 else 'via the gateway',
+            'schedule': [str(f) for f in schedule], 'injected': injector.log,
             'faults_injected': dict(injector.injected),
             'seconds': round(time.monotonic() - started, 1),
             'writes_checked': report.writes_checked, 'acked': report.acked,

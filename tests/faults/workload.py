@@ -34,11 +34,13 @@ class Workload:
     Each write posts one doc whose id is the write's unique value; it is acknowledged when
     the post returns it, and indeterminate on any error or timeout (a write the gateway or a
     replica gave up on may still commit). Reads that fail are dropped (a read has no effect).
+    With `router` (a Deployment's `_orchestrator.router`) posts are routed from this process
+    as `Deployment.post` routes them, else they go through the gateway on `port`.
     """
 
     def __init__(self, port: int, *, executor: str, prefix: str, writers: int = 3,
-                 readers: int = 2, timeout: float = 8.0):
-        self.port, self.executor, self.prefix = port, executor, prefix
+                 readers: int = 2, timeout: float = 8.0, router=None):
+        self.port, self.executor, self.prefix, self.router = port, executor, prefix, router
         self.writers, self.readers, self.timeout = writers, readers, timeout
         self.ops: list[Op] = []
         self.errors: dict[str, int] = {}
@@ -67,6 +69,8 @@ class Workload:
 
     async def _main(self) -> None:
         client = AsyncClient(port=self.port)
+        if self.router is not None:
+            client.route_through(self.router)
         try:
             await asyncio.gather(*[self._writer(client, w) for w in range(self.writers)],
                                  *[self._reader(client, r) for r in range(self.readers)])

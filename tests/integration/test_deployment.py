@@ -13,6 +13,7 @@ from docarray import DocList
 from docarray.documents import TextDoc
 
 from nborch import AsyncClient, Client, Deployment, ExecutorError, IncompletePostError
+from nborch.ports import free_port
 from nborch.runtime.process import ChildStartError
 from nborch.runtime.router import ReplicaPool
 from nborch.protos import nborch_pb2 as pb
@@ -61,6 +62,21 @@ def test_post_routes_from_the_owner_and_status_counts_both_routers():
     replicas = status['executors'][0]['shards'][0]['replicas']
     assert status['requests'] == 6 == sum(r['served'] for r in replicas)
     assert len(status['recent_routes']) == 6
+
+
+def test_a_client_routed_by_the_owner_follows_a_restart_of_the_deployment():
+    dep = Deployment(name='who', uses=WhoAmI, quiet=True)
+    routed = Client(port=free_port()).route_through(dep._orchestrator.router)
+    try:
+        with dep:
+            assert len(routed.post('/', text_docs(2))) == 2
+        with pytest.raises(ConnectionError, match='not running'):
+            routed.post('/', text_docs(1))
+        with dep:  # new replicas, new ports: the same router routes to them
+            assert len(routed.post('/', text_docs(2))) == 2
+            assert len(dep.post('/', text_docs(2))) == 2
+    finally:
+        routed.close()
 
 
 def test_idle_replica_gets_the_request_first():

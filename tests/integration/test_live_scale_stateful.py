@@ -41,7 +41,9 @@ def checked(load: Workload, dep, tmp_path, replicas: int = 3) -> list[list[str]]
 def test_a_stateful_group_grows_to_5_and_shrinks_to_3_under_traffic_losing_nothing(tmp_path):
     dep = ledger(tmp_path)
     with dep:
-        with Workload(dep.port, executor='ledger', prefix='scale') as load:
+        # routed as dep.post routes (from this process): that router must follow the group
+        with Workload(dep.port, executor='ledger', prefix='scale',
+                      router=dep._orchestrator.router) as load:
             poll(lambda: load.acked() >= 5, 'the first writes')
             assert dep.scale(replicas=5) == {'started': 2, 'stopped': 0, 'undrained': 0}
             assert members(dep) == [([1, 2, 3, 4, 5], [])] * 5

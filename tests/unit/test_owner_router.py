@@ -29,3 +29,16 @@ def test_recent_routes_merge_in_time_order_and_stay_bounded():
     local = _report(0, [], routes=range(1, 61, 2))
     routes = add_counters(routed, local)['recent_routes']
     assert [r['time'] for r in routes] == list(range(60 - RECENT_ROUTES, 60))
+
+
+def test_importing_nborch_loads_no_runtime_entry_module():
+    """`python -m nborch.runtime.gateway` (or .worker) imports nborch first; a copy of the
+    module loaded then would be a second one beside __main__ (runpy warns of it)."""
+    import subprocess
+    import sys
+    code = ('import sys, nborch; loaded = [m for m in ("nborch.runtime.gateway", '
+            '"nborch.runtime.worker") if m in sys.modules]; print(loaded); '
+            'raise SystemExit(bool(loaded))')
+    done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
