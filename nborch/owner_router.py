@@ -11,7 +11,6 @@ and `status()` reports their counters summed.
 from __future__ import annotations
 
 import asyncio
-
 from typing import TYPE_CHECKING
 
 from nborch._loop import run_sync
