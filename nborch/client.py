@@ -163,10 +163,7 @@ class AsyncClient:
                 reply = await asyncio.wait_for(self._router.send(request), timeout)
             except asyncio.TimeoutError:
                 raise TimeoutError(f'{self.address} did not answer in {timeout} s') from None
-            if reply.connection_error:
-                raise ConnectionError(reply.connection_error)
-            raise_if_too_large(reply)
-            return reply
+            return _answered(reply)
         if self._http is not None:
             reply = await self._http.send(request, timeout)
             raise_if_too_large(reply)
@@ -192,10 +189,7 @@ class AsyncClient:
             if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
                 raise self._over_grpc_limit(exc.details()) from None
             raise _transport_error(exc, self.address) from None
-        if reply.connection_error:
-            raise ConnectionError(reply.connection_error)
-        raise_if_too_large(reply)
-        return reply
+        return _answered(reply)
 
     def _over_grpc_limit(self, details: str) -> MessageTooLargeError:
         """gRPC refused a message (the two sides' limits differ, or a reply is too large)."""
@@ -475,6 +469,14 @@ def _progress(inputs, request_size: int):
     if hasattr(inputs, '__len__') and not isinstance(inputs, BaseDoc):
         total = -(-len(inputs) // request_size) if request_size > 0 else 1
     return tqdm(total=total, unit='req', desc='posting')
+
+
+def _answered(reply: pb.DataResponse) -> pb.DataResponse:
+    """A gateway's reply, or the error it carries: no replica could serve, or a limit."""
+    if reply.connection_error:
+        raise ConnectionError(reply.connection_error)
+    raise_if_too_large(reply)
+    return reply
 
 
 def _transport_error(exc: grpc.aio.AioRpcError, address: str) -> Exception:

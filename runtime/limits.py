@@ -51,12 +51,13 @@ def too_many_docs(n_docs: int, limit: int, where: str) -> MessageTooLargeError:
         'Deployment/Flow (YAML key, --max-request-docs)')
 
 
-def check_request_size(request: pb.DataRequest, limit: int, where: str) -> None:
+def check_request_size(request: pb.DataRequest, limit: int, where: str) -> int:
     """Refuse to send `request` to a receiver that would reject it: gRPC would fail the
-    whole stream it travels on, every other request on it included."""
+    whole stream it travels on, every other request on it included. Returns its size."""
     size = request.ByteSize()
     if size > limit:
         raise too_large('the request', size, limit, where)
+    return size
 
 
 def bounded_reply(reply: pb.DataResponse, limit: int, where: str) -> pb.DataResponse:

@@ -158,12 +158,12 @@ class _OpenStream:
     async def _write(self, requests: list) -> None:
         await self.call.write(pb.DataRequests(requests=requests))
 
-    async def put(self, request: pb.DataRequest) -> None:
-        """Send `request` in the next message; return once that message is written.
-        StreamError: it was not (the stream broke first)."""
+    async def put(self, request: pb.DataRequest, size: int) -> None:
+        """Send `request` (`size` bytes) in the next message; return once that message is
+        written. StreamError: it was not (the stream broke first)."""
         if self.broken is not None:
             raise self.broken
-        pack = await self.outbox.send(request, request.ByteSize())
+        pack = await self.outbox.send(request, size)
         try:
             await asyncio.shield(pack.written)  # one waiter's cancellation is not the pack's
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
@@ -246,7 +246,11 @@ class StreamMux:
         once (ALL polling), each with its own ids. A request over the size limit raises
         `MessageTooLargeError` before anything is sent.
         """
-        check_request_size(request, self._max_message_size, self._limit_of)
+        request_id = str(next(self._ids))
+        tagged = pb.DataRequest()
+        tagged.CopyFrom(request)
+        tagged.request_id = request_id
+        size = check_request_size(tagged, self._max_message_size, self._limit_of)
         stream = self._stream
         if stream is None or stream.broken is not None:
             stream = self._stream = _OpenStream(
@@ -254,16 +258,12 @@ class StreamMux:
                 if self._auth is not None else None, self._max_message_size)
         if not stream.trusted.done():  # the first request on a new stream: the handshake
             await asyncio.shield(stream.trusted)  # bounded: the handshake has its own timeout
-        request_id = str(next(self._ids))
-        tagged = pb.DataRequest()
-        tagged.CopyFrom(request)
-        tagged.request_id = request_id
         future = asyncio.get_running_loop().create_future()
         stream.pending[request_id] = future
         if wake_at is not None:
             stream.wake_at[request_id] = wake_at
         try:
-            await stream.put(tagged)
+            await stream.put(tagged, size)
         except StreamError:
             stream.pending.pop(request_id, None)
             stream.wake_at.pop(request_id, None)
@@ -302,7 +302,6 @@ class StreamMux:
             stream.call.cancel()
             stream.reader.cancel()
             stream.outbox.close()
-
 
 
 async def serve_stream(context, handle, server_name: str, *, packed: bool = True,
