@@ -42,6 +42,7 @@ class OwnerRouter:
         self._auth: LinkAuth | None = None
         self._tls: TlsFiles | None = None
         self._gateway: Gateway | None = None  # made on the loop, at first use
+        self._final_counters: dict = {}  # what the last run routed, kept once it closed
 
     def open(self, topology: Topology, secret: bytes) -> None:
         async def set_up() -> None:
@@ -74,14 +75,18 @@ class OwnerRouter:
         return run_sync(apply())
 
     def counters(self) -> dict:
-        """`Gateway.counters` of this process's routing."""
+        """`Gateway.counters` of this process's routing; once closed, those of the run that
+        closed last (a status taken while the orchestration stops still counts its posts)."""
         async def read() -> dict:
+            if self._topology is None:
+                return self._final_counters
             return await self._on_loop().counters()
         return run_sync(read())
 
     async def _shut(self) -> None:
         self._topology = None
         gateway, self._gateway = self._gateway, None
+        self._final_counters = await gateway.counters() if gateway is not None else {}
         if gateway is not None:
             await asyncio.wait_for(gateway.close(), CLOSE_TIMEOUT_S)
 

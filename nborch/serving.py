@@ -265,10 +265,7 @@ class Serving:
                 processes['gateway']['error'] = str(exc)
         router = self._orchestrator.router
         if routed and self._poster is not None and router is not None:
-            try:
-                routed = add_counters(routed, router.counters())
-            except ConnectionError:  # closed meanwhile: the gateway's counters alone
-                pass
+            routed = add_counters(routed, router.counters())
         if self._orchestrator.direct is not None:  # no gateway: the replica reports itself
             (((replica,),),) = processes['executors'].values()
             replica.update(reachable=bool(routed), pid=routed.get('pid'),

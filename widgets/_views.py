@@ -43,6 +43,10 @@ class _Watch:
         if not getattr(self.orchestration, 'running', False):
             return {**self.last, 'running': False} if self.last else _stopped(self.orchestration)
         snapshot = self.orchestration.status()
+        if not getattr(self.orchestration, 'running', False) and self.last:
+            # it stopped while the status was taken: that status may have missed processes
+            # already gone, so the last one taken whole stands, marked stopped
+            return {**self.last, 'running': False}
         self.last = snapshot
         return snapshot
 

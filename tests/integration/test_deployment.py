@@ -70,6 +70,9 @@ def test_a_client_routed_by_the_owner_follows_a_restart_of_the_deployment():
     try:
         with dep:
             assert len(routed.post('/', text_docs(2))) == 2
+        # a status taken while the deployment stops still counts what the owner routed
+        (shard,) = dep._orchestrator.router.counters()['executors'][0]['shards']
+        assert [r['served'] for r in shard['replicas']] == [1]
         with pytest.raises(ConnectionError, match='not running'):
             routed.post('/', text_docs(1))
         with dep:  # new replicas, new ports: the same router routes to them

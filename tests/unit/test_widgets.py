@@ -279,6 +279,29 @@ def test_view_watches_until_the_orchestration_stops():
     view.close()
 
 
+class StoppingOrchestration(FakeOrchestration):
+    """Once `stopping`, it stops while its status is taken, and that status misses the
+    counts (the processes went away under it)."""
+
+    stopping = False
+
+    def status(self) -> dict:
+        if not self.stopping:
+            return super().status()
+        self.running = False
+        return snapshot(grid=((0, 0),))
+
+
+def test_a_status_taken_while_stopping_does_not_replace_the_last_counts():
+    orchestration = StoppingOrchestration(snapshot(grid=((3, 3),)))
+    view = TopologyView(orchestration, watch=False)
+    orchestration.stopping = True
+    view.refresh()
+    assert view.text().startswith('TopologyView: indexer (stopped), 6 requests')
+    assert '3 (0)  3 (0)' in view.text()
+    view.close()
+
+
 def test_closing_a_view_stops_its_poller():
     orchestration = FakeOrchestration(snapshot())
     view = TopologyView(orchestration, interval=0.01)
