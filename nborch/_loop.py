@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
-from typing import Awaitable, TypeVar
+from typing import Coroutine, TypeVar
 
 T = TypeVar('T')
 
@@ -37,18 +38,46 @@ def get_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
-def run_sync(coro: Awaitable[T], timeout: float | None = None) -> T:
+def run_sync(coro: Coroutine[object, object, T], timeout: float | None = None) -> T:
     """Run `coro` on nborch's loop and wait for it from this (non-loop) thread.
 
-    Ctrl-C (KeyboardInterrupt) while waiting cancels the coroutine before re-raising, so an
-    interrupted `post` leaves nothing running.
+    Ctrl-C (KeyboardInterrupt) while waiting, or `timeout` (seconds) passing, cancels the
+    coroutine before re-raising, so an interrupted `post` leaves nothing running.
     """
     loop = get_loop()
     if threading.current_thread() is _thread:
         raise RuntimeError('run_sync() called from nborch\'s own loop: await the coroutine instead')
-    future = asyncio.run_coroutine_threadsafe(coro, loop)
+    outcome: concurrent.futures.Future = concurrent.futures.Future()
+    task: list[asyncio.Task] = []
+
+    def start() -> None:
+        if not outcome.cancelled():  # given up on before it started: never run
+            task.append(loop.create_task(_settle(coro, outcome)))
+        else:
+            coro.close()
+
+    loop.call_soon_threadsafe(start)
     try:
-        return future.result(timeout)
+        return outcome.result(timeout)
     except (KeyboardInterrupt, concurrent.futures.TimeoutError):
-        future.cancel()
+        if outcome.cancel():
+            loop.call_soon_threadsafe(lambda: task and task[0].cancel())
         raise
+
+
+async def _settle(coro: Coroutine[object, object, T], outcome: concurrent.futures.Future) -> None:
+    """Await `coro` and hand its outcome to the waiting thread from this same loop turn
+    (`asyncio.run_coroutine_threadsafe` takes one more: a done-callback of its task)."""
+    try:
+        result = await coro
+    except asyncio.CancelledError:
+        outcome.cancel()
+        raise
+    except BaseException as exc:
+        with contextlib.suppress(concurrent.futures.InvalidStateError):  # given up on
+            outcome.set_exception(exc)
+        if not isinstance(exc, Exception):
+            raise  # SystemExit, KeyboardInterrupt raised in the loop: as asyncio would
+    else:
+        with contextlib.suppress(concurrent.futures.InvalidStateError):
+            outcome.set_result(result)

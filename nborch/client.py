@@ -294,7 +294,14 @@ class AsyncClient:
 
         tasks: list[asyncio.Task] = []
         try:
-            for i, batch in enumerate(_batches(inputs, request_size)):
+            batches = _batches(inputs, request_size)
+            first = next(batches, None)
+            second = next(batches, None) if first is not None else None
+            if first is not None and second is None:  # one request: sent from this task
+                await window.acquire()
+                await send(0, first)
+            for i, batch in enumerate(() if second is None
+                                      else itertools.chain((first, second), batches)):
                 await window.acquire()
                 if failed.is_set():
                     break
