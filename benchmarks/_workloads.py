@@ -6,6 +6,8 @@ virtual environment (docarray 0.40 there too, with pydantic 1).
 """
 from __future__ import annotations
 
+import json
+import os
 import statistics
 import time
 from typing import Callable
@@ -144,3 +146,11 @@ class Recorder:
             traceback.print_exc()
             sys.exit(1)
         rec.update({'ok': True, 'final': True, 'phase': 'done'})
+
+
+def write_report(path: str, report: dict) -> None:
+    """`report` as JSON at `path` (its folder made if missing), and where it went."""
+    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+    with open(path, 'w') as f:
+        json.dump(report, f, indent=2)
+    print(f'JSON: {path}')
