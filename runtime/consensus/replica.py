@@ -51,7 +51,7 @@ WRITE_TIMEOUT_S = 30.0
 FORWARD_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 10.0       # a linearizable read waits this long for a read point
 REMEMBERED_WRITES = 100_000   # write ids kept for de-duplication (replicated state)
-RECENT_RESULTS = 4_096        # apply results kept for a forwarded write that lands first
+RECENT_RESULTS = 4_096        # apply results nobody waited for yet (a forward's reply may follow)
 _ENVELOPE = struct.Struct('<I')
 
 log = logging.getLogger('nborch.raft')
@@ -500,16 +500,18 @@ class ConsensusReplica:
                     if request.write_id:
                         self._remember(request.write_id, entry.index)
             self.applied = entry.index
-            self._recent[entry.index] = (entry.term, response)
-            if len(self._recent) > RECENT_RESULTS:
-                self._recent.popitem(last=False)
             waiter = self._waiters.get(entry.index)
             if waiter is not None and not waiter[1].done():
                 term, future = waiter
                 if term == entry.term and response is not None:
                     future.set_result(response)
-                else:
-                    future.set_exception(ProposalLost())
+                    continue  # its one asker has it: no copy kept (a reply may be large)
+                future.set_exception(ProposalLost())
+            # Kept for a forwarded write whose leader's reply (term, index) comes after
+            # this apply: `_result_of` finds it here.
+            self._recent[entry.index] = (entry.term, response)
+            if len(self._recent) > RECENT_RESULTS:
+                self._recent.popitem(last=False)
 
     def _answer_wanted(self, index: int) -> bool:
         """Whether a caller here may want the apply result of `index` (encoding the reply
