@@ -64,7 +64,15 @@ class OwnerRouter:
     async def send(self, request: pb.DataRequest) -> pb.DataResponse:
         """The reply the gateway process would give (`Gateway.answer`)."""
         gateway = self._on_loop()
-        return await gateway.answer(request, self._topology.max_message_size)
+        try:
+            return await gateway.answer(request, self._topology.max_message_size)
+        except asyncio.CancelledError:
+            if asyncio.current_task().cancelling() or self._gateway is gateway:
+                raise  # the caller's own cancellation
+            # Stopped (or restarted) under the request: a failure to reach the deployment,
+            # as from a gateway process that stops; never the caller's task cancelled.
+            raise ConnectionError('the deployment stopped while the request was in '
+                                  'flight') from None
 
     def set_pools(self, executor: str, shards: list[list[str]], drain_s: float,
                   endpoints: dict[str, bool] | None) -> dict:

@@ -128,6 +128,26 @@ class _LeaderMoved(Exception):
     """A newer leader was learned while a write waited at the old one: send it there."""
 
 
+async def _shared(task: asyncio.Future, closed):
+    """Await `task`, which several waiters share (shielded: one waiter's cancellation is
+    not the others'); if its owner cancelled it while closing, return `closed` instead of
+    raising CancelledError into waiters that were not cancelled themselves (a post in flight
+    while the owner stops, or a request on a replica a scale-down removed)."""
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if task.done() and not _cancelling():
+            return closed
+        raise
+
+
+def _cancelling() -> bool:
+    """Whether the running task itself is being cancelled: a CancelledError can also mean
+    that something it awaited was cancelled, or that a gRPC call's channel was closed
+    under it (grpc.aio raises that)."""
+    return bool(asyncio.current_task().cancelling())
+
+
 def _channel(address: str, max_message_size: int,
              tls: TlsFiles | None = None) -> grpc.aio.Channel:
     """`host:port`, `grpc://host:port` or `grpcs://host:port` (TLS with system roots); with
@@ -179,7 +199,7 @@ class _Replica:
         """Whether the process answers a health check now; concurrent askers share one."""
         if self._probe is None or self._probe.done():
             self._probe = asyncio.ensure_future(self._check())
-        return await asyncio.shield(self._probe)
+        return await _shared(self._probe, closed=False)  # closed: it answers nothing more
 
     async def _check(self) -> bool:
         try:
@@ -187,6 +207,10 @@ class _Replica:
         except grpc.aio.AioRpcError as exc:  # any answer but silence means it is alive
             return exc.code() not in (grpc.StatusCode.DEADLINE_EXCEEDED,
                                       grpc.StatusCode.UNAVAILABLE)
+        except asyncio.CancelledError:
+            if not _cancelling():
+                return False  # closed under the check: it answers nothing more
+            raise
         return True
 
     def eject_silent(self, now: float) -> None:
@@ -440,7 +464,7 @@ class ReplicaPool:
             self._leader_poll = asyncio.ensure_future(asyncio.gather(
                 *(self.status(r, timeout=LEADER_POLL_TIMEOUT_S)
                   for r in self.replicas if r is not exclude)))
-        for report in await asyncio.shield(self._leader_poll):
+        for report in await _shared(self._leader_poll, closed=()):
             raft = (report or {}).get('raft') or {}
             leader = raft.get('leader_replica')
             self.hear_leader(int(raft.get('term') or 0), 0 if leader is None else int(leader) + 1)
@@ -453,6 +477,10 @@ class ReplicaPool:
                                      replica.stub.Status, pb.StatusRequest(), timeout=timeout)
         except (grpc.aio.AioRpcError, AuthError):
             return None
+        except asyncio.CancelledError:
+            if not _cancelling():
+                return None  # closed under the call
+            raise
         return json.loads(reply.json)
 
     async def close(self) -> None:
