@@ -297,16 +297,17 @@ class AsyncClient:
             batches = _batches(inputs, request_size)
             first = next(batches, None)
             second = next(batches, None) if first is not None else None
-            if first is not None and second is None:  # one request: sent from this task
-                await window.acquire()
-                await send(0, first)
-            for i, batch in enumerate(() if second is None
-                                      else itertools.chain((first, second), batches)):
-                await window.acquire()
-                if failed.is_set():
-                    break
-                tasks.append(asyncio.ensure_future(send(i, batch)))
-            await asyncio.gather(*tasks)
+            if second is None:  # at most one request: sent from this task, none of its own
+                if first is not None:
+                    await window.acquire()
+                    await send(0, first)
+            else:
+                for i, batch in enumerate(itertools.chain((first, second), batches)):
+                    await window.acquire()
+                    if failed.is_set():
+                        break
+                    tasks.append(asyncio.ensure_future(send(i, batch)))
+                await asyncio.gather(*tasks)
         finally:
             for task in tasks:
                 task.cancel()

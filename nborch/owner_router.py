@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from nborch._loop import run_sync
 from nborch.protos import nborch_pb2 as pb
 from nborch.runtime.auth import LinkAuth
+from nborch.runtime.router import caller_cancelled
 from nborch.runtime.tls import TlsFiles
 from nborch.runtime.topology import Topology
 
@@ -67,7 +68,7 @@ class OwnerRouter:
         try:
             return await gateway.answer(request, self._topology.max_message_size)
         except asyncio.CancelledError:
-            if asyncio.current_task().cancelling() or self._gateway is gateway:
+            if caller_cancelled() or self._gateway is gateway:
                 raise  # the caller's own cancellation
             # Stopped (or restarted) under the request: a failure to reach the deployment,
             # as from a gateway process that stops; never the caller's task cancelled.

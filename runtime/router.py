@@ -136,12 +136,12 @@ async def _shared(task: asyncio.Future, closed):
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
-        if task.done() and not _cancelling():
+        if task.done() and not caller_cancelled():
             return closed
         raise
 
 
-def _cancelling() -> bool:
+def caller_cancelled() -> bool:
     """Whether the running task itself is being cancelled: a CancelledError can also mean
     that something it awaited was cancelled, or that a gRPC call's channel was closed
     under it (grpc.aio raises that)."""
@@ -208,7 +208,7 @@ class _Replica:
             return exc.code() not in (grpc.StatusCode.DEADLINE_EXCEEDED,
                                       grpc.StatusCode.UNAVAILABLE)
         except asyncio.CancelledError:
-            if not _cancelling():
+            if not caller_cancelled():
                 return False  # closed under the check: it answers nothing more
             raise
         return True
@@ -478,7 +478,7 @@ class ReplicaPool:
         except (grpc.aio.AioRpcError, AuthError):
             return None
         except asyncio.CancelledError:
-            if not _cancelling():
+            if not caller_cancelled():
                 return None  # closed under the call
             raise
         return json.loads(reply.json)
